@@ -1,0 +1,3 @@
+module khosim
+
+go 1.26

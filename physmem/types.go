@@ -2,6 +2,16 @@
 // of it: the frames (the bytes, which are all that survives kexec), the
 // memmap (one struct page per frame, rebuilt at every boot), memblock, and
 // the buddy page allocator.
+//
+//	Frames    the machine's RAM, sparse host memory (frames.go)
+//	Memblock  mm/memblock.c: memory, reserved, KHO scratch (memblock.go)
+//	Memmap    struct page per frame, 40 bytes, sparse (page.go, memmap.go)
+//	Zone      mm/page_alloc.c free_area lists and counters (buddy.go)
+//	MM        one kernel: boot, folios, allocator, checks (mm.go, folio.go, check.go)
+//
+// A broken invariant panics with an *invariant.Violation naming it (the
+// list is in invariants.go); errors a caller can cause are errno values.
+// Nothing here is safe for concurrent use.
 package physmem
 
 import "fmt"
@@ -42,3 +52,32 @@ func (a PhysAddr) String() string { return fmt.Sprintf("%#x", uint64(a)) }
 // never scans it and it can live in sparsely committed memory. Each kernel
 // resolves IDs through its own table; 0 means no mapping.
 type MappingID uint32
+
+// PageblockOrder is the order of a pageblock, the unit the allocator tags
+// with a migratetype (pageblock_order: HPAGE_PMD_ORDER on x86-64).
+const PageblockOrder = HPageOrder
+
+// PageblockNrPages is the number of frames in a pageblock
+// (pageblock_nr_pages).
+const PageblockNrPages = 1 << PageblockOrder
+
+// PFNUp returns the first frame starting at or after a (PFN_UP).
+func (a PhysAddr) PFNUp() PFN { return PFN((uint64(a) + PageSize - 1) >> PageShift) }
+
+// Folio names a folio (struct folio) by the PFN of its head page. A Folio
+// value always refers to a head page (or an order-0 page), never to a tail
+// page: use MM.PageFolio to go from any page to its folio, as page_folio()
+// does.
+//
+// A folio's references live on its head page's refcount. The allocation
+// returns it with one, owned by the caller. Linux's page cache holds
+// folio_nr_pages() references per cached folio (MM.FolioRefAdd), each
+// mapping of a page one, and every temporary user one (MM.FolioGet). The
+// folio goes back to the buddy allocator when the last is dropped
+// (MM.FolioPut).
+type Folio PFN
+
+// PFN returns the frame of the folio's head page (folio_pfn).
+func (f Folio) PFN() PFN { return PFN(f) }
+
+func (f Folio) String() string { return fmt.Sprintf("folio %#x", uint64(f)) }

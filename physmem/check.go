@@ -1,0 +1,335 @@
+package physmem
+
+import (
+	"unsafe"
+
+	"khosim/invariant"
+)
+
+// CheckInvariants verifies the kernel's memory model and returns the first
+// broken invariant as an *invariant.Violation, or nil. It runs in
+// O(frames + regions), reading the memmap once:
+//   - memblock: region arrays sorted, disjoint, merged, inside memory;
+//   - before memblock_free_all: every page uninitialised, allocator empty;
+//   - after: every frame in exactly one state — in a free block (PG_buddy
+//     head, refcount 0, aligned to its order, interior pages untouched),
+//     allocated (refcount > 0; a large folio's tails point to its head),
+//     PG_reserved (overlapping a reserved region or a hole), or
+//     uninitialised (overlapping a MEMBLOCK_RSRV_NOINIT region);
+//   - free blocks coalesced (no free buddy of the same order and
+//     migratetype), of their pageblocks' migratetype;
+//   - free lists well-formed, each holding exactly its free blocks;
+//   - nr_free, NR_FREE_PAGES and managed_pages agree with the memmap;
+//   - pageblocks MIGRATE_CMA exactly where they overlap KHO scratch.
+func (mm *MM) CheckInvariants() error {
+	if err := mm.Memblock.check(); err != nil {
+		return invariant.New(pkg, invMemblockRegions, mm.Memblock.String(), "%v", err)
+	}
+	if !mm.Memblock.handedOver {
+		return mm.checkBeforeFreeAll()
+	}
+	if v := mm.checkPageblocks(); v != nil {
+		return v
+	}
+	var c checker
+	c.mm = mm
+	if v := c.walkMemmap(); v != nil {
+		return v
+	}
+	if v := c.checkFreeLists(); v != nil {
+		return v
+	}
+	return nil
+}
+
+// violation builds a Violation whose dump shows the page and the zone.
+func (mm *MM) violation(name string, pfn PFN, detail string, args ...any) *invariant.Violation {
+	return invariant.New(pkg, name, mm.dumpPage(pfn)+"\n"+mm.Zone.String(), detail, args...)
+}
+
+func (mm *MM) checkBeforeFreeAll() error {
+	z := &mm.Zone
+	if z.managed != 0 || z.NrFreePages() != 0 {
+		return invariant.New(pkg, invFreeCounts, z.String(), "buddy allocator populated before memblock_free_all")
+	}
+	for pb, mt := range z.pageblockMT {
+		if mt != MigrateMovable {
+			return mm.violation(invPageblockMT, PFN(pb)<<PageblockOrder, "pageblock %d is %v before memblock_free_all", pb, mt)
+		}
+	}
+	if i := firstNonZero(mm.Memmap.pages); i >= 0 {
+		return mm.violation(invFrameState, PFN(i), "page initialised before memblock_free_all")
+	}
+	return nil
+}
+
+// checkPageblocks compares each pageblock's migratetype with KHO scratch.
+func (mm *MM) checkPageblocks() *invariant.Violation {
+	want := make([]MigrateType, len(mm.Zone.pageblockMT))
+	for r := range mm.Memblock.Memory() {
+		if r.Flags&MemblockKHOScratch != 0 {
+			for pb := r.Base.PFN() >> PageblockOrder; pb<<PageblockOrder < r.End().PFNUp(); pb++ {
+				want[pb] = MigrateCMA
+			}
+		}
+	}
+	for pb, mt := range mm.Zone.pageblockMT {
+		if mt != want[pb] {
+			return mm.violation(invPageblockMT, PFN(pb)<<PageblockOrder,
+				"pageblock %d is %v, want %v (MIGRATE_CMA exactly where it overlaps KHO scratch)", pb, mt, want[pb])
+		}
+	}
+	return nil
+}
+
+// checker carries the state of one memmap walk.
+type checker struct {
+	mm        *MM
+	blocks    [MaxPageOrder + 1][NrMigrateTypes]uint64 // free blocks found in the memmap
+	freeFrame uint64
+	allocated uint64 // frames in allocated folios
+}
+
+// walkMemmap classifies every frame, skipping over free blocks and large
+// folios once their interior is checked.
+func (c *checker) walkMemmap() *invariant.Violation {
+	mm := c.mm
+	pages := mm.Memmap.pages
+	n := PFN(len(pages))
+	reserved, noinit := mm.pfnRanges()
+	for pfn := PFN(0); pfn < n; {
+		p := &pages[pfn]
+		if p.mapcount < 0 {
+			return mm.violation(invMapcount, pfn, "negative mapcount")
+		}
+		switch {
+		case p.flags&PGBuddy != 0:
+			order, v := c.checkFreeBlock(pfn)
+			if v != nil {
+				return v
+			}
+			pfn += 1 << order
+		case p.flags&PGHead != 0:
+			order, v := c.checkFolio(pfn)
+			if v != nil {
+				return v
+			}
+			pfn += 1 << order
+		case p.flags&PGTail != 0:
+			return mm.violation(invCompound, pfn, "tail page outside any large folio")
+		case p.flags&PGReserved != 0:
+			if p.refcount <= 0 || p.flags>>flagsOrderShift != 0 || p.lru != [2]uint32{} {
+				return mm.violation(invFrameState, pfn, "reserved page with refcount %d or allocator state", p.refcount)
+			}
+			if !reserved.overlaps(pfn, pfn+1) {
+				return mm.violation(invFrameState, pfn, "PG_reserved page outside reserved memory and holes")
+			}
+			pfn++
+		case p.refcount > 0:
+			if p.flags>>flagsOrderShift != 0 || p.lru != [2]uint32{} {
+				return mm.violation(invFrameState, pfn, "order-0 page with allocator state")
+			}
+			c.allocated++
+			pfn++
+		case *p == Page{}:
+			if !noinit.overlaps(pfn, pfn+1) {
+				return mm.violation(invFrameState, pfn, "frame neither free, allocated, reserved nor preserved (leaked)")
+			}
+			pfn++
+		default:
+			return mm.violation(invFrameState, pfn, "page with refcount %d neither free, allocated nor reserved", p.refcount)
+		}
+	}
+	return nil
+}
+
+// checkFreeBlock checks the free block whose head is at pfn.
+func (c *checker) checkFreeBlock(pfn PFN) (uint, *invariant.Violation) {
+	mm := c.mm
+	pages := mm.Memmap.pages
+	p := &pages[pfn]
+	order := uint(p.private)
+	nr := PFN(1) << order
+	if p.flags != PGBuddy || p.refcount != 0 || p.mapcount != 0 || p.mapping != 0 || p.index != 0 {
+		return 0, mm.violation(invFreeBlock, pfn, "free block head carries state beyond PG_buddy")
+	}
+	if p.private > MaxPageOrder || pfn&(nr-1) != 0 || pfn+nr > PFN(len(pages)) {
+		return 0, mm.violation(invFreeBlock, pfn, "free block of order %d misaligned or beyond the zone", p.private)
+	}
+	mt := mm.Zone.pageblockMT[pfn>>PageblockOrder]
+	for i := pfn; i < pfn+nr; i += PageblockNrPages {
+		if mm.Zone.pageblockMT[i>>PageblockOrder] != mt {
+			return 0, mm.violation(invFreeBlock, pfn, "free block of order %d spans %v and %v pageblocks",
+				order, mt, mm.Zone.pageblockMT[i>>PageblockOrder])
+		}
+	}
+	if i := firstNonZero(pages[pfn+1 : pfn+nr]); i >= 0 {
+		return 0, mm.violation(invFreeBlock, pfn+1+PFN(i), "page inside the free block at %v is not clear", pfn)
+	}
+	if order < MaxPageOrder {
+		buddy := pfn ^ nr
+		bp := &pages[min(buddy, PFN(len(pages))-1)]
+		if buddy+nr <= PFN(len(pages)) && bp.flags == PGBuddy && bp.private == uint64(order) &&
+			mm.Zone.pageblockMT[buddy>>PageblockOrder] == mt {
+			return 0, mm.violation(invCoalesced, pfn, "free buddies %v and %v of order %d not merged", pfn, buddy, order)
+		}
+	}
+	c.blocks[order][mt]++
+	c.freeFrame += uint64(nr)
+	return order, nil
+}
+
+// checkFolio checks the large folio whose head is at pfn.
+func (c *checker) checkFolio(pfn PFN) (uint, *invariant.Violation) {
+	mm := c.mm
+	pages := mm.Memmap.pages
+	p := &pages[pfn]
+	order := p.order()
+	nr := PFN(1) << order
+	if order == 0 || order > MaxPageOrder || pfn&(nr-1) != 0 || pfn+nr > PFN(len(pages)) {
+		return 0, mm.violation(invCompound, pfn, "large folio of order %d misaligned or beyond the zone", order)
+	}
+	if p.refcount <= 0 || p.flags&(PGTail|PGBuddy|PGReserved) != 0 || p.lru != [2]uint32{} {
+		return 0, mm.violation(invCompound, pfn, "large folio head with refcount %d or allocator state", p.refcount)
+	}
+	want := pfnLink(pfn)
+	for i := pfn + 1; i < pfn+nr; i++ {
+		t := &pages[i]
+		if t.flags != PGTail || t.lru != [2]uint32{want, 0} || t.refcount != 0 || t.mapping != 0 ||
+			t.index != 0 || t.private != 0 || t.mapcount < 0 {
+			return 0, mm.violation(invCompound, i, "not a clean tail of the folio at %v", pfn)
+		}
+	}
+	c.allocated += uint64(nr)
+	return order, nil
+}
+
+// checkFreeLists walks every free list against the blocks the memmap walk
+// found, then the counters.
+func (c *checker) checkFreeLists() *invariant.Violation {
+	mm := c.mm
+	pages := mm.Memmap.pages
+	z := &mm.Zone
+	for order := range uint(MaxPageOrder + 1) {
+		for mt := range MigrateType(NrMigrateTypes) {
+			fa := &z.freeArea[order]
+			var prev uint32
+			var count uint64
+			for l := fa.freeList[mt]; l != 0; l = pages[linkPFN(l)].lru[0] {
+				pfn := linkPFN(l)
+				if uint64(pfn) >= uint64(len(pages)) {
+					return mm.violation(invFreeList, linkPFN(prev), "free_area[%d] %v links to %v beyond the zone", order, mt, pfn)
+				}
+				p := &pages[pfn]
+				if p.flags != PGBuddy || p.private != uint64(order) || z.pageblockMT[pfn>>PageblockOrder] != mt {
+					return mm.violation(invFreeList, pfn, "free_area[%d] %v holds a page that is not a free block of its order and migratetype", order, mt)
+				}
+				if p.lru[1] != prev {
+					return mm.violation(invFreeList, pfn, "free_area[%d] %v: prev link %s, want %s", order, mt, linkString(p.lru[1]), linkString(prev))
+				}
+				if count++; count > c.blocks[order][mt] {
+					return mm.violation(invFreeList, pfn, "free_area[%d] %v lists more blocks than the memmap holds (%d)", order, mt, c.blocks[order][mt])
+				}
+				prev = l
+			}
+			if count != c.blocks[order][mt] {
+				return invariant.New(pkg, invFreeList, z.String(), "free_area[%d] %v lists %d blocks, the memmap holds %d", order, mt, count, c.blocks[order][mt])
+			}
+			if fa.nrFree[mt] != count {
+				return invariant.New(pkg, invFreeCounts, z.String(), "free_area[%d] %v nr_free %d, lists %d", order, mt, fa.nrFree[mt], count)
+			}
+		}
+	}
+	if z.managed != c.freeFrame+c.allocated {
+		return invariant.New(pkg, invFreeCounts, z.String(), "managed_pages %d, but %d frames are free and %d allocated",
+			z.managed, c.freeFrame, c.allocated)
+	}
+	return nil
+}
+
+// pfnRange is a range of frames [start, end).
+type pfnRange struct{ start, end PFN }
+
+// pfnRanges returns, sorted and disjoint, the frames that may be
+// PG_reserved (overlapping a reserved region that is not noinit, or a hole
+// in memory) and those that may be uninitialised (overlapping a noinit
+// reserved region).
+func (mm *MM) pfnRanges() (reserved, noinit rangeCursor) {
+	mb := mm.Memblock
+	for r := range mb.Reserved() {
+		pr := pfnRange{r.Base.PFN(), r.End().PFNUp()}
+		if r.Flags&MemblockRsrvNoinit != 0 {
+			noinit.add(pr)
+		} else {
+			reserved.add(pr)
+		}
+	}
+	var holes rangeCursor
+	hole := PhysAddr(0)
+	for r := range mb.Memory() {
+		if hole < r.Base {
+			holes.add(pfnRange{hole.PFN(), r.Base.PFNUp()})
+		}
+		hole = r.End()
+	}
+	if hole < mb.limit {
+		holes.add(pfnRange{hole.PFN(), PFN(mm.Memmap.NumPages())})
+	}
+	reserved.merge(holes)
+	return reserved, noinit
+}
+
+// rangeCursor answers "does [start, end) overlap the set" for
+// non-decreasing start in amortised O(1).
+type rangeCursor struct {
+	r []pfnRange // sorted by start, disjoint
+	i int
+}
+
+// add appends a range not starting before the previous one, merging.
+func (c *rangeCursor) add(pr pfnRange) {
+	if k := len(c.r) - 1; k >= 0 && pr.start <= c.r[k].end {
+		c.r[k].end = max(c.r[k].end, pr.end)
+		return
+	}
+	c.r = append(c.r, pr)
+}
+
+// merge unions another cursor's ranges into c.
+func (c *rangeCursor) merge(o rangeCursor) {
+	all := c.r
+	c.r = nil
+	i, j := 0, 0
+	for i < len(all) || j < len(o.r) {
+		if j == len(o.r) || (i < len(all) && all[i].start <= o.r[j].start) {
+			c.add(all[i])
+			i++
+		} else {
+			c.add(o.r[j])
+			j++
+		}
+	}
+}
+
+func (c *rangeCursor) overlaps(start, end PFN) bool {
+	for c.i < len(c.r) && c.r[c.i].end <= start {
+		c.i++
+	}
+	return c.i < len(c.r) && c.r[c.i].start < end
+}
+
+// firstNonZero returns the index of the first page that is not all zero,
+// or -1, reading the pages as words.
+func firstNonZero(ps []Page) int {
+	const words = int(unsafe.Sizeof(Page{}) / 8)
+	if len(ps) == 0 {
+		return -1
+	}
+	w := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(ps))), len(ps)*words)
+	for i, x := range w {
+		if x != 0 {
+			return i / words
+		}
+	}
+	return -1
+}

@@ -1,0 +1,61 @@
+package physmem
+
+import "khosim/invariant"
+
+// pkg names this package in invariant violations.
+const pkg = "physmem"
+
+// The invariants this package checks, by the name a Violation carries.
+// Operations that find one broken panic (a kernel bug, like Linux's
+// VM_BUG_ON_PAGE or bad_page); CheckInvariants returns them.
+const (
+	// A PFN names a frame of the machine (pfn_valid).
+	invPFNInRange = "pfn-in-range"
+	// folio_put/put_page/__free_pages drop a reference that exists: the
+	// refcount is positive. Freeing twice breaks this one.
+	invPutZeroRef = "put-zero-refcount"
+	// References are only taken on a folio somebody holds (folio_get on a
+	// free page), and counts never go negative or to zero outside a put.
+	invRefCount = "refcount-valid"
+	// Folio operations are given a head page, never a tail page.
+	invFolioIsHead = "folio-is-head"
+	// Folio operations are never given a page that is free in the buddy
+	// allocator.
+	invFolioNotFree = "folio-not-free"
+	// __free_pages(page, order) is given the order the page was allocated
+	// with.
+	invFreeOrder = "free-order-matches"
+	// A page being freed is clean: unmapped, no mapping, none of the flags
+	// Linux checks at free (free_page_is_bad, PAGE_FLAGS_CHECK_AT_FREE).
+	invFreePageClean = "free-page-clean"
+	// Page flags owned by the allocator (head, tail, buddy, reserved) are
+	// only changed by the allocator; folio flags are set on head pages.
+	invPageFlagOwner = "page-flag-owner"
+	// A page's mapcount never goes negative.
+	invMapcount = "mapcount-valid"
+	// Every frame is in exactly one state: free in the buddy allocator,
+	// allocated, reserved, or (reserved noinit) not yet initialised.
+	invFrameState = "frame-state"
+	// Free blocks: PG_buddy head with its order in private, aligned to its
+	// order, inside the zone, of the pageblocks' migratetype, interior pages
+	// untouched.
+	invFreeBlock = "free-block"
+	// No two free buddies of the same order are left unmerged.
+	invCoalesced = "free-buddies-coalesced"
+	// Free lists are well-formed doubly linked lists of their order and
+	// migratetype, and hold every free block exactly once.
+	invFreeList = "free-list"
+	// free_area nr_free and managed_pages match the memmap.
+	invFreeCounts = "free-counts"
+	// A compound page's tails point to their head and carry only PG_tail.
+	invCompound = "compound-page"
+	// Pageblocks are MIGRATE_CMA exactly where they overlap KHO scratch.
+	invPageblockMT = "pageblock-migratetype"
+	// memblock region arrays are sorted, non-empty, disjoint, merged, and
+	// inside physical memory.
+	invMemblockRegions = "memblock-regions"
+)
+
+func bug(name, dump, detail string, args ...any) {
+	invariant.Panic(pkg, name, dump, detail, args...)
+}

@@ -1,0 +1,44 @@
+package physmem
+
+import (
+	"math"
+	"syscall"
+
+	"khosim/errno"
+)
+
+// mmapAnon maps size bytes of zeroed anonymous host memory with
+// MAP_NORESERVE, so the host commits only the pages that get touched: a
+// 64 GiB machine costs what it uses. The memory is outside the Go heap, so
+// the garbage collector never scans it; whatever lives there must hold no Go
+// pointers.
+func mmapAnon(size uint64) ([]byte, error) {
+	if size == 0 || size > math.MaxInt {
+		return nil, errno.ENOMEM
+	}
+	b, err := syscall.Mmap(-1, 0, int(size), syscall.PROT_READ|syscall.PROT_WRITE,
+		syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS|syscall.MAP_NORESERVE)
+	if err != nil {
+		return nil, errno.ENOMEM
+	}
+	return b, nil
+}
+
+// discard drops the host pages wholly inside b (MADV_DONTNEED): they read
+// back as zeroes and stop counting in the host's RSS. The parts of b that
+// only partly cover a host page are cleared instead.
+func discard(b []byte) {
+	hp := syscall.Getpagesize()
+	base := uintptrOf(b)
+	start := int((uintptr(hp) - base%uintptr(hp)) % uintptr(hp))
+	end := len(b) - int((base+uintptr(len(b)))%uintptr(hp))
+	if start >= end {
+		clear(b)
+		return
+	}
+	if err := syscall.Madvise(b[start:end], syscall.MADV_DONTNEED); err != nil {
+		clear(b[start:end])
+	}
+	clear(b[:start])
+	clear(b[end:])
+}

@@ -38,7 +38,7 @@ type SiteInfo struct {
 }
 
 var sites = []SiteInfo{
-	{PageAlloc, errno.ENOMEM, "any page allocation (buddy allocator and memblock)"},
+	{PageAlloc, errno.ENOMEM, "any page allocation from the buddy allocator (not boot-time memblock)"},
 	{FDT, errno.ENOSPC, "any FDT write while building the KHO handover"},
 	{KHOWrite, errno.EIO, "serializing one boxed file (fdbox kho_write)"},
 	{KHOClaim, errno.ENOMEM, "claiming one preserved range in the new kernel"},

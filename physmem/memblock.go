@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"khosim/errno"
-	"khosim/fault"
 )
 
 // Memblock models the boot-time memory allocator of mm/memblock.c: the
@@ -31,17 +30,14 @@ type Memblock struct {
 	limit       PhysAddr
 	scratchOnly bool
 	handedOver  bool
-	faults      *fault.Injector
 }
 
-// NewMemblock returns an empty memblock for a machine of limit bytes; every
-// memblock_phys_alloc reports to faults (may be nil) first.
-func NewMemblock(limit uint64, faults *fault.Injector) *Memblock {
+// NewMemblock returns an empty memblock for a machine of limit bytes.
+func NewMemblock(limit uint64) *Memblock {
 	return &Memblock{
 		memory:   newRegionSet("memory"),
 		reserved: newRegionSet("reserved"),
 		limit:    PhysAddr(limit),
-		faults:   faults,
 	}
 }
 
@@ -154,13 +150,13 @@ func (m *Memblock) HandedOver() bool { return m.handedOver }
 // returns the first page, so 0 is never a valid result. The memory is not
 // zeroed.
 //
-// Errors: what the fault.PageAlloc site injects; EINVAL for a zero size,
-// an align that is not a power of two, or after memblock_free_all; ENOMEM
-// when no free range fits.
+// The page_alloc fault site does not cover memblock: Linux's
+// fail_page_alloc hooks the buddy allocator only, and a boot-time memblock
+// failure is a panic, not an errno a scenario could expect.
+//
+// Errors: EINVAL for a zero size, an align that is not a power of two, or
+// after memblock_free_all; ENOMEM when no free range fits.
 func (m *Memblock) PhysAlloc(size, align uint64) (PhysAddr, error) {
-	if err := m.faults.Hit(fault.PageAlloc); err != nil {
-		return 0, err
-	}
 	if size == 0 || align == 0 || bits.OnesCount64(align) != 1 || m.handedOver {
 		return 0, errno.EINVAL
 	}

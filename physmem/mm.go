@@ -50,7 +50,7 @@ func NewMM(frames *Frames, faults *fault.Injector) (*MM, error) {
 	}
 	mm := &MM{
 		Frames:   frames,
-		Memblock: NewMemblock(frames.Size(), faults),
+		Memblock: NewMemblock(frames.Size()),
 		Memmap:   memmap,
 		Zone:     Zone{pageblockMT: make([]MigrateType, (n+PageblockNrPages-1)/PageblockNrPages)},
 		faults:   faults,

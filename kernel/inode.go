@@ -18,6 +18,11 @@ type Inode struct {
 	Ino uint64
 	Ops InodeOps
 
+	// Mode is i_mode: the file type (S_IFREG, S_IFDIR, S_IFCHR) and the
+	// permission bits. Zero, as for an anonymous inode, is no type.
+	Mode uint32
+	// UID owns the inode (i_uid).
+	UID uint32
 	// Size is i_size.
 	Size int64
 	// Nlink counts names (a tmpfs file under /tmp has one; a memfd none).

@@ -7,6 +7,22 @@
 // Several kernels of one machine never share Go state: after kexec the new
 // Kernel is built from the machine's frames and boot parameters alone, and
 // the old one is poisoned so that any stray use panics.
+//
+// Where things are:
+//
+//	boot.go          Boot: memblock, KHO scratch, the memmap, memblock_free_all
+//	task.go file.go  processes, fd tables, struct file (the core)
+//	syscalls.go      read/write/lseek/ftruncate/fallocate/fcntl/ioctl
+//	fs.go            path lookup, open, /tmp (tmpfs), /dev/null
+//	memfd.go         memfd_create and seals (mm/memfd.c)
+//	shmem*.go        shmem: inodes, folio lookup and allocation, read and
+//	                 write, fallocate, shmem_undo_range (mm/shmem.c,
+//	                 mm/truncate.c)
+//	mmap.go          shared mappings, page tables, faults (mm/mmap.c, mm/memory.c)
+//	madvise.go       madvise, MADV_PAGEOUT and shmem_writepage (mm/madvise.c,
+//	                 mm/vmscan.c)
+//	swap.go          the swap device and swap map (mm/swapfile.c)
+//	audit.go         CheckInvariants, frame counts, vmstat
 package kernel
 
 import (
@@ -31,6 +47,23 @@ type Kernel struct {
 
 	// MM is this kernel's view of physical memory.
 	MM *physmem.MM
+	// Scratch is the KHO scratch memory: reserved by this kernel on a cold
+	// boot, handed in by the previous kernel on a kexec boot.
+	Scratch []physmem.MemblockRegion
+
+	hw       Hardware
+	swap     *swapInfo
+	shm      *shmemSB // the internal shm_mnt: memfds and shmem_file_setup
+	tmp      *shmemSB // the tmpfs mounted on /tmp
+	tmpDir   map[string]*Inode
+	mappings []*ShmemInodeInfo // by MappingID; nil for a free ID
+	freeIDs  []physmem.MappingID
+	counters []frameCounter
+
+	shmemHuge         shmemHuge          // the global shmem_huge (transparent_hugepage_shmem=)
+	memmapBlocks      []physmem.PhysAddr // the memmap's early allocations
+	warnedMemfdNoexec bool
+	stats             vmEvents
 
 	gone     bool
 	goneWhy  string
@@ -78,6 +111,9 @@ func (k *Kernel) Gone() bool { return k.gone }
 func (k *Kernel) Poison(why string) {
 	k.gone = true
 	k.goneWhy = why
+	if k.MM != nil {
+		_ = k.MM.Close() // the memmap dies with its kernel; the frames stay
+	}
 	k.MM = nil
 	k.devices = nil
 	k.tasks = nil
@@ -85,6 +121,11 @@ func (k *Kernel) Poison(why string) {
 	k.inodes = nil
 	k.owners = nil
 	k.initcall = [nrInitcallLevels][]initcall{}
+	k.swap = nil
+	k.shm, k.tmp, k.tmpDir = nil, nil, nil
+	k.mappings, k.freeIDs = nil, nil
+	k.counters = nil
+	k.Scratch = nil
 }
 
 // LogLevel is a printk level.

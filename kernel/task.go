@@ -2,7 +2,6 @@ package kernel
 
 import (
 	"fmt"
-	"slices"
 
 	"khosim/errno"
 	"khosim/uapi"
@@ -86,18 +85,38 @@ func (t *Task) Exit() {
 // failure (EMFILE) the caller still owns it.
 func (t *Task) InstallFD(f *File, cloexec bool) (int, error) {
 	t.mustAlive()
-	fd := slices.Index(t.fds, nil)
-	if fd < 0 {
-		fd = len(t.fds)
-		if fd >= t.NoFile {
-			return -1, errno.EMFILE
+	fd, err := t.getUnusedFD(0)
+	if err != nil {
+		return -1, err
+	}
+	t.installFD(fd, f, cloexec)
+	return fd, nil
+}
+
+// getUnusedFD returns the lowest free fd at or above from (alloc_fd),
+// without taking it. Errors: EMFILE when none is below RLIMIT_NOFILE.
+func (t *Task) getUnusedFD(from int) (int, error) {
+	for fd := from; fd < len(t.fds); fd++ {
+		if t.fds[fd] == nil {
+			return fd, nil
 		}
+	}
+	fd := max(from, len(t.fds))
+	if fd >= t.NoFile {
+		return -1, errno.EMFILE
+	}
+	return fd, nil
+}
+
+// installFD puts f at the free slot fd (fd_install), taking over the
+// caller's reference.
+func (t *Task) installFD(fd int, f *File, cloexec bool) {
+	for len(t.fds) <= fd {
 		t.fds = append(t.fds, nil)
 		t.cloexec = append(t.cloexec, false)
 	}
 	t.fds[fd] = f
 	t.cloexec[fd] = cloexec
-	return fd, nil
 }
 
 // FD returns the file at fd without taking a reference (files_lookup_fd_raw).

@@ -1,0 +1,686 @@
+package pagecache
+
+import (
+	"math/bits"
+
+	"khosim/errno"
+)
+
+// XArray geometry (include/linux/xarray.h with CONFIG_BASE_SMALL=0).
+const (
+	XAChunkShift = 6
+	XAChunkSize  = 1 << XAChunkShift
+	XAChunkMask  = XAChunkSize - 1
+
+	// MaxOrder is the largest order of a multi-index entry: one entry of
+	// order 63 covers half of the 64-bit index space.
+	MaxOrder = 63
+
+	// xaMaxShift is the shift of the tallest possible node: a node of shift
+	// 60 indexes bits 60..63, so only its slots 0..15 are reachable.
+	xaMaxShift = 60
+	// freedShift marks a node sitting on the free list.
+	freedShift = 0xff
+)
+
+// xaNode models struct xa_node (include/linux/xarray.h).
+//
+// A node of shift s has 64 slots, slot i covering the 2^s indices
+// [base + i<<s, base + (i+1)<<s) where base is the first index the node
+// covers. A slot is NULL, an entry, a sibling entry naming the canonical
+// slot of a multi-index entry to its left, or a node entry naming a child
+// of shift s-6. count counts non-NULL slots (siblings and children
+// included); nrValues counts slots holding value entries or their
+// siblings, as node->nr_values does.
+//
+// Lifecycle: allocated by allocNode (xas_alloc) when a store needs it,
+// freed by freeNode (xa_node_free) when it becomes empty
+// (xas_delete_node), when the tree shrinks past it (xas_shrink) or when a
+// larger entry is stored over its subtree (xas_free_nodes). A freed node
+// keeps its arena id, has shift freedShift and waits on XArray.free.
+type xaNode struct {
+	shift    uint8  // bits of the index below this node's slots
+	offset   uint8  // slot of this node in its parent
+	count    uint8  // non-NULL slots
+	nrValues uint8  // value-entry slots (siblings included)
+	parent   uint32 // arena id of the parent; 0 for the root
+	id       uint32 // this node's arena id
+	marks    [xaMarkCount]uint64
+	slots    [XAChunkSize]Entry
+}
+
+// Counts is what an XArray holds, as maintained incrementally by every
+// store and checked against a full walk by CheckInvariants.
+type Counts struct {
+	Entries      uint64 // present entries; a multi-index entry counts once
+	Indices      uint64 // indices they cover (mod 2^64: 0 if all 2^64 are)
+	ValueEntries uint64 // present value entries
+	ValueIndices uint64 // indices covered by value entries
+}
+
+// XArray models struct xarray (lib/xarray.c): a sparse map from uint64
+// index to Entry. The zero XArray is empty and ready to use (xa_init()).
+//
+// States: empty (head NULL, no nodes); a single entry at index 0 of order
+// 0 kept in head itself (no nodes); a tree (head is the root node). Store
+// moves between them, growing the tree (xas_expand) for an index beyond
+// its reach and shrinking it (xas_shrink) when only slot 0 of the root
+// remains and can stand in its place.
+type XArray struct {
+	head  Entry // xa_head: NULL, the entry at index 0, or the root node
+	marks uint8 // XA_FLAGS_MARK(): which marks are set anywhere
+
+	nodes   []*xaNode // node arena, indexed by id; nodes[0] is unused
+	free    []uint32  // ids of freed nodes, reused first
+	nrNodes int       // nodes in the tree
+
+	counts Counts
+}
+
+// maxIndex models max_index()/node_maxindex(): the last index a node of
+// the given shift can reach. For shift 60, 64<<60 wraps to 0 and the result
+// is the last 64-bit index, as in Linux.
+func maxIndex(shift uint) uint64 { return uint64(XAChunkSize)<<shift - 1 }
+
+// offsetOf models get_offset(): the slot of n that index falls in.
+func (n *xaNode) offsetOf(index uint64) uint {
+	return uint(index>>n.shift) & XAChunkMask
+}
+
+// siblingsAfter counts the sibling slots that follow canonical slot c: a
+// multi-index entry of n occupies slots [c, c+siblingsAfter(c)].
+func (n *xaNode) siblingsAfter(c uint) uint {
+	sib := siblingEntry(c)
+	k := uint(0)
+	for s := c + 1; s < XAChunkSize && n.slots[s] == sib; s++ {
+		k++
+	}
+	return k
+}
+
+// entryOrder models xas_get_order() for the canonical slot c of n.
+func (n *xaNode) entryOrder(c uint) uint {
+	return uint(n.shift) + uint(bits.Len(n.siblingsAfter(c)))
+}
+
+// node returns the node a node entry names.
+func (xa *XArray) node(e Entry) *xaNode { return xa.nodes[e.nodeID()] }
+
+// root returns the root node. Preconditions: xa.head.isNode().
+func (xa *XArray) root() *xaNode { return xa.nodes[xa.head.nodeID()] }
+
+// parentOf returns n's parent, nil for the root.
+func (xa *XArray) parentOf(n *xaNode) *xaNode {
+	if n.parent == 0 {
+		return nil
+	}
+	return xa.nodes[n.parent]
+}
+
+// allocNode models xas_alloc(): a zeroed node of the given shift, hung
+// from slot off of parent by the caller. It reuses a freed node first.
+func (xa *XArray) allocNode(shift uint, parent *xaNode, off uint) *xaNode {
+	var n *xaNode
+	if k := len(xa.free); k > 0 {
+		n = xa.nodes[xa.free[k-1]]
+		xa.free = xa.free[:k-1]
+	} else {
+		if len(xa.nodes) == 0 {
+			xa.nodes = append(xa.nodes, nil)
+		}
+		n = &xaNode{id: uint32(len(xa.nodes))}
+		xa.nodes = append(xa.nodes, n)
+	}
+	n.shift = uint8(shift)
+	if parent != nil {
+		n.parent = parent.id
+		n.offset = uint8(off)
+	}
+	xa.nrNodes++
+	return n
+}
+
+// freeNode models xa_node_free(): the node is wiped and put on the free
+// list; the caller has already unhooked it.
+func (xa *XArray) freeNode(n *xaNode) {
+	*n = xaNode{id: n.id, shift: freedShift}
+	xa.free = append(xa.free, n.id)
+	xa.nrNodes--
+}
+
+// account adds (add) or removes an entry of the given order from the counts.
+func (xa *XArray) account(e Entry, order uint, add bool) {
+	n := uint64(1) << order
+	if !add {
+		xa.counts.Entries--
+		xa.counts.Indices -= n
+		if e.IsValue() {
+			xa.counts.ValueEntries--
+			xa.counts.ValueIndices -= n
+		}
+		return
+	}
+	xa.counts.Entries++
+	xa.counts.Indices += n
+	if e.IsValue() {
+		xa.counts.ValueEntries++
+		xa.counts.ValueIndices += n
+	}
+}
+
+// freeSubtree models xas_free_nodes(): frees n and everything below it,
+// uncounting the entries it held. The caller unhooks n.
+func (xa *XArray) freeSubtree(n *xaNode) {
+	for s := uint(0); s < XAChunkSize; s++ {
+		e := n.slots[s]
+		switch {
+		case e == 0 || e.isSibling():
+		case e.isNode():
+			xa.freeSubtree(xa.node(e))
+		default:
+			xa.account(e, n.entryOrder(s), false)
+		}
+	}
+	xa.freeNode(n)
+}
+
+// checkRange validates an (index, order) pair: the order must be at most
+// MaxOrder and the index aligned to it.
+func checkRange(index uint64, order uint) error {
+	if order > MaxOrder || index&(uint64(1)<<order-1) != 0 {
+		return errno.EINVAL
+	}
+	return nil
+}
+
+// Counts returns how many entries and indices the array holds.
+func (xa *XArray) Counts() Counts { return xa.counts }
+
+// Empty models xa_empty().
+func (xa *XArray) Empty() bool { return xa.head == 0 }
+
+// Load models xa_load(): the entry covering index, NULL if none.
+func (xa *XArray) Load(index uint64) Entry {
+	e := xa.head
+	if !e.isNode() {
+		if index == 0 {
+			return e
+		}
+		return 0
+	}
+	n := xa.nodes[e.nodeID()]
+	if index > maxIndex(uint(n.shift)) {
+		return 0
+	}
+	return xa.loadFrom(n, index)
+}
+
+// loadFrom models xas_descend() repeated from n down to the entry.
+func (xa *XArray) loadFrom(n *xaNode, index uint64) Entry {
+	for {
+		e := n.slots[(index>>n.shift)&XAChunkMask]
+		if e&3 != internalTag {
+			return e
+		}
+		if e.isSibling() {
+			return n.slots[e.siblingOffset()]
+		}
+		n = xa.nodes[e.nodeID()]
+	}
+}
+
+// Lookup models xas_load() followed by xas_get_order(): the entry covering
+// index with its base index and order.
+func (xa *XArray) Lookup(index uint64) (Found, bool) {
+	n, c, ok := xa.locate(index)
+	switch {
+	case !ok:
+		return Found{}, false
+	case n == nil:
+		return Found{Index: 0, Entry: xa.head}, true
+	}
+	order := n.entryOrder(c)
+	return Found{Index: index &^ (uint64(1)<<order - 1), Entry: n.slots[c], Order: uint8(order)}, true
+}
+
+// locate finds the canonical slot of the entry covering index: (nil, 0,
+// true) for an entry kept in head, ok false when there is none.
+func (xa *XArray) locate(index uint64) (n *xaNode, c uint, ok bool) {
+	e := xa.head
+	if !e.isNode() {
+		return nil, 0, e != 0 && index == 0
+	}
+	n = xa.node(e)
+	if index > maxIndex(uint(n.shift)) {
+		return nil, 0, false
+	}
+	for {
+		c = n.offsetOf(index)
+		e = n.slots[c]
+		switch {
+		case e == 0:
+			return nil, 0, false
+		case e.isSibling():
+			return n, e.siblingOffset(), true
+		case e.isNode():
+			n = xa.node(e)
+		default:
+			return n, c, true
+		}
+	}
+}
+
+// Store models xa_store() with xas_set_order(): afterwards every index of
+// [index, index+2^order) holds entry, and Store returns what Load(index)
+// returned before.
+//
+// What was in the range goes: smaller entries inside it are replaced
+// (their marks carry over to entry, as xas_squash_marks() does) and a
+// larger multi-index entry covering the range is replaced at every index
+// it covers, keeping its order and marks, as storing into one index of a
+// multi-index entry does in Linux. Storing NULL erases, and erasing any
+// index of a multi-index entry erases all of it ("dissolves the tie").
+//
+// Errors: errno.EINVAL if order > MaxOrder, index is not a multiple of
+// 2^order, or entry is not NULL, a value entry or a folio entry.
+func (xa *XArray) Store(index uint64, entry Entry, order uint) (Entry, error) {
+	if err := checkRange(index, order); err != nil {
+		return 0, err
+	}
+	if !entry.valid() {
+		return 0, errno.EINVAL
+	}
+	return xa.store(index, entry, order, 0), nil
+}
+
+// Insert models xa_insert() of a multi-index entry: Store, but only if no
+// index of [index, index+2^order) holds an entry.
+//
+// Errors: errno.EINVAL as for Store, and for a NULL entry (reserving
+// indices with XA_ZERO_ENTRY is not modelled); errno.EEXIST if any index of
+// the range is occupied.
+func (xa *XArray) Insert(index uint64, entry Entry, order uint) error {
+	if err := checkRange(index, order); err != nil {
+		return err
+	}
+	if entry == 0 || !entry.valid() {
+		return errno.EINVAL
+	}
+	if _, ok := xa.Find(index, index+(uint64(1)<<order-1)); ok {
+		return errno.EEXIST
+	}
+	xa.store(index, entry, order, 0)
+	return nil
+}
+
+// Erase models xa_erase(): removes the entry covering index — all of it,
+// if it is a multi-index entry — and returns it.
+func (xa *XArray) Erase(index uint64) Entry {
+	return xa.store(index, 0, 0, 0)
+}
+
+// Split models xas_split(): the multi-index entry covering index becomes
+// 2^(old order - order) entries of the given order over the same range,
+// each holding the same entry and marks. A large folio being split then
+// stores each new folio over its part (Store or AddressSpace.ReplaceEntry).
+//
+// Errors: errno.ENOENT if no entry covers index; errno.EINVAL if order is
+// above the entry's order. Splitting to the entry's own order does nothing.
+func (xa *XArray) Split(index uint64, order uint) error {
+	f, ok := xa.Lookup(index)
+	if !ok {
+		return errno.ENOENT
+	}
+	if order > uint(f.Order) {
+		return errno.EINVAL
+	}
+	if order == uint(f.Order) {
+		return nil
+	}
+	// Detach the entry from its slots, leaving its node in place (possibly
+	// empty for a moment) and its ancestors' marks set; the stores below
+	// refill the range and re-propagate the marks.
+	n, c, _ := xa.locate(index)
+	k := n.siblingsAfter(c)
+	var marks uint8
+	for m := range xaMarkCount {
+		if n.marks[m]&(1<<c) != 0 {
+			marks |= 1 << m
+			n.marks[m] &^= 1 << c
+		}
+	}
+	for s := c; s <= c+k; s++ {
+		n.slots[s] = 0
+	}
+	n.count -= uint8(k + 1)
+	if f.Entry.IsValue() {
+		n.nrValues -= uint8(k + 1)
+	}
+	xa.account(f.Entry, uint(f.Order), false)
+	step := uint64(1) << order
+	for i := uint64(0); i < uint64(1)<<(uint(f.Order)-order); i++ {
+		xa.store(f.Index+i*step, f.Entry, order, marks)
+	}
+	// An entry at slot 0 of the root may now sit in a child that can
+	// replace the root. Linux leaves such a tree until the next deletion;
+	// shrinking here keeps the height minimal at all times.
+	xa.shrink()
+	return nil
+}
+
+// store is xas_store() after validation; addMarks are set on the stored
+// entry in addition to those it inherits.
+func (xa *XArray) store(index uint64, entry Entry, order uint, addMarks uint8) Entry {
+	shift := order - order%XAChunkShift       // xas->xa_shift
+	sibs := uint(1)<<(order%XAChunkShift) - 1 // xas->xa_sibs
+	last := index + (uint64(1)<<order - 1)    // xas_max()
+	if entry == 0 {
+		return xa.erase(index, shift, sibs)
+	}
+	if !xa.head.isNode() && index == 0 && order == 0 {
+		// A lone entry at index 0 lives in the head (xas_create with
+		// allow_root).
+		old := xa.head
+		if old != 0 {
+			xa.account(old, 0, false)
+		}
+		xa.account(entry, 0, true)
+		xa.head = entry
+		xa.marks |= addMarks
+		return old
+	}
+	xa.expand(last, shift)
+
+	// xas_create(): walk down to the node of the entry's shift, allocating
+	// missing nodes, unless a larger entry covers the range on the way.
+	n := xa.root()
+	for uint(n.shift) > shift {
+		off := n.offsetOf(index)
+		e := n.slots[off]
+		switch {
+		case e == 0:
+			child := xa.allocNode(uint(n.shift)-XAChunkShift, n, off)
+			n.slots[off] = nodeEntry(child.id)
+			n.count++
+			n = child
+		case e.isSibling():
+			return xa.replaceCovering(n, e.siblingOffset(), entry, addMarks)
+		case e.isNode():
+			n = xa.node(e)
+		default:
+			return xa.replaceCovering(n, off, entry, addMarks)
+		}
+	}
+	off := n.offsetOf(index)
+	e := n.slots[off]
+	if e.isSibling() {
+		return xa.replaceCovering(n, e.siblingOffset(), entry, addMarks)
+	}
+	if e != 0 && !e.isNode() && n.siblingsAfter(off) > sibs {
+		return xa.replaceCovering(n, off, entry, addMarks)
+	}
+
+	old := e
+	if e.isNode() {
+		old = xa.loadFrom(xa.node(e), index)
+	}
+	marks := addMarks | xa.clearSlots(n, off, sibs)
+	n.slots[off] = entry
+	for s := off + 1; s <= off+sibs; s++ {
+		n.slots[s] = siblingEntry(off)
+	}
+	n.count += uint8(sibs + 1)
+	if entry.IsValue() {
+		n.nrValues += uint8(sibs + 1)
+	}
+	xa.account(entry, order, true)
+	for m := range xaMarkCount {
+		if marks&(1<<m) != 0 {
+			n.marks[m] |= 1 << off
+			xa.propagateSet(n, m)
+		}
+	}
+	return old
+}
+
+// clearSlots empties slots [off, off+sibs] of n, which hold only entries
+// contained in that range (and subtrees): their entries are uncounted,
+// subtrees freed and mark bits cleared without propagation. It returns the
+// marks that were set on any of them (xas_squash_marks()).
+func (xa *XArray) clearSlots(n *xaNode, off, sibs uint) uint8 {
+	var marks uint8
+	mask := (uint64(2)<<sibs - 1) << off
+	for m := range xaMarkCount {
+		if n.marks[m]&mask != 0 {
+			marks |= 1 << m
+			n.marks[m] &^= mask
+		}
+	}
+	isValue := false // whether the canonical entry of the current run is one
+	for s := off; s <= off+sibs; s++ {
+		e := n.slots[s]
+		switch {
+		case e == 0:
+			continue
+		case e.isSibling():
+			if isValue {
+				n.nrValues--
+			}
+		case e.isNode():
+			xa.freeSubtree(xa.node(e))
+		default:
+			xa.account(e, n.entryOrder(s), false)
+			isValue = e.IsValue()
+			if isValue {
+				n.nrValues--
+			}
+		}
+		n.slots[s] = 0
+		n.count--
+	}
+	return marks
+}
+
+// replaceCovering stores entry into the multi-index entry at canonical
+// slot c of n, which covers the whole range being stored: the entry keeps
+// its range and marks (xas_store() on a slot found through a sibling).
+func (xa *XArray) replaceCovering(n *xaNode, c uint, entry Entry, addMarks uint8) Entry {
+	old := n.slots[c]
+	k := n.siblingsAfter(c)
+	order := uint(n.shift) + uint(bits.Len(k))
+	xa.account(old, order, false)
+	xa.account(entry, order, true)
+	if old.IsValue() != entry.IsValue() {
+		if entry.IsValue() {
+			n.nrValues += uint8(k + 1)
+		} else {
+			n.nrValues -= uint8(k + 1)
+		}
+	}
+	n.slots[c] = entry
+	for m := range xaMarkCount {
+		if addMarks&(1<<m) != 0 && n.marks[m]&(1<<c) == 0 {
+			n.marks[m] |= 1 << c
+			xa.propagateSet(n, m)
+		}
+	}
+	return old
+}
+
+// erase is xas_store(NULL) for the range of (shift, sibs) at index.
+func (xa *XArray) erase(index uint64, shift, sibs uint) Entry {
+	head := xa.head
+	if head == 0 {
+		return 0
+	}
+	if !head.isNode() {
+		if index != 0 {
+			return 0
+		}
+		xa.account(head, 0, false)
+		xa.head = 0
+		xa.marks = 0
+		return head
+	}
+	n := xa.root()
+	if index > maxIndex(uint(n.shift)) {
+		return 0
+	}
+	if uint(n.shift) < shift {
+		// The aligned range is larger than the whole tree and starts at
+		// 0: everything goes.
+		old := xa.Load(0)
+		xa.freeSubtree(n)
+		xa.head = 0
+		xa.marks = 0
+		return old
+	}
+	for uint(n.shift) > shift {
+		off := n.offsetOf(index)
+		e := n.slots[off]
+		switch {
+		case e == 0:
+			return 0
+		case e.isSibling():
+			return xa.eraseCovering(n, e.siblingOffset())
+		case e.isNode():
+			n = xa.node(e)
+		default:
+			return xa.eraseCovering(n, off)
+		}
+	}
+	off := n.offsetOf(index)
+	e := n.slots[off]
+	if e.isSibling() {
+		return xa.eraseCovering(n, e.siblingOffset())
+	}
+	if e != 0 && !e.isNode() && n.siblingsAfter(off) > sibs {
+		return xa.eraseCovering(n, off)
+	}
+	old := e
+	if e.isNode() {
+		old = xa.loadFrom(xa.node(e), index)
+	}
+	marks := xa.clearSlots(n, off, sibs)
+	for m := range xaMarkCount {
+		if marks&(1<<m) != 0 {
+			xa.propagateClear(n, m)
+		}
+	}
+	xa.deleteNode(n)
+	return old
+}
+
+// eraseCovering erases the whole multi-index entry at canonical slot c of n.
+func (xa *XArray) eraseCovering(n *xaNode, c uint) Entry {
+	old := n.slots[c]
+	k := n.siblingsAfter(c)
+	xa.account(old, uint(n.shift)+uint(bits.Len(k)), false)
+	for s := c; s <= c+k; s++ {
+		n.slots[s] = 0
+	}
+	n.count -= uint8(k + 1)
+	if old.IsValue() {
+		n.nrValues -= uint8(k + 1)
+	}
+	for m := range xaMarkCount {
+		if n.marks[m]&(1<<c) != 0 {
+			n.marks[m] &^= 1 << c
+			xa.propagateClear(n, m)
+		}
+	}
+	xa.deleteNode(n)
+	return old
+}
+
+// expand models xas_expand(): grows the tree until the root node's shift
+// is at least shift and it reaches index last. An entry kept in head moves
+// to slot 0 of a new shift-0 node first.
+func (xa *XArray) expand(last uint64, shift uint) {
+	switch head := xa.head; {
+	case head == 0:
+		s := shift
+		for maxIndex(s) < last {
+			s += XAChunkShift
+		}
+		xa.head = nodeEntry(xa.allocNode(s, nil, 0).id)
+		return
+	case !head.isNode():
+		n := xa.allocNode(0, nil, 0)
+		n.slots[0] = head
+		n.count = 1
+		if head.IsValue() {
+			n.nrValues = 1
+		}
+		for m := range xaMarkCount {
+			if xa.marks&(1<<m) != 0 {
+				n.marks[m] = 1
+			}
+		}
+		xa.head = nodeEntry(n.id)
+	}
+	for {
+		root := xa.root()
+		if uint(root.shift) >= shift && maxIndex(uint(root.shift)) >= last {
+			return
+		}
+		n := xa.allocNode(uint(root.shift)+XAChunkShift, nil, 0)
+		n.slots[0] = nodeEntry(root.id)
+		n.count = 1
+		for m := range xaMarkCount {
+			if root.marks[m] != 0 {
+				n.marks[m] = 1
+			}
+		}
+		root.parent = n.id
+		root.offset = 0
+		xa.head = nodeEntry(n.id)
+	}
+}
+
+// deleteNode models xas_delete_node(): frees n and every ancestor left
+// empty by its removal, then shrinks the tree (xas_shrink()).
+func (xa *XArray) deleteNode(n *xaNode) {
+	for n.count == 0 {
+		p := xa.parentOf(n)
+		if p == nil {
+			xa.freeNode(n)
+			xa.head = 0
+			xa.marks = 0
+			return
+		}
+		off := uint(n.offset)
+		p.slots[off] = 0
+		p.count--
+		for m := range xaMarkCount {
+			if p.marks[m]&(1<<off) != 0 {
+				p.marks[m] &^= 1 << off
+				xa.propagateClear(p, m)
+			}
+		}
+		xa.freeNode(n)
+		n = p
+	}
+	xa.shrink()
+}
+
+// shrink models xas_shrink(): while the root has a single entry in slot 0
+// that can stand for it — a child node, or an order-0 entry of a shift-0
+// root — that entry becomes the head. The head marks (XA_FLAGS_MARK) stay:
+// they already summarise that one slot.
+func (xa *XArray) shrink() {
+	for xa.head.isNode() {
+		n := xa.root()
+		e := n.slots[0]
+		if n.count != 1 || e == 0 || (!e.isNode() && n.shift != 0) {
+			return
+		}
+		if e.isNode() {
+			child := xa.node(e)
+			child.parent = 0
+			child.offset = 0
+		}
+		xa.head = e
+		xa.freeNode(n)
+	}
+}

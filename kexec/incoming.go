@@ -1,0 +1,426 @@
+package kexec
+
+import (
+	"fmt"
+	"math/bits"
+	"slices"
+	"sort"
+
+	"khosim/errno"
+	"khosim/fault"
+	"khosim/fdt"
+	"khosim/kernel"
+	"khosim/physmem"
+)
+
+// Handover is what a kexec tells the next kernel about KHO: the v4 x86
+// boot protocol's setup_data of type SETUP_KEXEC_KHO (the FDT's physical
+// address and size, and the scratch ranges). The command line is passed
+// separately, as it is in Linux.
+type Handover struct {
+	FDTAddr physmem.PhysAddr
+	FDTSize uint64
+	Scratch []physmem.MemblockRegion
+}
+
+// RangeState is the state of one preserved range in the kernel that
+// received it.
+type RangeState int
+
+// Incoming range states (see the package documentation).
+const (
+	// RangeReserved: memblock-reserved (MEMBLOCK_RSRV_NOINIT) at boot,
+	// its struct pages uninitialised, waiting for its owner to claim it.
+	RangeReserved RangeState = iota
+	// RangeClaimed: kho_claim_mem turned it into a folio the claimer
+	// owns.
+	RangeClaimed
+	// RangeReturned: kho_return_mem gave it to the buddy allocator.
+	RangeReturned
+)
+
+func (s RangeState) String() string {
+	switch s {
+	case RangeReserved:
+		return "reserved"
+	case RangeClaimed:
+		return "claimed"
+	case RangeReturned:
+		return "returned"
+	}
+	return fmt.Sprintf("RangeState(%d)", int(s))
+}
+
+// InRange is one range the previous kernel preserved, as this kernel
+// reserved it.
+type InRange struct {
+	Mem
+	State RangeState
+}
+
+// incoming is kho_in: the handover this kernel booted with.
+type incoming struct {
+	handover *Handover // as passed (nil: not a KHO boot)
+	fdt      *fdt.FDT  // the validated FDT (nil: none, or invalid)
+	fdtMem   Mem       // the FDT's frames, reserved for the kernel's life
+	ranges   []InRange // valid preserved ranges, sorted by address
+	rejected int       // ranges of the FDT that failed validation
+	reserved uint64    // pages of ranges still RangeReserved
+	claimed  int       // ranges claimed
+	returned int       // ranges returned
+	lateDone bool      // ReturnUnclaimed ran
+	invalid  string    // why the handover was refused, if it was
+	scratch  []physmem.MemblockRegion
+}
+
+// maxRejectMessages bounds the per-range messages of one boot (the rest is
+// counted in a summary line, as printk_ratelimited would drop them).
+const maxRejectMessages = 8
+
+// Populate is kho_populate() followed by kho_memory_init() for a kernel
+// booted by kexec: it runs from the kernel's EarlyInit hook, while memblock
+// allocates only from scratch and before memblock_free_all.
+//
+// With ho nil (a cold boot, or a kexec without KHO) it does nothing.
+// Otherwise it reads the FDT from physical memory with the bounds-checked
+// reader and validates it: a header or structure that does not check, a
+// size beyond what the kexec passed, or a root whose compatible is not
+// "kho-v1" means no handover at all (one clear message; nothing is
+// reserved, every frame outside what boot itself took becomes free). A
+// valid FDT's own frames are reserved for the life of the kernel
+// (kho_get_fdt) and every range the format collects (KHO v4: every "mem"
+// property of every node) is validated — page aligned, non-empty, inside
+// memory, not overlapping scratch, the FDT, or anything memblock already
+// reserved (the kernel image, early allocations, an earlier range) — and
+// the valid ones are memblock-reserved MEMBLOCK_RSRV_NOINIT; the invalid
+// ones are reported and ignored. Finally scratch-only allocation ends
+// (memblock_clear_kho_scratch_only).
+//
+// Differs from v4, which trusts the FDT: kho_populate only checks the
+// magic and the root compatible, and kho_reserve_previous_mem reserves
+// every "mem" range it finds unchecked.
+func (h *KHO) Populate(ho *Handover) {
+	mb := h.mm.Memblock
+	defer mb.ClearKHOScratchOnly()
+	if ho == nil {
+		return
+	}
+	h.in.handover = ho
+	h.in.scratch = slices.Clone(ho.Scratch)
+	f, why := h.openHandover(ho)
+	if f == nil {
+		h.in.invalid = why
+		h.k.Printk(kernel.LogErr, "kho: invalid handover FDT at %#x (%d bytes): %s; nothing is handed over",
+			uint64(ho.FDTAddr), ho.FDTSize, why)
+		return
+	}
+	size := uint64(f.TotalSize())
+	base := ho.FDTAddr &^ (physmem.PageSize - 1)
+	end := (ho.FDTAddr + physmem.PhysAddr(size) + physmem.PageSize - 1) &^ (physmem.PageSize - 1)
+	h.in.fdtMem = Mem{Addr: base, Size: uint64(end - base)}
+	if err := mb.Reserve(base, uint64(end-base)); err != nil {
+		h.in.invalid = fmt.Sprintf("cannot reserve the FDT: %v", err)
+		h.k.Printk(kernel.LogErr, "kho: cannot reserve the handover FDT %v: %v; nothing is handed over", h.in.fdtMem, err)
+		h.in.fdtMem = Mem{}
+		return
+	}
+	h.in.fdt = f
+
+	bad := func(path string, err error) {
+		h.k.Printk(kernel.LogErr, "kho: %s: %v; ignored", path, err)
+	}
+	mems := h.format.Collect(f, bad)
+	var pages uint64
+	for _, m := range mems {
+		if why := h.checkRange(m); why != "" {
+			h.in.rejected++
+			if h.in.rejected <= maxRejectMessages {
+				h.k.Printk(kernel.LogErr, "kho: preserved range %#x+%#x %s; not reserved", uint64(m.Addr), m.Size, why)
+			}
+			continue
+		}
+		if err := mb.Reserve(m.Addr, m.Size); err != nil {
+			h.in.rejected++
+			h.k.Printk(kernel.LogErr, "kho: cannot reserve preserved range %v: %v", m, err)
+			continue
+		}
+		if err := mb.ReservedMarkNoinit(m.Addr, m.Size); err != nil {
+			// Cannot happen: the range is inside memory and memblock is
+			// still open. Keep it reserved and initialised (lost for
+			// KHO, but not handed to the allocator either).
+			h.k.Printk(kernel.LogErr, "kho: cannot mark preserved range %v noinit: %v", m, err)
+			h.in.rejected++
+			continue
+		}
+		h.in.ranges = append(h.in.ranges, InRange{Mem: m, State: RangeReserved})
+		pages += m.NrPages()
+	}
+	if h.in.rejected > maxRejectMessages {
+		h.k.Printk(kernel.LogErr, "kho: %d more invalid preserved ranges not reported", h.in.rejected-maxRejectMessages)
+	}
+	slices.SortFunc(h.in.ranges, func(a, b InRange) int {
+		switch {
+		case a.Addr < b.Addr:
+			return -1
+		case a.Addr > b.Addr:
+			return 1
+		}
+		return 0
+	})
+	h.in.reserved = pages
+	h.k.Printk(kernel.LogInfo, "kho: handover FDT at %#x (%d bytes): %d preserved ranges (%d pages) reserved, %d rejected",
+		uint64(ho.FDTAddr), size, len(h.in.ranges), pages, h.in.rejected)
+}
+
+// openHandover reads and validates the FDT the previous kernel handed
+// over. It returns nil and the reason when there is no usable handover.
+func (h *KHO) openHandover(ho *Handover) (*fdt.FDT, string) {
+	mb := h.mm.Memblock
+	switch {
+	case ho.FDTSize == 0:
+		return nil, "empty FDT"
+	case ho.FDTAddr+physmem.PhysAddr(ho.FDTSize) < ho.FDTAddr || !mb.IsRegionMemory(ho.FDTAddr, ho.FDTSize):
+		return nil, "FDT outside memory"
+	case overlapsAny(Mem{ho.FDTAddr, ho.FDTSize}, h.in.scratch):
+		return nil, "FDT overlaps KHO scratch"
+	case mb.IsRegionReserved(ho.FDTAddr, ho.FDTSize):
+		return nil, "FDT overlaps memory this kernel reserved at boot"
+	}
+	start := ho.FDTAddr.PFN()
+	endPFN := (ho.FDTAddr + physmem.PhysAddr(ho.FDTSize)).PFNUp()
+	span := h.mm.Frames.Span(start, uint64(endPFN-start))
+	off := uint64(ho.FDTAddr) & (physmem.PageSize - 1)
+	blob := span[off : off+ho.FDTSize : off+ho.FDTSize]
+	f, err := fdt.Open(blob)
+	if err != nil {
+		return nil, err.Error()
+	}
+	ok, err := f.NodeCheckCompatible(f.Root(), KHOCompatible)
+	if err != nil || !ok {
+		return nil, fmt.Sprintf("root node is not compatible with %q", KHOCompatible)
+	}
+	return f, ""
+}
+
+// checkRange validates one preserved range before it is reserved; it
+// returns why the range is refused, or "".
+func (h *KHO) checkRange(m Mem) string {
+	mb := h.mm.Memblock
+	switch {
+	case m.Size == 0:
+		return "is empty"
+	case !m.Addr.PageAligned() || m.Size%physmem.PageSize != 0:
+		return "is not page aligned"
+	case m.End() < m.Addr || !mb.IsRegionMemory(m.Addr, m.Size):
+		return "lies outside memory"
+	case overlapsAny(m, h.in.scratch):
+		return "overlaps KHO scratch"
+	case m.Overlaps(h.in.fdtMem):
+		return "overlaps the handover FDT"
+	case mb.IsRegionReserved(m.Addr, m.Size):
+		return "overlaps reserved memory (the kernel image, an early allocation or another preserved range)"
+	}
+	return ""
+}
+
+func overlapsAny(m Mem, rs []physmem.MemblockRegion) bool {
+	for _, r := range rs {
+		if m.Overlaps(Mem{r.Base, r.Size}) {
+			return true
+		}
+	}
+	return false
+}
+
+// GetFDT is kho_get_fdt(): the handover FDT this kernel booted with,
+// validated, or nil when it was not a KHO boot or the handover was
+// refused. It stays valid for the kernel's whole life.
+func (h *KHO) GetFDT() *fdt.FDT { return h.in.fdt }
+
+// Handover returns the boot parameters this kernel received (nil on a cold
+// boot or a kexec without KHO).
+func (h *KHO) Handover() *Handover { return h.in.handover }
+
+// HandoverRefused returns why the handover this kernel received was
+// refused, or "".
+func (h *KHO) HandoverRefused() string { return h.in.invalid }
+
+// find returns the index of the incoming range that is exactly m.
+func (h *KHO) find(m Mem) int {
+	rs := h.in.ranges
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].Addr >= m.Addr })
+	if i < len(rs) && rs[i].Mem == m {
+		return i
+	}
+	return -1
+}
+
+// InRanges returns the incoming preserved ranges, sorted by address.
+func (h *KHO) InRanges() []InRange { return slices.Clone(h.in.ranges) }
+
+// ClaimMem is kho_claim_mem(): it turns a preserved range that is exactly
+// one naturally aligned folio (PAGE_SIZE << order bytes, as fdbox-v2 and
+// the RFC's order-0 pages describe them) into that folio, with refcount 1
+// owned by the caller, initialised as a freshly allocated folio (the
+// struct page work of kho_restore_folio). The caller either keeps it (e.g.
+// inserts it into a page cache, then drops its reference) or puts it,
+// which frees it.
+//
+// Errors: EINVAL if m is not a range this kernel reserved from the
+// handover (never handed over, rejected at boot, or not one folio); EBUSY
+// if it was already claimed or returned; what the "kho_claim" fault site
+// injects (ENOMEM), in which case the range stays reserved and the caller
+// must return it.
+//
+// Differs from v4, whose kho_claim_mem returns a kernel virtual address of
+// a range of order-0 pages and has no way to fail.
+func (h *KHO) ClaimMem(m Mem) (physmem.Folio, error) {
+	h.mustRunning("kho_claim_mem")
+	i := h.find(m)
+	if i < 0 {
+		return 0, fmt.Errorf("kho: %v was not handed over: %w", m, errno.EINVAL)
+	}
+	r := &h.in.ranges[i]
+	if r.State != RangeReserved {
+		return 0, fmt.Errorf("kho: %v already %v: %w", m, r.State, errno.EBUSY)
+	}
+	order, ok := m.FolioOrder()
+	if !ok {
+		return 0, fmt.Errorf("kho: %v is not one folio: %w", m, errno.EINVAL)
+	}
+	if err := h.faults.Hit(fault.KHOClaim); err != nil {
+		return 0, fmt.Errorf("kho: claiming %v: %w", m, err)
+	}
+	f, err := h.mm.RestoreFolio(m.PFN(), order)
+	if err != nil {
+		return 0, fmt.Errorf("kho: restoring %v: %w", m, err)
+	}
+	r.State = RangeClaimed
+	h.in.reserved -= m.NrPages()
+	h.in.claimed++
+	return f, nil
+}
+
+// ReturnMem is kho_return_mem(): it gives a preserved range that nobody
+// will use to the buddy allocator (its struct pages are initialised as
+// free pages). Errors: EINVAL if m was not handed over; EBUSY if it was
+// already claimed or returned.
+func (h *KHO) ReturnMem(m Mem) error {
+	h.mustRunning("kho_return_mem")
+	i := h.find(m)
+	if i < 0 {
+		return fmt.Errorf("kho: %v was not handed over: %w", m, errno.EINVAL)
+	}
+	r := &h.in.ranges[i]
+	if r.State != RangeReserved {
+		return fmt.Errorf("kho: %v already %v: %w", m, r.State, errno.EBUSY)
+	}
+	h.freeRange(m)
+	r.State = RangeReturned
+	h.in.reserved -= m.NrPages()
+	h.in.returned++
+	return nil
+}
+
+// freeRange frees the uninitialised frames of m to the buddy allocator in
+// the largest naturally aligned blocks.
+func (h *KHO) freeRange(m Mem) {
+	pfn, end := m.PFN(), m.PFN()+physmem.PFN(m.NrPages())
+	for pfn < end {
+		order := uint(physmem.MaxPageOrder)
+		if pfn != 0 {
+			order = min(order, uint(bits.TrailingZeros64(uint64(pfn))))
+		}
+		for pfn+1<<order > end {
+			order--
+		}
+		f, err := h.mm.RestoreFolio(pfn, order)
+		if err != nil {
+			panic(fmt.Sprintf("kexec: invariant \"preserved-range-reserved\" broken: returning %v: block %v order %d: %v", m, pfn, order, err))
+		}
+		h.mm.FolioPut(f)
+		pfn += 1 << order
+	}
+}
+
+// ReturnUnclaimed is the late-sync pass that ends a KHO boot: every
+// preserved range no handler claimed (its node was corrupt, its handler
+// never registered, or the handler failed without returning it) is
+// reported and returned to the allocator, so none is ever leaked. It runs
+// as the last late initcall, after the memfd handler's.
+//
+// Not in v4, which leaves unclaimed preserved memory reserved forever.
+func (h *KHO) ReturnUnclaimed() {
+	h.mustRunning("kho_return_unclaimed")
+	var n int
+	var pages uint64
+	for i := range h.in.ranges {
+		r := h.in.ranges[i]
+		if r.State != RangeReserved {
+			continue
+		}
+		n++
+		pages += r.NrPages()
+		if n <= maxRejectMessages {
+			h.k.Printk(kernel.LogWarn, "kho: preserved range %v (%d pages) was not claimed; returning it", r.Mem, r.NrPages())
+		}
+		if err := h.ReturnMem(r.Mem); err != nil {
+			h.k.Printk(kernel.LogErr, "kho: returning %v: %v", r.Mem, err)
+		}
+	}
+	if n > 0 {
+		h.k.Printk(kernel.LogWarn, "kho: returned %d unclaimed preserved ranges (%d pages)", n, pages)
+	}
+	h.in.lateDone = true
+}
+
+// IncomingStats summarises the handover this kernel received.
+type IncomingStats struct {
+	Ranges, Rejected, Claimed, Returned int
+	// ReservedPages are the frames of ranges still reserved: handed over
+	// and not yet claimed or returned.
+	ReservedPages uint64
+	FDTBytes      uint64
+}
+
+// Incoming returns the counters of the handover this kernel received.
+func (h *KHO) Incoming() IncomingStats {
+	s := IncomingStats{
+		Ranges: len(h.in.ranges), Rejected: h.in.rejected, Claimed: h.in.claimed,
+		Returned: h.in.returned, ReservedPages: h.in.reserved,
+	}
+	if h.in.fdt != nil {
+		s.FDTBytes = uint64(h.in.fdt.TotalSize())
+	}
+	return s
+}
+
+// ReturnNodeMem returns to the allocator every range described by a "mem"
+// property in the subtree of f at off that is still reserved, and reports
+// how many it returned. A client calls it for a node it will never
+// recover (fdbox: a pending fd whose box was deleted); ranges already
+// claimed or returned, and ranges that were never handed over, are left
+// alone. It reads MemProps records, whatever the format.
+func (h *KHO) ReturnNodeMem(f *fdt.FDT, off int) int {
+	h.mustRunning("kho_return_mem")
+	n := 0
+	var walk func(off, depth int)
+	walk = func(off, depth int) {
+		if depth > fdt.MaxDepth {
+			return
+		}
+		if v, err := f.GetProp(off, MemPropName); err == nil && len(v)%MemSize == 0 {
+			for i := range len(v) / MemSize {
+				m := MemAt(v, i)
+				if j := h.find(m); j >= 0 && h.in.ranges[j].State == RangeReserved && h.ReturnMem(m) == nil {
+					n++
+				}
+			}
+		}
+		for sub := range f.Subnodes(off) {
+			walk(sub, depth+1)
+		}
+	}
+	walk(off, 0)
+	return n
+}

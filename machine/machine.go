@@ -1,0 +1,435 @@
+// Package machine is the box the kernels run on: its physical memory
+// (physmem.Frames), its swap disk and its fault injector, which outlive
+// every kernel, and the orchestration of cold boot, KHO activation, kexec
+// and reboot, with the initcall wiring each boot needs. The scenario
+// runner and the demo drive the simulation through a Machine.
+//
+// Each boot wires, in Linux's order:
+//
+//	kernel.Boot            memblock, scratch, memmap; EarlyInit: kexec.New +
+//	                       kho_populate/kho_memory_init (KHO.Populate)
+//	device initcall        fdbox_init (fdbox.Init) + its KHO part
+//	                       (fdbox.KHOInit: register_kho_notifier,
+//	                       fdbox_kho_recover)
+//	late initcall          memfd_fdbox_init (fdbox.MemfdKHOInit: the memfd
+//	                       handler; pending memfd nodes recover here)
+//	late initcall (last)   kho_return_unclaimed (KHO.ReturnUnclaimed)
+//
+// A Machine is not safe for concurrent use.
+package machine
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"khosim/errno"
+	"khosim/fault"
+	"khosim/fdbox"
+	"khosim/kernel"
+	"khosim/kexec"
+	"khosim/physmem"
+)
+
+// Config describes a machine.
+type Config struct {
+	// Memory is the size of physical memory in bytes: a multiple of 4 KiB,
+	// at least 128 MiB (the kernel refuses smaller machines).
+	Memory uint64
+	// Swap is the size of the swap disk in bytes; 0 for none.
+	Swap uint64
+	// Seed is the scenario's seed. The simulation itself is
+	// deterministic; the seed is kept for the runner's data generators.
+	Seed uint64
+	// ScratchBytes, if not 0, is the KHO scratch size (kho_scratch=SIZE).
+	ScratchBytes uint64
+	// ScratchPercent, if not 0, is the KHO scratch size in percent of
+	// memory (kho_scratch=N%). With neither set the kernel's default
+	// applies: 1/16 of memory, at least 16 MiB, in 2 MiB units.
+	ScratchPercent int
+}
+
+// Stats are the machine's counters and the last timings. Timings are
+// wall clock, for reporting only: nothing in the simulation depends on
+// them.
+type Stats struct {
+	Boots       int // every kernel booted (cold, kexec, reboot)
+	Kexecs      int
+	Reboots     int
+	Activations int // successful KHO activations
+
+	// The last successful activation: what it preserved and the size of
+	// its FDT.
+	PreservedFolios int
+	PreservedPages  uint64
+	PreservedBytes  uint64
+	FDTBytes        uint64
+
+	// The last kexec: frames poisoned, whether a handover was passed,
+	// and what the new kernel did with it.
+	ScrubbedFrames uint64
+	HandedOver     bool
+	Incoming       kexec.IncomingStats
+	Recovered      fdbox.RecoverStats
+
+	ActivateTime time.Duration // the last KHO activation
+	KexecTime    time.Duration // the last kexec up to the new kernel's initcalls (scrub, early boot, kho_populate)
+	RestoreTime  time.Duration // the new kernel's initcalls: box and memfd recovery, the late return pass
+}
+
+// Machine is one simulated machine.
+type Machine struct {
+	cfg     Config
+	frames  *physmem.Frames
+	swap    *kernel.SwapDevice
+	faults  *fault.Injector
+	cmdline string
+	booted  bool // Boot ran (the machine has been switched on)
+	bootID  int
+
+	k      *kernel.Kernel
+	kho    *kexec.KHO
+	box    *fdbox.Driver
+	boxKHO *fdbox.KHOClient
+
+	lastFDT   []byte
+	stats     Stats
+	earlyTime time.Duration // the last boot up to its initcalls
+}
+
+// New creates a machine: its memory (all zero), its swap disk and an
+// empty fault injector. No kernel runs until Boot.
+//
+// Errors: EINVAL for a memory size that is not a positive multiple of 4
+// KiB, a swap disk under 40 KiB, or both scratch sizes set or a percentage
+// outside 1..100; ENOMEM if the host cannot map the memory.
+func New(cfg Config) (*Machine, error) {
+	if cfg.Memory == 0 || cfg.Memory%physmem.PageSize != 0 {
+		return nil, fmt.Errorf("machine: memory %d is not a multiple of %d: %w", cfg.Memory, physmem.PageSize, errno.EINVAL)
+	}
+	if cfg.ScratchBytes != 0 && cfg.ScratchPercent != 0 || cfg.ScratchPercent < 0 || cfg.ScratchPercent > 100 {
+		return nil, fmt.Errorf("machine: bad scratch size: %w", errno.EINVAL)
+	}
+	frames, err := physmem.NewFrames(cfg.Memory)
+	if err != nil {
+		return nil, err
+	}
+	m := &Machine{cfg: cfg, frames: frames, faults: fault.New()}
+	if cfg.Swap != 0 {
+		if m.swap, err = kernel.NewSwapDevice(cfg.Swap); err != nil {
+			_ = frames.Close()
+			return nil, fmt.Errorf("machine: swap of %d bytes: %w", cfg.Swap, err)
+		}
+	}
+	return m, nil
+}
+
+// Config returns the machine's configuration.
+func (m *Machine) Config() Config { return m.cfg }
+
+// Frames returns the machine's physical memory.
+func (m *Machine) Frames() *physmem.Frames { return m.frames }
+
+// Faults returns the machine's fault injector: faults armed there stay
+// armed across kexec and reboot until they fire.
+func (m *Machine) Faults() *fault.Injector { return m.faults }
+
+// Kernel returns the running kernel, or nil before Boot (or after a kexec
+// whose new kernel failed to boot).
+func (m *Machine) Kernel() *kernel.Kernel { return m.k }
+
+// FDBox returns the running kernel's FDBox driver, or nil.
+func (m *Machine) FDBox() *fdbox.Driver { return m.box }
+
+// FDBoxKHO returns the running kernel's FDBox KHO client, or nil.
+func (m *Machine) FDBoxKHO() *fdbox.KHOClient { return m.boxKHO }
+
+// KHO returns the running kernel's KHO state, or nil.
+func (m *Machine) KHO() *kexec.KHO { return m.kho }
+
+// Cmdline returns the command line every kernel of the machine boots with.
+func (m *Machine) Cmdline() string { return m.cmdline }
+
+// Stats returns the machine's counters and last timings.
+func (m *Machine) Stats() Stats { return m.stats }
+
+var shmemHugeValues = []string{"never", "always", "within_size", "advise", "deny", "force"}
+
+// Boot cold-boots the first kernel. shmemHuge is the
+// transparent_hugepage_shmem= policy ("" means never). Every later kernel
+// (kexec, reboot) boots with the same command line.
+//
+// Errors: EBUSY if the machine was already booted; EINVAL for an unknown
+// policy; a boot failure (a machine under 128 MiB, a boot-time allocation
+// failure).
+func (m *Machine) Boot(shmemHuge string) error {
+	if m.booted {
+		return errno.EBUSY
+	}
+	if shmemHuge == "" {
+		shmemHuge = "never"
+	}
+	if !slices.Contains(shmemHugeValues, shmemHuge) {
+		return fmt.Errorf("machine: transparent_hugepage_shmem=%s: %w", shmemHuge, errno.EINVAL)
+	}
+	args := []string{"console=ttyS0"}
+	switch {
+	case m.cfg.ScratchBytes != 0:
+		args = append(args, fmt.Sprintf("kho_scratch=%d", m.cfg.ScratchBytes))
+	case m.cfg.ScratchPercent != 0:
+		args = append(args, fmt.Sprintf("kho_scratch=%d%%", m.cfg.ScratchPercent))
+	}
+	args = append(args, "transparent_hugepage_shmem="+shmemHuge)
+	m.cmdline = strings.Join(args, " ")
+	m.booted = true
+	return m.bootKernel(nil)
+}
+
+// bootKernel boots a kernel on the machine with the given handover (nil:
+// cold boot) and runs its initcalls.
+func (m *Machine) bootKernel(ho *kexec.Handover) error {
+	start := time.Now()
+	m.bootID++
+	var kho *kexec.KHO
+	params := kernel.BootParams{
+		BootID:  m.bootID,
+		Cmdline: m.cmdline,
+		EarlyInit: func(k *kernel.Kernel) error {
+			kho = kexec.New(k, m.faults, nil)
+			kho.Populate(ho)
+			return nil
+		},
+	}
+	if ho != nil {
+		params.Scratch = ho.Scratch
+	}
+	hw := kernel.Hardware{Frames: m.frames, Swap: m.swap, Faults: m.faults}
+	k, err := kernel.Boot(hw, params)
+	m.stats.Boots++
+	if err != nil {
+		m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
+		return fmt.Errorf("machine: boot %d failed: %w", m.bootID, err)
+	}
+	m.k, m.kho, m.box, m.boxKHO = k, kho, nil, nil
+	k.RegisterRefOwner("kho", kho.VisitRefs)
+	k.RegisterFrameCounter("preserved", kho.FramesPreserved)
+	k.RegisterInitcall(kernel.InitcallDevice, "fdbox_init", func(k *kernel.Kernel) error {
+		d, err := fdbox.Init(k)
+		if err != nil {
+			return err
+		}
+		m.box = d
+		c, err := fdbox.KHOInit(d, kho, m.faults)
+		if err != nil {
+			return err
+		}
+		m.boxKHO = c
+		return nil
+	})
+	k.RegisterInitcall(kernel.InitcallLate, "memfd_fdbox_init", func(k *kernel.Kernel) error {
+		if m.boxKHO == nil {
+			return errno.ENODEV
+		}
+		return fdbox.MemfdKHOInit(m.boxKHO)
+	})
+	k.RegisterInitcall(kernel.InitcallLate, "kho_return_unclaimed", func(k *kernel.Kernel) error {
+		kho.ReturnUnclaimed()
+		return nil
+	})
+	m.earlyTime = time.Since(start)
+	restore := time.Now()
+	k.RunInitcalls()
+	m.stats.RestoreTime = time.Since(restore)
+	m.stats.Incoming = kho.Incoming()
+	if m.boxKHO != nil {
+		m.stats.Recovered = m.boxKHO.Recovered()
+	}
+	return nil
+}
+
+func (m *Machine) running() error {
+	if m.k == nil {
+		return fmt.Errorf("machine: no running kernel: %w", errno.EINVAL)
+	}
+	return nil
+}
+
+// KHOActivate writes 1 to /sys/kernel/kho/active in the running kernel
+// (kexec.KHO.Activate): every sealed box is serialized into the handover
+// FDT. It returns the errno of the first failure, having changed nothing.
+func (m *Machine) KHOActivate() error {
+	if err := m.running(); err != nil {
+		return err
+	}
+	start := time.Now()
+	err := m.kho.Activate()
+	m.stats.ActivateTime = time.Since(start)
+	if err != nil {
+		return err
+	}
+	m.stats.Activations++
+	m.stats.PreservedFolios = m.kho.PreservedFolios()
+	m.stats.PreservedPages = m.kho.PreservedPages()
+	m.stats.PreservedBytes = m.kho.PreservedPages() * physmem.PageSize
+	_, blob, _ := m.kho.FDT()
+	m.stats.FDTBytes = uint64(len(blob))
+	return nil
+}
+
+// KHODeactivate writes 0 to /sys/kernel/kho/active (kexec.KHO.Deactivate):
+// every file is put back exactly as it was. EINVAL if KHO is not active.
+func (m *Machine) KHODeactivate() error {
+	if err := m.running(); err != nil {
+		return err
+	}
+	return m.kho.Deactivate()
+}
+
+// Kexec loads and executes a new kernel (kexec -s -l, kexec -e). If KHO is
+// active, the new kernel receives the handover (the FDT's address and
+// size and the scratch ranges) and revives what it describes; otherwise
+// nothing is handed over. Either way the old kernel is gone: it is
+// poisoned, and every frame it used that is neither preserved nor part of
+// the handover FDT is overwritten with kexec.PoisonPattern before the new
+// kernel boots, with the same command line, from the frames alone.
+//
+// Errors: EINVAL without a running kernel; the new kernel's boot failure
+// (an armed fault can hit it), after which the machine has no kernel
+// until Reboot.
+func (m *Machine) Kexec() error {
+	if err := m.running(); err != nil {
+		return err
+	}
+	start := time.Now()
+	old := m.k
+	ho, keep := m.kho.PrepareKexec()
+	m.stats.HandedOver = ho != nil
+	if ho != nil {
+		addr := ho.FDTAddr
+		m.lastFDT = make([]byte, ho.FDTSize)
+		if _, err := m.frames.ReadAt(m.lastFDT, addr); err != nil {
+			m.lastFDT = nil
+		}
+	}
+	m.stats.ScrubbedFrames = kexec.Scrub(old.MM, keep)
+	old.Poison("kexec")
+	m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
+	m.stats.Kexecs++
+	scrub := time.Since(start)
+	err := m.bootKernel(ho)
+	m.stats.KexecTime = scrub + m.earlyTime
+	return err
+}
+
+// Reboot is a cold reboot: the running kernel (if any) is gone, nothing is
+// handed over, and a new kernel cold-boots with the same command line.
+// The frames keep their bytes, but the new kernel reserves none of them.
+// EINVAL if the machine was never booted.
+func (m *Machine) Reboot() error {
+	if !m.booted {
+		return fmt.Errorf("machine: not booted: %w", errno.EINVAL)
+	}
+	if m.k != nil {
+		m.kho.PrepareKexec() // the old KHO dies too; its handover is dropped
+		m.k.Poison("reboot")
+	}
+	m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
+	m.stats.Reboots++
+	return m.bootKernel(nil)
+}
+
+// activeFDT returns the active handover FDT in physical memory.
+func (m *Machine) activeFDT() ([]byte, error) {
+	if m.k == nil || m.kho == nil {
+		return nil, fmt.Errorf("machine: no running kernel: %w", errno.EINVAL)
+	}
+	_, blob, ok := m.kho.FDT()
+	if !ok {
+		return nil, fmt.Errorf("machine: KHO is not active: %w", errno.EINVAL)
+	}
+	return blob, nil
+}
+
+// CorruptFDT flips (XOR 0xff) the bytes [off, off+n) of the active
+// handover FDT in physical memory, for `corrupt fdt`. EINVAL if KHO is not
+// active or the range is empty or beyond the FDT.
+func (m *Machine) CorruptFDT(off, n uint64) error {
+	blob, err := m.activeFDT()
+	if err != nil {
+		return err
+	}
+	if n == 0 || off >= uint64(len(blob)) || n > uint64(len(blob))-off {
+		return fmt.Errorf("machine: corrupt fdt %d %d: the FDT has %d bytes: %w", off, n, len(blob), errno.EINVAL)
+	}
+	for i := off; i < off+n; i++ {
+		blob[i] ^= 0xff
+	}
+	return nil
+}
+
+// HandoverFDT returns a copy of the active handover FDT (as it is in
+// physical memory, corruption included) or, when KHO is not active, of the
+// FDT the last kexec handed over. ENOENT if there is neither.
+func (m *Machine) HandoverFDT() ([]byte, error) {
+	if blob, err := m.activeFDT(); err == nil {
+		return slices.Clone(blob), nil
+	}
+	if m.lastFDT != nil {
+		return slices.Clone(m.lastFDT), nil
+	}
+	return nil, errno.ENOENT
+}
+
+// CheckInvariants runs the full audit of the running kernel: the kernel's
+// own (memory model, page caches, shmem accounting, every folio's and
+// file's references against what their owners, FDBox and KHO included,
+// report), the FDBox driver's, and KHO's (preserved folios, the active
+// FDT describing exactly them, incoming ranges claimed exactly once or
+// returned, none handed out before its claim).
+func (m *Machine) CheckInvariants() error {
+	if err := m.running(); err != nil {
+		return err
+	}
+	if err := m.k.CheckInvariants(); err != nil {
+		return err
+	}
+	if m.box != nil {
+		if err := m.box.CheckInvariants(); err != nil {
+			return err
+		}
+	}
+	return m.kho.CheckInvariants()
+}
+
+// FrameCounts returns the running kernel's frames by state: free, used,
+// preserved (handed over and not yet claimed or returned), reserved (the
+// rest: kernel image, memmap, the incoming FDT, ...), which partition
+// memory, and scratch (KHO scratch, whatever its state), plus total. Nil
+// without a running kernel.
+func (m *Machine) FrameCounts() map[string]uint64 {
+	if m.k == nil {
+		return nil
+	}
+	c := m.k.FrameCounts()
+	return map[string]uint64{
+		"total": c.Total, "free": c.Free, "used": c.Used, "preserved": c.Preserved,
+		"reserved": c.Reserved, "scratch": c.Scratch,
+	}
+}
+
+// Close ends the simulation: the running kernel is poisoned and the
+// machine's memory unmapped. The Machine must not be used afterwards.
+func (m *Machine) Close() error {
+	if m.k != nil {
+		m.kho.PrepareKexec()
+		m.k.Poison("machine closed")
+		m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
+	}
+	if m.frames == nil {
+		return errno.EBADF
+	}
+	err := m.frames.Close()
+	m.frames = nil
+	return err
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"khosim/bench"
+)
+
+func init() {
+	register(&command{
+		name:    "bench",
+		args:    "[--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--json] [-v]",
+		summary: "measure KHO+FDBox serialize/restore against a copy-out/copy-in baseline (docs/performance.md)",
+		run: func(e *env, args []string) int {
+			return benchMain(args, e.stdout, e.stderr)
+		},
+	})
+}
+
+// benchFlags are the options of khosim bench.
+type benchFlags struct {
+	sizes   []uint64
+	orders  []int
+	runs    int
+	json    bool
+	verbose bool
+}
+
+// parseBenchFlags parses khosim bench's command line.
+func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
+	f := benchFlags{sizes: bench.DefaultSizes, orders: bench.DefaultOrders, runs: bench.DefaultRuns}
+	fs := flag.NewFlagSet("khosim bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Func("sizes", "comma-separated memfd `SIZES`, multiples of 2MiB (default 64MiB,256MiB,1GiB,4GiB)", func(s string) error {
+		v, err := bench.ParseSizes(s)
+		f.sizes = v
+		return err
+	})
+	fs.Func("orders", "comma-separated folio `ORDERS`: 0 (4 KiB pages) and/or 9 (2 MiB folios) (default 0,9)", func(s string) error {
+		v, err := bench.ParseOrders(s)
+		f.orders = v
+		return err
+	})
+	fs.IntVar(&f.runs, "runs", bench.DefaultRuns, "handover cycles per row; the row reports medians")
+	fs.BoolVar(&f.json, "json", false, "print one JSON object per row on stdout (the summary goes to stderr)")
+	fs.BoolVar(&f.verbose, "v", false, "print every step's time on stderr")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: khosim bench [--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--json] [-v]\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "khosim bench: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return f, errors.New("usage")
+	}
+	if f.runs < 1 {
+		fmt.Fprintf(stderr, "khosim bench: --runs must be at least 1\n")
+		return f, errors.New("usage")
+	}
+	return f, nil
+}
+
+// benchMain is `khosim bench`: it measures every (size, order) row and
+// prints the table (or JSON rows), the scaling check and the targets.
+// Exit status: 0 when every row was measured (a missed target is
+// reported, not an error); 1 when a measurement failed; 2 for a usage
+// error.
+func benchMain(args []string, stdout, stderr io.Writer) int {
+	f, err := parseBenchFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	opts := bench.Options{Runs: f.runs, Seed: 1}
+	if f.verbose {
+		opts.Log = stderr
+	}
+	var rows []bench.Row
+	var failed error
+	for _, s := range f.sizes {
+		for _, o := range f.orders {
+			if !f.verbose {
+				fmt.Fprintf(stderr, "measuring %s order %d...\n", bench.FormatSize(s), o)
+			}
+			r, err := bench.Measure(s, o, opts)
+			if err != nil {
+				failed = fmt.Errorf("%s order %d: %w", bench.FormatSize(s), o, err)
+				break
+			}
+			rows = append(rows, r)
+		}
+		if failed != nil {
+			break
+		}
+	}
+	var peak uint64
+	for _, r := range rows {
+		peak = max(peak, r.PeakRSSBytes)
+	}
+	if p, err := bench.PeakRSS(); err == nil {
+		peak = max(peak, p)
+	}
+	sum := bench.Summarize(rows, peak)
+	if f.json {
+		if err := bench.WriteJSON(stdout, rows); err != nil {
+			fmt.Fprintf(stderr, "khosim bench: %v\n", err)
+			return exitFail
+		}
+		sum.Write(stderr)
+	} else {
+		if len(rows) > 0 {
+			bench.WriteTable(stdout, rows)
+			fmt.Fprintln(stdout)
+			sum.Write(stdout)
+			fmt.Fprintf(stdout, "(%d handover cycles per row, medians; times are wall clock on this machine; KHO/COPY 1/N: the handover took 1/N of the copies' time)\n", f.runs)
+		}
+	}
+	if failed != nil {
+		fmt.Fprintf(stderr, "khosim bench: %s\n", strings.TrimSpace(failed.Error()))
+		return exitFail
+	}
+	return exitOK
+}

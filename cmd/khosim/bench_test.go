@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+
+	"khosim/bench"
+)
+
+func TestBenchFlags(t *testing.T) {
+	f, err := parseBenchFlags(nil, io.Discard)
+	if err != nil || len(f.sizes) != 4 || len(f.orders) != 2 || f.runs != bench.DefaultRuns || f.json {
+		t.Fatalf("defaults: %+v, %v", f, err)
+	}
+	f, err = parseBenchFlags([]string{"--sizes", "2MiB,1GiB", "--orders", "9", "--runs", "1", "--json"}, io.Discard)
+	if err != nil || len(f.sizes) != 2 || f.sizes[1] != bench.GiB || len(f.orders) != 1 || f.orders[0] != 9 || f.runs != 1 || !f.json {
+		t.Fatalf("parsed: %+v, %v", f, err)
+	}
+	for _, bad := range [][]string{
+		{"--sizes", "1MiB"}, {"--sizes", "lots"}, {"--orders", "3"}, {"--runs", "0"}, {"extra"}, {"--nope"},
+	} {
+		var errb bytes.Buffer
+		if status := benchMain(bad, io.Discard, &errb); status != exitUsage {
+			t.Errorf("%q: exit %d, want %d (%s)", bad, status, exitUsage, errb.String())
+		}
+	}
+	if status := benchMain([]string{"-h"}, io.Discard, io.Discard); status != exitOK {
+		t.Errorf("-h: exit %d", status)
+	}
+}
+
+// TestBenchTiny runs `khosim bench` on a 2 MiB memfd at both orders, as a
+// table and as JSON.
+func TestBenchTiny(t *testing.T) {
+	var out, errb bytes.Buffer
+	status := khosim(&env{stdout: &out, stderr: &errb}, []string{"bench", "--sizes", "2MiB", "--runs", "1"})
+	if status != exitOK {
+		t.Fatalf("exit %d: %s", status, errb.String())
+	}
+	lines := strings.Split(out.String(), "\n")
+	if !strings.HasPrefix(strings.TrimSpace(lines[0]), "SIZE") || !strings.HasPrefix(strings.TrimSpace(lines[1]), "2MiB      0    512") ||
+		!strings.HasPrefix(strings.TrimSpace(lines[2]), "2MiB      9      1") {
+		t.Fatalf("table:\n%s", out.String())
+	}
+	for _, want := range []string{"not measured", "peak RSS"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	out.Reset()
+	errb.Reset()
+	status = benchMain([]string{"--sizes", "2MiB", "--orders", "0", "--runs", "1", "--json"}, &out, &errb)
+	if status != exitOK {
+		t.Fatalf("--json: exit %d: %s", status, errb.String())
+	}
+	var row map[string]any
+	if err := json.Unmarshal(out.Bytes(), &row); err != nil {
+		t.Fatalf("--json output %q: %v", out.String(), err)
+	}
+	for _, k := range []string{"size_bytes", "folio_order", "pages", "activate_ns", "kexec_ns", "restore_ns", "metadata_bytes", "copy_ns"} {
+		if _, ok := row[k]; !ok {
+			t.Errorf("JSON row lacks %q: %s", k, out.String())
+		}
+	}
+	if row["pages"] != float64(512) || row["size_bytes"] != float64(2<<20) {
+		t.Errorf("JSON row: %s", out.String())
+	}
+	if !strings.Contains(errb.String(), "peak RSS") {
+		t.Errorf("--json: the summary goes to stderr: %q", errb.String())
+	}
+}

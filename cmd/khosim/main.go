@@ -1,0 +1,104 @@
+// Command khosim is the khosim simulator's command line.
+//
+//	khosim                       run the built-in demo (the FDBox RFC's 1 GiB memfd across kexec)
+//	khosim demo [-v] [--script]  the same, with options
+//	khosim run [-v] [--json] [--seed N] [--dump-fdt FILE.dtb] FILE.scn...
+//	khosim faults                list the fault-injection sites
+//	khosim fdt FILE.dtb          print a device tree blob as DTS-like text
+//
+// Exit status: 0 success; 1 a scenario failed; 2 usage or parse error;
+// 3 internal error (a panic inside the simulator).
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"khosim/scenarios"
+)
+
+// Exit statuses.
+const (
+	exitOK       = 0
+	exitFail     = 1
+	exitUsage    = 2
+	exitInternal = 3
+)
+
+// env is what a subcommand runs with: its output streams and whether
+// stderr is a terminal (for progress bars).
+type env struct {
+	stdout, stderr io.Writer
+	tty            bool
+	// tune, if set, adjusts the options of every run (tests use it to
+	// trace or to break a run).
+	tune func(*scenarios.Options)
+}
+
+// command is a subcommand. To add one, write a file with a
+// func init() { register(&command{...}) }.
+type command struct {
+	name    string
+	args    string // the usage line after the name
+	summary string // one line for `khosim help`
+	run     func(e *env, args []string) int
+}
+
+var commands []*command
+
+// register adds a subcommand.
+func register(c *command) {
+	commands = append(commands, c)
+	slices.SortFunc(commands, func(a, b *command) int { return strings.Compare(a.name, b.name) })
+}
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func main() {
+	e := &env{stdout: os.Stdout, stderr: os.Stderr, tty: isTerminal(os.Stderr)}
+	os.Exit(khosim(e, os.Args[1:]))
+}
+
+// khosim runs the command line args and returns the exit status.
+func khosim(e *env, args []string) int {
+	if len(args) == 0 {
+		return runDemo(e, nil)
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		usage(e.stdout)
+		return exitOK
+	}
+	c := lookup(args[0])
+	if c == nil {
+		fmt.Fprintf(e.stderr, "khosim: unknown command %q\n\n", args[0])
+		usage(e.stderr)
+		return exitUsage
+	}
+	return c.run(e, args[1:])
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage:\n  khosim                 run the built-in demo\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %s\n        %s\n", strings.TrimSpace("khosim "+c.name+" "+c.args), c.summary)
+	}
+	fmt.Fprintf(w, "\nexit status: 0 ok, 1 scenario failure, 2 usage or parse error, 3 internal error\n")
+}
+
+// isTerminal reports whether f is a character device (a terminal), the
+// test golang.org/x/term would make without the dependency.
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

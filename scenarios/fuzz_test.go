@@ -1,0 +1,144 @@
+package scenarios
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"pgregory.net/rapid"
+)
+
+// genScript draws a small random scenario that parses: a machine, a boot,
+// then statements over a few processes, resources and boxes, most of
+// which make sense and some of which do not.
+func genScript(t *rapid.T) string {
+	var b strings.Builder
+	swap := rapid.SampledFrom([]string{"", " swap=4MiB"}).Draw(t, "swap")
+	huge := rapid.SampledFrom([]string{"", " shmem_huge=always", " shmem_huge=within_size"}).Draw(t, "huge")
+	fmt.Fprintf(&b, "machine memory=128MiB%s seed=%d\nboot%s\nprocess p0 uid=0\n",
+		swap, rapid.Uint64Range(0, 9).Draw(t, "seed"), huge)
+
+	proc := rapid.SampledFrom([]string{"p0", "p0", "p0", "p1", "p2"})
+	res := rapid.SampledFrom([]string{"a", "b", "c", "ctl", "box", "map"})
+	size := rapid.SampledFrom([]string{"0", "1", "4095", "4KiB", "8KiB", "2MiB", "3MiB + 7", "-1"})
+	data := rapid.SampledFrom([]string{"rand(1)", "rand(2)", "zeros", `"abc"`})
+	name := rapid.SampledFrom([]string{`"b0"`, `"b1"`, `"f0"`, `"f1"`, `""`})
+	flags := rapid.SampledFrom([]string{"0", "MFD_ALLOW_SEALING", "MFD_CLOEXEC", "MFD_HUGETLB"})
+	path := rapid.SampledFrom([]string{`"/dev/fdbox/fdbox"`, `"/dev/fdbox/b0"`, `"/dev/fdbox/b1"`, `"/dev/null"`, `"/tmp/t"`})
+	errs := rapid.SampledFrom([]string{"", "", "", " -> EBADF", " -> EBUSY", " -> EINVAL"})
+
+	n := rapid.IntRange(1, 40).Draw(t, "n")
+	for range n {
+		p, r, r2 := proc.Draw(t, "p"), res.Draw(t, "r"), res.Draw(t, "r2")
+		var st string
+		switch rapid.IntRange(0, 27).Draw(t, "stmt") {
+		case 0:
+			st = fmt.Sprintf("process %s%s", p, rapid.SampledFrom([]string{"", " uid=0", " uid=0 caps=none"}).Draw(t, "cred"))
+		case 1:
+			st = "exit " + p
+		case 2:
+			st = fmt.Sprintf(`%s: %s = memfd_create("m", %s)`, p, r, flags.Draw(t, "flags"))
+		case 3:
+			st = fmt.Sprintf("%s: %s = open(%s, %s)", p, r, path.Draw(t, "path"),
+				rapid.SampledFrom([]string{"O_RDWR", "O_RDONLY", "O_RDWR|O_CREAT"}).Draw(t, "oflags"))
+		case 4:
+			st = fmt.Sprintf("%s: close(%s)", p, r)
+		case 5:
+			st = fmt.Sprintf("%s: %s = dup(%s)", p, r2, r)
+		case 6:
+			st = fmt.Sprintf("%s: ftruncate(%s, %s)", p, r, size.Draw(t, "len"))
+		case 7:
+			st = fmt.Sprintf("%s: fallocate(%s, %s, %s, %s)", p, r,
+				rapid.SampledFrom([]string{"0", "FALLOC_FL_KEEP_SIZE", "FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE"}).Draw(t, "mode"),
+				size.Draw(t, "off"), size.Draw(t, "len"))
+		case 8:
+			st = fmt.Sprintf("%s: pwrite(%s, %s, %s, %s)", p, r, size.Draw(t, "off"), size.Draw(t, "len"), data.Draw(t, "data"))
+		case 9:
+			st = fmt.Sprintf("%s: write(%s, 3, %s)", p, r, data.Draw(t, "data"))
+		case 10:
+			st = fmt.Sprintf("%s: pread(%s, %s, %s)", p, r, size.Draw(t, "off"), size.Draw(t, "len"))
+		case 11:
+			st = fmt.Sprintf("%s: lseek(%s, %s, SEEK_SET)", p, r, size.Draw(t, "off"))
+		case 12:
+			st = fmt.Sprintf("%s: fcntl(%s, F_ADD_SEALS, %s)", p, r,
+				rapid.SampledFrom([]string{"F_SEAL_WRITE", "F_SEAL_SHRINK|F_SEAL_GROW", "F_SEAL_SEAL", "F_SEAL_FUTURE_WRITE"}).Draw(t, "seals"))
+		case 13:
+			st = fmt.Sprintf("%s: %s = mmap(%s, 0, %s, PROT_READ|PROT_WRITE, MAP_SHARED)", p, r2, r, size.Draw(t, "len"))
+		case 14:
+			st = fmt.Sprintf("%s: munmap(%s)", p, r)
+		case 15:
+			st = fmt.Sprintf("%s: store(%s, %s, %s, %s)", p, r, size.Draw(t, "off"), size.Draw(t, "len"), data.Draw(t, "data"))
+		case 16:
+			st = fmt.Sprintf("%s: madvise(%s, 0, %s, MADV_PAGEOUT)", p, r, size.Draw(t, "len"))
+		case 17:
+			st = fmt.Sprintf("%s: ioctl(%s, %s, name=%s)", p, r,
+				rapid.SampledFrom([]string{"FDBOX_CREATE_BOX", "FDBOX_DELETE_BOX", "FDBOX_GET_FD"}).Draw(t, "cmd"), name.Draw(t, "name"))
+		case 18:
+			st = fmt.Sprintf("%s: ioctl(%s, FDBOX_PUT_FD, fd=%s, name=%s)", p, r, r2, name.Draw(t, "name"))
+		case 19:
+			st = fmt.Sprintf("%s: %s = ioctl(%s, %s)", p, r2, r,
+				rapid.SampledFrom([]string{"FDBOX_SEAL", "FDBOX_UNSEAL", "FDBOX_LIST"}).Draw(t, "cmd"))
+		case 20:
+			st = rapid.SampledFrom([]string{"kho activate", "kho deactivate"}).Draw(t, "kho")
+		case 21:
+			st = rapid.SampledFrom([]string{"kexec", "kexec", "reboot"}).Draw(t, "kexec")
+		case 22:
+			st = fmt.Sprintf("fault %s nth=%d times=%d",
+				rapid.SampledFrom([]string{"page_alloc", "fdt", "kho_write", "kho_claim", "recover"}).Draw(t, "site"),
+				rapid.IntRange(1, 4).Draw(t, "nth"), rapid.IntRange(1, 3).Draw(t, "times"))
+		case 23:
+			st = fmt.Sprintf("corrupt fdt %d %d", rapid.IntRange(0, 300).Draw(t, "off"), rapid.IntRange(1, 16).Draw(t, "len"))
+		case 24:
+			st = fmt.Sprintf("let v = %s", rapid.SampledFrom([]string{
+				"hash(" + p + ":" + r + ", 0, 8KiB)", "content(" + p + ":" + r + ", 0, 4KiB)", "size(" + p + ":" + r + ")", "frames(free)", p + ":" + r,
+			}).Draw(t, "expr"))
+		case 25:
+			target := p + ":" + r
+			if rapid.Bool().Draw(t, "data") {
+				st = fmt.Sprintf("expect content(%s, 0, 8KiB) == %s", target,
+					rapid.SampledFrom([]string{"rand(1)", "zeros", "v", `"abc"`, "content(p0:a, 0, 8KiB)"}).Draw(t, "y"))
+			} else {
+				st = fmt.Sprintf("expect %s == %s", rapid.SampledFrom([]string{
+					"refcount(" + target + ", 0)", "mapcount(" + target + ", 1)", "pos(" + target + ")",
+					"seals(" + target + ")", "fds(" + p + ")", "v", "size(" + target + ")",
+				}).Draw(t, "x"), rapid.SampledFrom([]string{"v", "0", "1", "4KiB"}).Draw(t, "y"))
+			}
+		case 26:
+			st = "expect invariants"
+		case 27:
+			st = fmt.Sprintf("%s: %s = load(%s, %s, %s)", p, r2, r, size.Draw(t, "off"), size.Draw(t, "len"))
+		}
+		if strings.Contains(st, ": ") && !strings.HasPrefix(st, "let") && !strings.HasPrefix(st, "expect") {
+			st += errs.Draw(t, "errno")
+		}
+		b.WriteString(st + "\n")
+	}
+	return b.String()
+}
+
+// TestRunnerNeverPanics runs random scripts with KeepGoing, so that every
+// statement runs whatever failed before it: none may end in an internal
+// error, and the kernel's audit must hold at the end of each.
+func TestRunnerNeverPanics(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		src := genScript(t) + "expect invariants\n"
+		s, err := Parse("fuzz.scn", []byte(src))
+		if err != nil {
+			t.Fatalf("the generator wrote a script that does not parse:\n%s\n%v", src, err)
+		}
+		res := Run(s, Options{KeepGoing: true})
+		if res.Internal {
+			t.Fatalf("internal error in:\n%s\n%s", src, res.Failures[len(res.Failures)-1].Format(res.File))
+		}
+		if n := len(res.Failures); n > 0 {
+			last := res.Failures[n-1]
+			end := s.Stmts[len(s.Stmts)-1].Pos().Line
+			// A deliberately corrupted FDT breaks the old kernel's
+			// "the FDT describes what is preserved" until the kexec.
+			corrupted := strings.Contains(src, "corrupt fdt") && strings.Contains(last.Message, `"kho-fdt-describes-preserved"`)
+			if last.Line == end && strings.HasPrefix(last.Message, "expect invariants: ") && strings.Contains(last.Message, "broken") && !corrupted {
+				t.Fatalf("broken invariant after:\n%s\n%s", src, last.Format(res.File))
+			}
+		}
+	})
+}

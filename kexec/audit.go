@@ -62,7 +62,8 @@ func (h *KHO) violation(name, format string, args ...any) error {
 //   - kho-fdt-describes-preserved: while active, the FDT checks, its root
 //     is "kho-v1", and the ranges the format collects from it are exactly
 //     the preserved folios, each once (so the next kernel will reserve
-//     every one of them and nothing else);
+//     every one of them and nothing else) — unless the FDT was deliberately
+//     corrupted (MarkTampered);
 //   - kho-idle-clean: while idle, nothing is preserved and no FDT buffer
 //     is allocated;
 //   - kho-range-reserved: every incoming range still reserved has all its
@@ -93,6 +94,9 @@ func (h *KHO) CheckInvariants() error {
 	}
 	switch h.state {
 	case Active:
+		if h.fdtTampered {
+			break
+		}
 		if err := h.checkOutgoingFDT(); err != nil {
 			return err
 		}

@@ -127,11 +127,19 @@ type KHO struct {
 	fdtBase        physmem.PFN
 	fdtPages       uint64 // buffer frames, from fdtBase
 	fdtSize        uint64 // totalsize of the finished FDT (Active)
+	fdtTampered    bool   // the FDT's bytes were changed on purpose (MarkTampered)
 	activations    int
 
 	// kho_in
 	in incoming
 }
+
+// MarkTampered records that the active FDT's bytes were changed on purpose
+// (`corrupt fdt`, which models a bad handover). The audit then stops
+// requiring that the FDT describe the preserved folios: the kernel's own
+// state is still checked, and what the damage does is the next kernel's
+// business. Deactivation, which frees the FDT, clears the mark.
+func (h *KHO) MarkTampered() { h.fdtTampered = true }
 
 // New creates the KHO state of kernel k at its boot. faults is the
 // machine's injector (may be nil) and format how preserved memory is
@@ -397,6 +405,7 @@ func (h *KHO) freeFDT() {
 	}
 	h.fdtBlocks = nil
 	h.fdtBase, h.fdtPages, h.fdtSize = 0, 0, 0
+	h.fdtTampered = false
 }
 
 // FDT returns the handover FDT while KHO is active: its physical address

@@ -186,6 +186,8 @@ func TestCorruptHeader(t *testing.T) {
 	require.NoError(t, fx.m.KHOActivate())
 	require.NoError(t, fx.m.CorruptFDT(0, 4))
 	wantErr(t, errno.EINVAL, fx.m.CorruptFDT(1<<30, 1))
+	// A deliberate corruption is not a broken invariant of the old kernel.
+	require.NoError(t, fx.m.CheckInvariants())
 	fx.kexec()
 	require.True(t, fx.logHas("kho: invalid handover FDT"))
 	require.NotEmpty(t, fx.m.KHO().HandoverRefused())

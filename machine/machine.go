@@ -365,6 +365,7 @@ func (m *Machine) CorruptFDT(off, n uint64) error {
 	for i := off; i < off+n; i++ {
 		blob[i] ^= 0xff
 	}
+	m.kho.MarkTampered()
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"khosim/errno"
 	"khosim/kernel"
 	"khosim/machine"
+	"khosim/uapi"
 )
 
 // Options control a run. The zero value runs quietly with seed 0 for
@@ -589,6 +590,14 @@ func (r *runner) process(st *Process) (string, error) {
 		return "", failf("process %s already runs in kernel %d (started at line %d)", st.Name, kr.boot, p.line)
 	}
 	t := kr.k.NewTask(st.Name, kernel.Cred{UID: st.UID, Caps: st.CapMask})
+	// A process starts the way a shell starts one: stdin, stdout and
+	// stderr open (on /dev/null here), so the first fd a scenario gets is
+	// 3, as in the contract's example.
+	for range 3 {
+		if _, err := t.Open("/dev/null", uapi.O_RDWR); err != nil {
+			return "", fmt.Errorf("process %s: opening its standard fds: %w", st.Name, err)
+		}
+	}
 	r.procs[st.Name] = &proc{name: st.Name, task: t, kern: kr, line: st.Pos().Line, res: map[string]*resource{}}
 	return fmt.Sprintf("= pid %d uid %d caps %#x", t.PID, st.UID, st.CapMask), nil
 }

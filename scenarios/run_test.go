@@ -81,7 +81,7 @@ func TestFailureMessages(t *testing.T) {
 			name: "missing errno",
 			src:  "p: n = dup(m) -> EBADF\n",
 			line: 6,
-			want: "p: n = dup(m) -> EBADF: dup succeeded (= 1), want EBADF",
+			want: "p: n = dup(m) -> EBADF: dup succeeded (= 4), want EBADF",
 		},
 		{
 			name: "unexpected errno",
@@ -156,13 +156,13 @@ func TestFailureMessages(t *testing.T) {
 			name: "unknown resource",
 			src:  "expect size(p:nosuch) == 0\n",
 			line: 6,
-			want: `expect size(p:nosuch) == 0: process p has no resource nosuch (it has m=fd 0)`,
+			want: `expect size(p:nosuch) == 0: process p has no resource nosuch (it has m=fd 3)`,
 		},
 		{
 			name: "unknown name in a call",
 			src:  "p: close(nosuch)\n",
 			line: 6,
-			want: `p: close(nosuch): nosuch is neither a resource of p nor a variable (it has m=fd 0)`,
+			want: `p: close(nosuch): nosuch is neither a resource of p nor a variable (it has m=fd 3)`,
 		},
 		{
 			name: "unknown process",
@@ -180,7 +180,7 @@ func TestFailureMessages(t *testing.T) {
 			name: "closed fd",
 			src:  "p: close(m)\nexpect size(p:m) == 0\n",
 			line: 7,
-			want: `expect size(p:m) == 0: p:m is fd 0, which is not open in p (bound at line 4)`,
+			want: `expect size(p:m) == 0: p:m is fd 3, which is not open in p (bound at line 4)`,
 		},
 		{
 			name: "undefined variable",

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strings"
 
 	"khosim/bench"
@@ -71,8 +72,14 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 // prints the table (or JSON rows), the scaling check and the targets.
 // Exit status: 0 when every row was measured (a missed target is
 // reported, not an error); 1 when a measurement failed; 2 for a usage
-// error.
-func benchMain(args []string, stdout, stderr io.Writer) int {
+// error; 3 for a panic inside the simulator.
+func benchMain(args []string, stdout, stderr io.Writer) (status int) {
+	defer func() {
+		if p := recover(); p != nil {
+			fmt.Fprintf(stderr, "khosim bench: internal error: %v\n%s", p, debug.Stack())
+			status = exitInternal
+		}
+	}()
 	f, err := parseBenchFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

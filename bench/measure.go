@@ -1,0 +1,143 @@
+package bench
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"slices"
+	"time"
+)
+
+// Options tune Measure.
+type Options struct {
+	// Runs is the number of handover cycles (and of copy baselines)
+	// measured; the row reports their medians. 0 means DefaultRuns.
+	Runs int
+	// Seed is the machine's seed.
+	Seed uint64
+	// Log, if set, receives a line per step (progress for a terminal).
+	Log io.Writer
+}
+
+// DefaultRuns is the number of cycles `khosim bench` measures per row.
+const DefaultRuns = 3
+
+// Measure measures one row: a machine with one memfd of size bytes and
+// folios of order, filled (untimed), boxed and sealed; then opts.Runs
+// runs of: a handover cycle, timed phase by phase (activate, kexec,
+// restore), each on the kernel the previous one kexec'd into; a check of
+// every page of the restored file (untimed); and the copy baseline
+// (CopyTwice) over the restored file's frames. Times are medians. PeakRSSBytes is the peak resident set during the row (VmHWM,
+// reset at the start when the kernel allows it).
+func Measure(size uint64, order int, opts Options) (Row, error) {
+	runs := opts.Runs
+	if runs <= 0 {
+		runs = DefaultRuns
+	}
+	logf := func(format string, args ...any) {
+		if opts.Log != nil {
+			fmt.Fprintf(opts.Log, "bench: %s order %d: %s\n", FormatSize(size), order, fmt.Sprintf(format, args...))
+		}
+	}
+	row := NewRow(size, order)
+	row.Runs = runs
+	debug.FreeOSMemory()
+	_ = ResetPeakRSS()
+
+	logf("fill")
+	start := time.Now()
+	r, err := NewRig(RigConfig{Files: 1, Size: size, Order: order, Seed: opts.Seed})
+	if err != nil {
+		return row, err
+	}
+	defer func() {
+		r.Close()
+		debug.FreeOSMemory()
+	}()
+	logf("filled in %s", fmtDur(time.Since(start).Nanoseconds()))
+
+	buf, err := NewCopyBuffer(CopyBufferSize(size))
+	if err != nil {
+		return row, err
+	}
+	defer buf.Close()
+	row.CopyBufferBytes = uint64(len(buf.Bytes()))
+
+	// Each run is a handover cycle followed by the copy baseline over the
+	// restored file's frames, so that both see the same conditions on a
+	// shared machine.
+	var act, kx, rest, cout, cin []int64
+	for i := range runs {
+		if i > 0 {
+			if err := r.Reseal(); err != nil {
+				return row, err
+			}
+		}
+		a, k, re, meta, err := r.Cycle()
+		if err != nil {
+			return row, fmt.Errorf("cycle %d: %w", i+1, err)
+		}
+		act, kx, rest = append(act, a.Nanoseconds()), append(kx, k.Nanoseconds()), append(rest, re.Nanoseconds())
+		row.MetadataBytes = meta
+		logf("cycle %d: activate %s, kexec %s, restore %s", i+1, fmtDur(a.Nanoseconds()), fmtDur(k.Nanoseconds()), fmtDur(re.Nanoseconds()))
+
+		spans, err := r.Spans() // checks every page of the restored file
+		if err != nil {
+			return row, fmt.Errorf("cycle %d: %w", i+1, err)
+		}
+		o, in := CopyTwice(spans, buf.Bytes())
+		cout, cin = append(cout, o), append(cin, in)
+		logf("copy %d: out %s, in %s", i+1, fmtDur(o), fmtDur(in))
+		restamp(spans) // a copy through a smaller buffer moved the stamps
+	}
+
+	row.ActivateNS, row.KexecNS, row.RestoreNS = median(act), median(kx), median(rest)
+	row.CopyOutNS, row.CopyInNS = median(cout), median(cin)
+	row.finish()
+	if peak, err := PeakRSS(); err == nil {
+		row.PeakRSSBytes = peak
+	}
+	return row, nil
+}
+
+// median returns the median of xs (the lower middle for an even count).
+func median(xs []int64) int64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
+}
+
+// MeasureAll measures every (size, order), sizes outermost, in the order
+// given.
+func MeasureAll(sizes []uint64, orders []int, opts Options) ([]Row, error) {
+	var rows []Row
+	for _, s := range sizes {
+		for _, o := range orders {
+			r, err := Measure(s, o, opts)
+			if err != nil {
+				return rows, fmt.Errorf("%s order %d: %w", FormatSize(s), o, err)
+			}
+			rows = append(rows, r)
+		}
+	}
+	return rows, nil
+}
+
+// restamp rewrites the stamp of every page of spans (a file's frames in
+// file order, from page 0). A file of stamped pages is zero elsewhere, so
+// after CopyTwice through a buffer smaller than the file, which leaves
+// other pages' bytes in all but the last buffer-full, the stamps are all
+// that is wrong.
+func restamp(spans [][]byte) {
+	var page uint64
+	for _, s := range spans {
+		for i := 0; i+PageSize <= len(s); i += PageSize {
+			binary.LittleEndian.PutUint64(s[i:], page^stampMagic)
+			page++
+		}
+	}
+}

@@ -1,0 +1,346 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// PageSize is the base page size (4 KiB).
+const PageSize = 4096
+
+// Row is the measurement of one (size, folio order): one memfd of
+// SizeBytes, boxed and sealed, handed over by KHO across kexec and
+// restored in a process of the next kernel, and in the same run the
+// copy-out/copy-in of the same bytes that a checkpointing tool needs.
+//
+// The JSON field names are the interface of `khosim bench --json`.
+type Row struct {
+	SizeBytes  uint64 `json:"size_bytes"`
+	FolioOrder int    `json:"folio_order"`
+	// Pages is the number of preserved folios, SizeBytes/4096>>FolioOrder:
+	// 4 KiB pages at order 0, 2 MiB folios at order 9 — the unit of
+	// metadata work (one kho_mem, one index and one flags byte each).
+	Pages uint64 `json:"pages"`
+
+	// ActivateNS is KHO activation (/sys/kernel/kho/active <- 1): the
+	// fdbox DUMP (swap-in, preserve every folio, write the FDT) and
+	// COMMIT (take the folios out of the page cache).
+	ActivateNS int64 `json:"activate_ns"`
+	// KexecNS is the kexec: the old kernel's end, the scrub of unpreserved
+	// memory, and the new kernel's boot up to its last initcall, including
+	// kho_populate, the fdbox recovery and the memfd late handler that
+	// rebuild the file.
+	KexecNS int64 `json:"kexec_ns"`
+	// RestoreNS is the new process's part: open /dev/fdbox/<box>,
+	// FDBOX_UNSEAL, FDBOX_GET_FD.
+	RestoreNS int64 `json:"restore_ns"`
+
+	// MetadataBytes is the size of the handover FDT: everything the next
+	// kernel needs beyond the preserved frames themselves.
+	MetadataBytes uint64 `json:"metadata_bytes"`
+	// MetadataPerGiB is MetadataBytes per GiB preserved.
+	MetadataPerGiB float64 `json:"metadata_bytes_per_gib"`
+
+	// CopyNS is the baseline: memcpy of the memfd's bytes out to another
+	// buffer and back in (CopyOutNS + CopyInNS), measured in the same run.
+	CopyNS    int64 `json:"copy_ns"`
+	CopyOutNS int64 `json:"copy_out_ns"`
+	CopyInNS  int64 `json:"copy_in_ns"`
+	// CopyBufferBytes is the size of the buffer the copy goes through (see
+	// CopyTwice).
+	CopyBufferBytes uint64 `json:"copy_buffer_bytes"`
+	// CopyRatio is CopyNS / (ActivateNS+KexecNS+RestoreNS): how many times
+	// faster the handover is than the copy.
+	CopyRatio float64 `json:"copy_ratio"`
+
+	// Runs is the number of handover cycles measured; the times are their
+	// medians.
+	Runs int `json:"runs"`
+	// PeakRSSBytes is the process's peak resident set (VmHWM) while the
+	// row was measured, setup included; 0 when unknown.
+	PeakRSSBytes uint64 `json:"peak_rss_bytes"`
+}
+
+// NewRow returns a Row for size and order with the derived fields (Pages)
+// set.
+func NewRow(size uint64, order int) Row {
+	return Row{SizeBytes: size, FolioOrder: order, Pages: size / PageSize >> order}
+}
+
+// TotalNS is the blackout: activate + kexec + restore.
+func (r Row) TotalNS() int64 { return r.ActivateNS + r.KexecNS + r.RestoreNS }
+
+// PerPage divides ns by Pages.
+func (r Row) PerPage(ns int64) float64 {
+	if r.Pages == 0 {
+		return 0
+	}
+	return float64(ns) / float64(r.Pages)
+}
+
+// finish fills the fields derived from the measurements.
+func (r *Row) finish() {
+	r.CopyNS = r.CopyOutNS + r.CopyInNS
+	if r.SizeBytes > 0 {
+		r.MetadataPerGiB = float64(r.MetadataBytes) * GiB / float64(r.SizeBytes)
+	}
+	if t := r.TotalNS(); t > 0 {
+		r.CopyRatio = float64(r.CopyNS) / float64(t)
+	}
+}
+
+// WriteJSON writes the rows as JSON objects, one per line.
+func WriteJSON(w io.Writer, rows []Row) error {
+	enc := json.NewEncoder(w)
+	for _, r := range rows {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fmtDur prints nanoseconds with three significant digits in a readable
+// unit.
+func fmtDur(ns int64) string {
+	d := float64(ns)
+	switch {
+	case ns >= int64(time.Second):
+		return fmt.Sprintf("%.2fs", d/1e9)
+	case ns >= int64(100*time.Millisecond):
+		return fmt.Sprintf("%.0fms", d/1e6)
+	case ns >= int64(time.Millisecond):
+		return fmt.Sprintf("%.1fms", d/1e6)
+	case ns >= int64(time.Microsecond):
+		return fmt.Sprintf("%.0fµs", d/1e3)
+	}
+	return fmt.Sprintf("%dns", ns)
+}
+
+// fmtPerPage prints a per-page figure in ns.
+func fmtPerPage(ns float64) string {
+	if ns >= 100 {
+		return fmt.Sprintf("%.0f", ns)
+	}
+	return fmt.Sprintf("%.1f", ns)
+}
+
+// fmtRatio prints "1/N" for a copy ratio N.
+func fmtRatio(x float64) string {
+	switch {
+	case x <= 0:
+		return "-"
+	case x >= 100:
+		return fmt.Sprintf("1/%.0f", x)
+	}
+	return fmt.Sprintf("1/%.1f", x)
+}
+
+// TableHeader is the table's column line (tab separated).
+const TableHeader = "SIZE\tORDER\tPAGES\tACTIVATE\tKEXEC\tRESTORE\tns/pg ACT\tns/pg KEXEC\tns/pg REST\tns/pg TOTAL\tMETADATA\tMETA/GiB\tCOPY x2\tns/pg COPY\tKHO/COPY\t"
+
+// WriteTable writes the rows as an aligned table, one row per (size,
+// order): times, cost per page of each phase, the handover metadata, the
+// copy baseline and the ratio. KHO/COPY "1/N" means the handover took 1/N
+// of the time of the two copies.
+func WriteTable(w io.Writer, rows []Row) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, TableHeader)
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			FormatSize(r.SizeBytes), r.FolioOrder, r.Pages,
+			fmtDur(r.ActivateNS), fmtDur(r.KexecNS), fmtDur(r.RestoreNS),
+			fmtPerPage(r.PerPage(r.ActivateNS)), fmtPerPage(r.PerPage(r.KexecNS)),
+			fmtPerPage(r.PerPage(r.RestoreNS)), fmtPerPage(r.PerPage(r.TotalNS())),
+			humanBytes(float64(r.MetadataBytes)), humanBytes(r.MetadataPerGiB),
+			fmtDur(r.CopyNS), fmtPerPage(r.PerPage(r.CopyNS)), fmtRatio(r.CopyRatio))
+	}
+	return tw.Flush()
+}
+
+// Targets of the issue.
+const (
+	// TargetSize is the memfd size the ratio targets are stated for.
+	TargetSize = 4 * GiB
+	// TargetRatioOrder0 and TargetRatioOrder9: activate+kexec+restore at
+	// most 1/10 (order 0) and 1/200 (order 9) of the two copies.
+	TargetRatioOrder0 = 10
+	TargetRatioOrder9 = 200
+	// RFCMetadataPerGiB is the RFC's arrays: a 16-byte kho_mem and an
+	// 8-byte index per 4 KiB page, 24 bytes per page, 6 MiB per GiB.
+	RFCMetadataPerGiB = 24 * GiB / PageSize
+	// TargetPeakRSS bounds the peak RSS of `khosim bench --sizes 4GiB`.
+	TargetPeakRSS = 6 * GiB
+	// FlatLimit is how much the cost per page may grow from the smallest
+	// to the largest size and still be called flat.
+	FlatLimit = 1.5
+)
+
+// Scaling is the scaling check of one folio order: the blackout's cost per
+// page at the largest size measured against the smallest.
+type Scaling struct {
+	Order        int
+	Small, Large Row
+	// Ratio is the total ns/page at Large divided by that at Small.
+	Ratio float64
+	// PhaseRatios are the same ratio for activate, kexec and restore.
+	PhaseRatios [3]float64
+	// Flat: neither the total nor any phase grows by more than FlatLimit.
+	Flat bool
+}
+
+// Verdict is one target's outcome.
+type Verdict struct {
+	Name string
+	Want string
+	Got  string
+	// OK is false for a missed target; Measured is false when the run
+	// did not include what the target needs.
+	OK, Measured bool
+}
+
+// Summary is what follows the table: the scaling check per order and the
+// targets.
+type Summary struct {
+	Scaling  []Scaling
+	Verdicts []Verdict
+}
+
+// Summarize computes the scaling checks and the verdicts of rows.
+// peakRSS is the process's peak resident set (0 when unknown); its target
+// applies to a run whose largest size is TargetSize.
+func Summarize(rows []Row, peakRSS uint64) Summary {
+	var s Summary
+	orders := []int{}
+	for _, r := range rows {
+		if !slices.Contains(orders, r.FolioOrder) {
+			orders = append(orders, r.FolioOrder)
+		}
+	}
+	slices.Sort(orders)
+	for _, o := range orders {
+		var small, large *Row
+		for i := range rows {
+			r := &rows[i]
+			if r.FolioOrder != o {
+				continue
+			}
+			if small == nil || r.SizeBytes < small.SizeBytes {
+				small = r
+			}
+			if large == nil || r.SizeBytes > large.SizeBytes {
+				large = r
+			}
+		}
+		if small == nil || small.SizeBytes == large.SizeBytes {
+			continue
+		}
+		sc := Scaling{Order: o, Small: *small, Large: *large}
+		ratio := func(a, b float64) float64 {
+			if b == 0 {
+				return 0
+			}
+			return a / b
+		}
+		sc.Ratio = ratio(large.PerPage(large.TotalNS()), small.PerPage(small.TotalNS()))
+		sc.PhaseRatios = [3]float64{
+			ratio(large.PerPage(large.ActivateNS), small.PerPage(small.ActivateNS)),
+			ratio(large.PerPage(large.KexecNS), small.PerPage(small.KexecNS)),
+			ratio(large.PerPage(large.RestoreNS), small.PerPage(small.RestoreNS)),
+		}
+		sc.Flat = max(sc.Ratio, sc.PhaseRatios[0], sc.PhaseRatios[1], sc.PhaseRatios[2]) <= FlatLimit
+		s.Scaling = append(s.Scaling, sc)
+	}
+
+	for _, t := range []struct {
+		order int
+		limit float64
+	}{{0, TargetRatioOrder0}, {MaxOrder, TargetRatioOrder9}} {
+		v := Verdict{
+			Name: fmt.Sprintf("4GiB order %d: activate+kexec+restore vs two memcpys", t.order),
+			Want: fmt.Sprintf("<= 1/%.0f", t.limit),
+			Got:  "not measured (needs --sizes 4GiB --orders " + fmt.Sprint(t.order) + ")",
+		}
+		for _, r := range rows {
+			if r.SizeBytes == TargetSize && r.FolioOrder == t.order {
+				v.Measured = true
+				v.OK = r.CopyRatio >= t.limit
+				v.Got = fmt.Sprintf("%s (%s vs %s)", fmtRatio(r.CopyRatio), fmtDur(r.TotalNS()), fmtDur(r.CopyNS))
+			}
+		}
+		s.Verdicts = append(s.Verdicts, v)
+	}
+	for _, r := range rows {
+		if r.SizeBytes != TargetSize {
+			continue
+		}
+		s.Verdicts = append(s.Verdicts, Verdict{
+			Name: fmt.Sprintf("4GiB order %d: handover metadata per preserved GiB (reported)", r.FolioOrder),
+			Want: fmt.Sprintf("report; RFC arrays %s/GiB", humanBytes(RFCMetadataPerGiB)),
+			Got: fmt.Sprintf("%s/GiB = %.3g B per 4KiB page, %.1f B per folio (%.3gx the RFC arrays)", humanBytes(r.MetadataPerGiB),
+				float64(r.MetadataBytes)/float64(r.SizeBytes/PageSize), r.PerPage(int64(r.MetadataBytes)), r.MetadataPerGiB/RFCMetadataPerGiB),
+			OK:       true,
+			Measured: true,
+		})
+	}
+	var maxSize uint64
+	for _, r := range rows {
+		maxSize = max(maxSize, r.SizeBytes)
+	}
+	v := Verdict{Name: "peak RSS (VmHWM) of the run", Want: "< 6GiB for --sizes 4GiB", Got: "unknown"}
+	if peakRSS > 0 {
+		v.Got = humanBytes(float64(peakRSS))
+		v.Measured = maxSize == TargetSize
+		v.OK = peakRSS < TargetPeakRSS
+		if !v.Measured {
+			v.Got += " (largest size " + FormatSize(maxSize) + ", target not applicable)"
+		}
+	}
+	s.Verdicts = append(s.Verdicts, v)
+	return s
+}
+
+// Write prints the summary as text.
+func (s Summary) Write(w io.Writer) {
+	for _, sc := range s.Scaling {
+		state := fmt.Sprintf("flat: every ratio <= %.1f", FlatLimit)
+		if !sc.Flat {
+			state = fmt.Sprintf("NOT flat: a ratio is above %.1f", FlatLimit)
+		}
+		fmt.Fprintf(w, "scaling, order %d: total ns/page at %s / at %s = %.2f; activate %.2f, kexec %.2f, restore %.2f (%s)\n",
+			sc.Order, FormatSize(sc.Large.SizeBytes), FormatSize(sc.Small.SizeBytes), sc.Ratio,
+			sc.PhaseRatios[0], sc.PhaseRatios[1], sc.PhaseRatios[2], state)
+	}
+	for _, v := range s.Verdicts {
+		mark := "ok  "
+		switch {
+		case !v.Measured:
+			mark = "--  "
+		case !v.OK:
+			mark = "MISS"
+		}
+		fmt.Fprintf(w, "%s %s: %s (target %s)\n", mark, v.Name, v.Got, v.Want)
+	}
+}
+
+// Missed reports whether a measured target was missed.
+func (s Summary) Missed() bool {
+	for _, v := range s.Verdicts {
+		if v.Measured && !v.OK {
+			return true
+		}
+	}
+	return false
+}
+
+// String is Write into a string.
+func (s Summary) String() string {
+	var b strings.Builder
+	s.Write(&b)
+	return b.String()
+}

@@ -1,0 +1,352 @@
+package bench
+
+import (
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"time"
+
+	"khosim/fdbox"
+	"khosim/kernel"
+	"khosim/machine"
+	"khosim/physmem"
+	"khosim/uapi"
+)
+
+// BoxName is the box every benchmark hands over.
+const BoxName = "bench"
+
+// stampMagic marks the first 8 bytes of every page of a benchmark memfd:
+// page index XOR stampMagic, so a restored file is checked cheaply.
+const stampMagic uint64 = 0x6b686f73_696d4b48
+
+// Rig is a machine running one or more memfds boxed in BoxName, filled,
+// sealed, and ready to be handed over, and the process that owns them. It
+// drives the handover cycle the benchmarks time:
+//
+//	Activate (kho active <- 1)  ->  Kexec  ->  Restore (open box, UNSEAL, GET_FD)
+//	                                                |
+//	Reseal (PUT_FD every file back, SEAL)  <--------+
+//
+// so that one fill serves any number of cycles, each on a newly kexec'd
+// kernel.
+type Rig struct {
+	M     *machine.Machine
+	Size  uint64 // bytes of each memfd
+	Order int    // folio order of the memfds
+	Names []string
+
+	task  *kernel.Task
+	boxfd int
+	fds   map[string]int // the restored files' fds, by name; empty while boxed
+}
+
+// RigConfig says what a Rig holds.
+type RigConfig struct {
+	// Files memfds of Size bytes each, with folios of Order (0 or 9).
+	Files int
+	Size  uint64
+	Order int
+	Seed  uint64
+}
+
+// MachineMemory is the simulated RAM a rig of total memfd bytes gets: the
+// data, 1/8 more for the handover FDT (25 bytes per 4 KiB page is 0.6%),
+// the kernels and slack, and the KHO scratch. Frames are host memory only
+// once touched, so the slack costs nothing.
+func MachineMemory(total uint64) uint64 {
+	base := total + total/8 + 512*MiB
+	return base + ScratchBytes(base)
+}
+
+// ScratchBytes is the KHO scratch of a machine of (about) mem bytes: what
+// a kexec'd kernel allocates from before it has reserved the preserved
+// memory — its memmap (64 bytes per 4 KiB frame) and early allocations —
+// with 64 MiB to spare, in 2 MiB units.
+func ScratchBytes(mem uint64) uint64 {
+	s := mem/64 + 64*MiB
+	return (s + 2*MiB - 1) &^ (2*MiB - 1)
+}
+
+// NewRig builds and boots the machine, creates the memfds (named m0, m1,
+// ...), fills them with the stamp pattern, puts them in box BoxName and
+// seals it. Nothing of this is timed.
+func NewRig(c RigConfig) (*Rig, error) {
+	if c.Files < 1 || c.Size == 0 || c.Size%(PageSize<<c.Order) != 0 || (c.Order != 0 && c.Order != MaxOrder) {
+		return nil, fmt.Errorf("bench: bad rig %+v", c)
+	}
+	mem := MachineMemory(uint64(c.Files) * c.Size)
+	m, err := machine.New(machine.Config{
+		Memory:       mem,
+		Seed:         c.Seed,
+		ScratchBytes: ScratchBytes(mem),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bench: machine: %w", err)
+	}
+	r := &Rig{M: m, Size: c.Size, Order: c.Order, fds: map[string]int{}}
+	ok := false
+	defer func() {
+		if !ok {
+			m.Close()
+		}
+	}()
+	huge := "never"
+	if c.Order == MaxOrder {
+		huge = "always"
+	}
+	if err := m.Boot(huge); err != nil {
+		return nil, fmt.Errorf("bench: boot: %w", err)
+	}
+	t := r.newTask("bench", c.Files)
+	ctl, err := t.Open(fdbox.CtlPath, uapi.O_RDWR)
+	if err != nil {
+		return nil, fmt.Errorf("bench: open %s: %w", fdbox.CtlPath, err)
+	}
+	var cb uapi.FdboxCreateBox
+	uapi.SetName(&cb.Name, BoxName)
+	if _, err := t.Ioctl(ctl, uapi.FDBOX_CREATE_BOX, &cb); err != nil {
+		return nil, fmt.Errorf("bench: FDBOX_CREATE_BOX: %w", err)
+	}
+	if r.boxfd, err = t.Open(fdbox.DevDir+BoxName, uapi.O_RDWR); err != nil {
+		return nil, fmt.Errorf("bench: open box: %w", err)
+	}
+	for i := range c.Files {
+		name := fmt.Sprintf("m%d", i)
+		fd, err := t.MemfdCreate(name, 0)
+		if err != nil {
+			return nil, fmt.Errorf("bench: memfd_create: %w", err)
+		}
+		if err := t.Ftruncate(fd, int64(c.Size)); err != nil {
+			return nil, fmt.Errorf("bench: ftruncate: %w", err)
+		}
+		// One write moves at most MAX_RW_COUNT (2 GiB - 4 KiB) bytes:
+		// write 1 GiB at a time, so that no write ends inside a huge folio.
+		for off := int64(0); off < int64(c.Size); {
+			n, err := t.Pwrite(fd, off, min(int64(c.Size)-off, GiB), stamp)
+			if err != nil || n <= 0 {
+				return nil, fmt.Errorf("bench: pwrite %s at %#x: %d bytes: %v", FormatSize(c.Size), off, n, err)
+			}
+			off += n
+		}
+		r.Names = append(r.Names, name)
+		r.fds[name] = fd
+	}
+	if err := r.Reseal(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return r, nil
+}
+
+// stamp is the fill: zeroes, with page index ^ stampMagic in the first 8
+// bytes of each page. dst starts on a page boundary (shmem writes whole
+// folios here).
+func stamp(dst []byte, off int64) {
+	clear(dst)
+	for i := 0; i+8 <= len(dst); i += PageSize {
+		binary.LittleEndian.PutUint64(dst[i:], uint64(off+int64(i))/PageSize^stampMagic)
+	}
+}
+
+// newTask creates a root process with room for files fds besides the
+// control and box devices.
+func (r *Rig) newTask(name string, files int) *kernel.Task {
+	t := r.M.Kernel().NewTask(name, kernel.Cred{UID: 0, Caps: uapi.CapAll})
+	t.NoFile = max(t.NoFile, files+64)
+	r.task = t
+	return t
+}
+
+// Close releases the machine.
+func (r *Rig) Close() error { return r.M.Close() }
+
+// Pages returns the folios of all the rig's memfds (Row.Pages of them).
+func (r *Rig) Pages() uint64 { return uint64(len(r.Names)) * (r.Size / PageSize >> r.Order) }
+
+// Bytes returns the bytes of all the rig's memfds.
+func (r *Rig) Bytes() uint64 { return uint64(len(r.Names)) * r.Size }
+
+// Reseal puts every restored file back in the box and seals it: the state
+// Activate starts from.
+func (r *Rig) Reseal() error {
+	t := r.task
+	for _, name := range r.Names {
+		fd, ok := r.fds[name]
+		if !ok {
+			return fmt.Errorf("bench: %s is not restored", name)
+		}
+		a := uapi.FdboxPutFD{FD: uint32(fd)}
+		uapi.SetName(&a.Name, name)
+		if _, err := t.Ioctl(r.boxfd, uapi.FDBOX_PUT_FD, &a); err != nil {
+			return fmt.Errorf("bench: FDBOX_PUT_FD %s: %w", name, err)
+		}
+		delete(r.fds, name)
+	}
+	if _, err := t.Ioctl(r.boxfd, uapi.FDBOX_SEAL, nil); err != nil {
+		return fmt.Errorf("bench: FDBOX_SEAL: %w", err)
+	}
+	return nil
+}
+
+// Activate is KHO activation. It returns the wall time.
+func (r *Rig) Activate() (time.Duration, error) {
+	runtime.GC()
+	start := time.Now()
+	err := r.M.KHOActivate()
+	d := time.Since(start)
+	if err != nil {
+		return d, fmt.Errorf("bench: kho activate: %w", err)
+	}
+	return d, nil
+}
+
+// Deactivate undoes Activate (kho active <- 0). Untimed.
+func (r *Rig) Deactivate() error {
+	if err := r.M.KHODeactivate(); err != nil {
+		return fmt.Errorf("bench: kho deactivate: %w", err)
+	}
+	return nil
+}
+
+// Metadata returns the size of the handover FDT (KHO must be active).
+func (r *Rig) Metadata() (uint64, error) {
+	blob, err := r.M.HandoverFDT()
+	if err != nil {
+		return 0, fmt.Errorf("bench: handover FDT: %w", err)
+	}
+	return uint64(len(blob)), nil
+}
+
+// Kexec kexecs into a new kernel. It returns the wall time.
+func (r *Rig) Kexec() (time.Duration, error) {
+	runtime.GC()
+	r.task = nil
+	start := time.Now()
+	err := r.M.Kexec()
+	d := time.Since(start)
+	if err != nil {
+		return d, fmt.Errorf("bench: kexec: %w", err)
+	}
+	return d, nil
+}
+
+// Restore is the new process's part after a kexec: it opens the box,
+// unseals it and takes every file out. It returns the wall time (the
+// process's creation is not counted).
+func (r *Rig) Restore() (time.Duration, error) {
+	t := r.newTask("restore", len(r.Names))
+	runtime.GC()
+	start := time.Now()
+	boxfd, err := t.Open(fdbox.DevDir+BoxName, uapi.O_RDWR)
+	if err != nil {
+		return 0, fmt.Errorf("bench: open box after kexec: %w", err)
+	}
+	if _, err := t.Ioctl(boxfd, uapi.FDBOX_UNSEAL, nil); err != nil {
+		return 0, fmt.Errorf("bench: FDBOX_UNSEAL: %w", err)
+	}
+	for _, name := range r.Names {
+		a := uapi.FdboxGetFD{}
+		uapi.SetName(&a.Name, name)
+		fd, err := t.Ioctl(boxfd, uapi.FDBOX_GET_FD, &a)
+		if err != nil {
+			return 0, fmt.Errorf("bench: FDBOX_GET_FD %s: %w", name, err)
+		}
+		r.fds[name] = int(fd)
+	}
+	d := time.Since(start)
+	r.boxfd = boxfd
+	return d, nil
+}
+
+// CheckUsable checks that every restored fd works: its size is the
+// memfd's and its first and last pages read back with their stamps.
+func (r *Rig) CheckUsable() error {
+	t := r.task
+	for _, name := range r.Names {
+		fd := r.fds[name]
+		end, err := t.Lseek(fd, 0, uapi.SEEK_END)
+		if err != nil || end != int64(r.Size) {
+			return fmt.Errorf("bench: restored %s: size %d (want %d): %v", name, end, r.Size, err)
+		}
+		for _, off := range []int64{0, int64(r.Size) - PageSize} {
+			var got uint64
+			n, err := t.Pread(fd, off, 8, func(src []byte, _ int64) error {
+				got = binary.LittleEndian.Uint64(src)
+				return nil
+			})
+			if err != nil || n != 8 {
+				return fmt.Errorf("bench: restored %s: pread at %#x: %d bytes: %v", name, off, n, err)
+			}
+			if want := uint64(off)/PageSize ^ stampMagic; got != want {
+				return fmt.Errorf("bench: restored %s: page %#x reads %#x, want %#x", name, off/PageSize, got, want)
+			}
+		}
+	}
+	return nil
+}
+
+// Spans checks every restored file in full — each folio cached, of the
+// rig's order, every page stamped — and returns the files' bytes in
+// physical memory as runs of contiguous frames, in file order: what the
+// copy baseline copies.
+func (r *Rig) Spans() ([][]byte, error) {
+	k := r.M.Kernel()
+	mm := k.MM
+	var spans [][]byte
+	var runStart, runEnd physmem.PFN
+	flush := func() {
+		if runEnd > runStart {
+			spans = append(spans, mm.Frames.Span(runStart, uint64(runEnd-runStart)))
+		}
+	}
+	step := uint64(1) << r.Order
+	for _, name := range r.Names {
+		f, err := r.task.FD(r.fds[name])
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", name, err)
+		}
+		for index := uint64(0); index < r.Size/PageSize; index += step {
+			pfn, _, _, ok := k.FolioAt(f, index)
+			if !ok {
+				return nil, fmt.Errorf("bench: restored %s: no folio at index %#x", name, index)
+			}
+			if o := mm.FolioOrder(physmem.Folio(pfn)); o != uint(r.Order) {
+				return nil, fmt.Errorf("bench: restored %s: folio at index %#x has order %d, want %d", name, index, o, r.Order)
+			}
+			for i := range step {
+				got := binary.LittleEndian.Uint64(mm.Frames.Frame(pfn + physmem.PFN(i)))
+				if want := (index + i) ^ stampMagic; got != want {
+					return nil, fmt.Errorf("bench: restored %s: page %#x holds %#x, want %#x", name, index+i, got, want)
+				}
+			}
+			if pfn != runEnd {
+				flush()
+				runStart = pfn
+			}
+			runEnd = pfn + physmem.PFN(step)
+		}
+	}
+	flush()
+	return spans, nil
+}
+
+// Cycle runs one handover: Activate, Kexec, Restore, with the metadata
+// size read in between, and checks the restored fds. The rig must be
+// sealed; afterwards the files are restored (Reseal before the next).
+func (r *Rig) Cycle() (act, kx, rest time.Duration, meta uint64, err error) {
+	if act, err = r.Activate(); err != nil {
+		return
+	}
+	if meta, err = r.Metadata(); err != nil {
+		return
+	}
+	if kx, err = r.Kexec(); err != nil {
+		return
+	}
+	if rest, err = r.Restore(); err != nil {
+		return
+	}
+	err = r.CheckUsable()
+	return
+}

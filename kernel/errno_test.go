@@ -472,9 +472,14 @@ func TestErrno(t *testing.T) {
 		{"madvise zero length", func(t *testing.T, e *env) error {
 			return e.p.Madvise(e.mapMfd(t, uapi.PROT_READ), 0, 0, uapi.MADV_PAGEOUT)
 		}, 0},
-		{"madvise MADV_REMOVE read-only", func(t *testing.T, e *env) error {
-			return e.p.Madvise(e.mapMfd(t, uapi.PROT_READ), 0, 4096, madvRemove)
+		{"madvise MADV_REMOVE read-only file", func(t *testing.T, e *env) error {
+			v, err := e.p.Mmap(e.ro, 0, 4096, uapi.PROT_READ, uapi.MAP_SHARED)
+			must(t, err)
+			return e.p.Madvise(v, 0, 4096, madvRemove)
 		}, errno.EACCES},
+		{"madvise MADV_REMOVE read-only mapping of a writable file", func(t *testing.T, e *env) error {
+			return e.p.Madvise(e.mapMfd(t, uapi.PROT_READ), 0, 4096, madvRemove) // vma_is_shared_maywrite
+		}, 0},
 		{"madvise MADV_REMOVE WRITE-sealed", func(t *testing.T, e *env) error {
 			v := e.mapMfd(t, uapi.PROT_READ|uapi.PROT_WRITE)
 			e.seal(t, uapi.F_SEAL_FUTURE_WRITE)

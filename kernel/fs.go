@@ -164,6 +164,9 @@ type lookup struct {
 	name   string // its last component
 	dev    *Device
 	inode  *Inode // a /tmp file
+	// slash: the last component is a name followed by "/" (the
+	// trailing slash of nd->last, which asks for a directory).
+	slash bool
 }
 
 // isDir reports whether the cleaned absolute path p is a directory.
@@ -196,12 +199,26 @@ func (k *Kernel) resolve(path string) (lookup, error) {
 		return lookup{}, errno.ENAMETOOLONG
 	}
 	var parts []string
+	slash := false
 	for _, c := range strings.Split(path, "/") {
 		if len(c) > nameMax {
 			return lookup{}, errno.ENAMETOOLONG
 		}
+		if c == "" {
+			slash = len(parts) > 0 // a name, then a "/"
+			continue
+		}
+		// Every component before this one, "." and ".." included,
+		// must be a directory (link_path_walk: d_can_lookup).
+		if cur := "/" + strings.Join(parts, "/"); !k.isDir(cur) {
+			if k.exists(cur) {
+				return lookup{}, errno.ENOTDIR
+			}
+			return lookup{}, errno.ENOENT
+		}
+		slash = false
 		switch c {
-		case "", ".":
+		case ".":
 			continue
 		case "..":
 			if len(parts) > 0 {
@@ -209,16 +226,9 @@ func (k *Kernel) resolve(path string) (lookup, error) {
 			}
 			continue
 		}
-		// Every component before this one must be a directory.
-		if cur := "/" + strings.Join(parts, "/"); !k.isDir(cur) {
-			if k.exists(cur) {
-				return lookup{}, errno.ENOTDIR
-			}
-			return lookup{}, errno.ENOENT
-		}
 		parts = append(parts, c)
 	}
-	l := lookup{path: "/" + strings.Join(parts, "/")}
+	l := lookup{path: "/" + strings.Join(parts, "/"), slash: slash}
 	if len(parts) == 0 {
 		l.kind, l.parent = lookupDir, "/"
 		return l, nil
@@ -258,21 +268,43 @@ func (k *Kernel) exists(p string) bool {
 // O_RDONLY). Devices are opened through their driver; /dev/null accepts
 // everything.
 //
-// Errors, in Linux's order: EMFILE when the fd table is full; ENOENT,
-// ENOTDIR, ENAMETOOLONG from path resolution; ENOENT for a missing name
-// without O_CREAT; EEXIST with O_CREAT|O_EXCL on an existing name; EACCES
+// Errors, in Linux's order: ENOENT for an empty path and ENAMETOOLONG for
+// one of PATH_MAX bytes or more (getname); EMFILE when the fd table is
+// full; ENOENT, ENOTDIR, ENAMETOOLONG from path resolution; for a last
+// name with a trailing slash that is not a directory, EISDIR with
+// O_CREAT, else ENOENT if missing and ENOTDIR if it exists; ENOENT for a
+// missing name without O_CREAT; EEXIST with O_CREAT|O_EXCL on an existing name; EACCES
 // to create outside /tmp or without permission; EISDIR to create or write
 // a directory; ENOSPC when /tmp is full; EPERM for O_TRUNC of a sealed
 // file; the driver's errors.
 func (t *Task) Open(path string, flags int) (int, error) {
 	t.mustAlive()
 	k := t.k
+	// getname() runs before get_unused_fd_flags(): an empty path or one
+	// of PATH_MAX bytes or more fails even when the fd table is full.
+	if path == "" {
+		return -1, errno.ENOENT
+	}
+	if len(path) >= pathMax {
+		return -1, errno.ENAMETOOLONG
+	}
 	if _, err := t.getUnusedFD(0); err != nil {
 		return -1, err
 	}
 	l, err := k.resolve(path)
 	if err != nil {
 		return -1, err
+	}
+	if l.slash && l.kind != lookupDir {
+		// open_last_lookups: a trailing slash asks for a directory.
+		switch {
+		case flags&uapi.O_CREAT != 0:
+			return -1, errno.EISDIR
+		case l.kind == lookupNone:
+			return -1, errno.ENOENT
+		default:
+			return -1, errno.ENOTDIR // do_open: LOOKUP_DIRECTORY on a non-directory
+		}
 	}
 	if flags&uapi.O_CREAT != 0 && flags&uapi.O_EXCL != 0 && l.kind != lookupNone {
 		return -1, errno.EEXIST
@@ -329,7 +361,8 @@ func openFileFlags(flags int) int {
 // is open or mapped.
 //
 // Errors: ENOENT, ENOTDIR, ENAMETOOLONG from resolution or a missing
-// name; EISDIR for a directory; EACCES outside /tmp; EPERM for another
+// name; EISDIR for a directory; ENOTDIR for a file named with a trailing
+// slash; EACCES outside /tmp; EPERM for another
 // user's file in the sticky /tmp.
 func (t *Task) Unlink(path string) error {
 	t.mustAlive()
@@ -343,7 +376,11 @@ func (t *Task) Unlink(path string) error {
 		return errno.ENOENT
 	case lookupDir:
 		return errno.EISDIR
-	case lookupDevice:
+	}
+	if l.slash {
+		return errno.ENOTDIR // do_unlinkat: "slashes" on a non-directory
+	}
+	if l.kind == lookupDevice {
 		return errno.EACCES
 	}
 	const capFowner = 3

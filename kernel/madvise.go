@@ -28,18 +28,21 @@ const (
 // MADV_PAGEOUT follows madvise_cold_or_pageout_pte_range(): only pages
 // this range maps are considered, and only folios mapped nowhere else
 // (folio_mapcount == folio_nr_pages): a shared one is left alone. A large
-// folio the range maps only partly is split first (unless likely shared);
-// a whole one is reclaimed whole, shmem_writepage splitting it. Each
-// chosen folio is unmapped everywhere (try_to_unmap) and written out:
-// shmem_writepage puts it in a swap slot and leaves a swap entry in the
-// page cache. Without swap, or with swap full, the folio stays in memory,
-// but unmapped, as in Linux. A folio pinned by references beyond its page
-// cache and mappings is unmapped but not written (khosim has no swap cache
-// to park it in).
+// folio the range maps only partly is split (unless likely shared), which
+// unmaps all of it, so none of it is reclaimed by this call; a whole one
+// is reclaimed whole, shmem_writepage splitting it. Each chosen folio is
+// unmapped everywhere (try_to_unmap); a clean one (a hole read-faulted
+// in and never written) is simply dropped from the page cache
+// (__remove_mapping), a dirty one written out: shmem_writepage puts it in
+// a swap slot and leaves a swap entry in the page cache. Without swap, or
+// with swap full, a dirty folio stays in memory, but unmapped, as in
+// Linux. A folio pinned by references beyond its page cache and mappings
+// is unmapped but not written (khosim has no swap cache to park it in).
 //
 // Errors: EINVAL for unknown or unsupported advice, an unaligned start or
-// an overflowing range; EACCES for MADV_REMOVE without a writable shared
-// mapping; ENOMEM if part of the range is not mapped (after advising the
+// an overflowing range; EACCES for MADV_REMOVE on a mapping that is not
+// shared and may-write (vma_is_shared_maywrite: a read-only MAP_SHARED
+// mapping of a file open for writing may punch holes); ENOMEM if part of the range is not mapped (after advising the
 // rest); the errors of the faults for MADV_POPULATE_*.
 func (t *Task) Madvise(v *VMA, off, n int64, advice int) error {
 	t.mustAlive()
@@ -105,7 +108,7 @@ func (t *Task) madviseVMA(v *VMA, advice int, start, end uint64) error {
 		t.MM.zapRange(start, end)
 	case madvRemove:
 		// madvise_remove(): vfs_fallocate(PUNCH_HOLE|KEEP_SIZE) on the file.
-		if v.vmFlags&(vmShared|vmWrite) != vmShared|vmWrite {
+		if !v.isSharedMaywrite() {
 			return errno.EACCES
 		}
 		offset := int64(v.pgoffOf(start) << physmem.PageShift)
@@ -123,6 +126,9 @@ func (t *Task) madviseVMA(v *VMA, advice int, start, end uint64) error {
 				return errno.EINVAL // faultin_page: the mapping forbids it
 			}
 			if _, slot := t.MM.pte(addr, false); slot != nil && *slot != 0 {
+				if write { // follow_page_pte with FOLL_WRITE|FOLL_TOUCH
+					k.folioMarkDirty(k.MM.PageFolio(physmem.PFN(*slot - 1)))
+				}
 				continue
 			}
 			if _, err := k.handleMMFault(v, addr, write); err != nil {
@@ -176,7 +182,10 @@ func (k *Kernel) madvisePageoutRange(v *VMA, start, end uint64, pageout bool) {
 				if err != nil {
 					addr += physmem.PageSize
 				}
-				continue // on success, look at this PTE again: now an order-0 folio
+				// On success look at this PTE again, as Linux does
+				// (nr = 0): the split unmapped the folio, so it is
+				// none and nothing of the folio is reclaimed now.
+				continue
 			}
 		}
 		// Do not interfere with other mappings of this folio: a fully
@@ -227,8 +236,13 @@ func (k *Kernel) folioLikelyMappedShared(f physmem.Folio) bool {
 }
 
 // shrinkFolio is shrink_folio_list() for one isolated shmem folio (the
-// caller holds the isolation reference): try_to_unmap, then pageout() ->
-// shmem_writepage.
+// caller holds the isolation reference): try_to_unmap, then for a dirty
+// folio pageout() -> shmem_writepage, and for a clean one
+// __remove_mapping(). A shmem folio is clean only when it was allocated
+// by a read fault on a hole (SGP_CACHE) and never written: it holds zeros,
+// and dropping it leaves a hole that reads the same. (shmem_fallocate
+// marks its folios dirty "so that memory pressure will swap rather than
+// free" them; writes, write faults and swap-in dirty theirs.)
 func (k *Kernel) shrinkFolio(f physmem.Folio) {
 	info := k.mappingOwner(k.folioMappingID(f))
 	if info == nil {
@@ -237,9 +251,15 @@ func (k *Kernel) shrinkFolio(f physmem.Folio) {
 	if k.folioMapped(f) {
 		k.unmapMappingFolio(info, f)
 	}
-	// __remove_mapping() would find extra references and keep the folio:
-	// leave a pinned folio where it is.
+	// is_page_cache_freeable() / __remove_mapping()'s refcount freeze
+	// would find extra references and keep the folio: leave a pinned
+	// folio where it is.
 	if k.MM.FolioRefCount(f) != int32(k.folioNrPages(f))+1 {
+		return
+	}
+	if !k.folioHead(f).Test(physmem.PGDirty) {
+		k.filemapRemoveFolio(info, f)
+		shmemRecalcInode(info, 0, 0) // the next shmem_recalc_inode frees it
 		return
 	}
 	k.shmemWritepage(info, f)

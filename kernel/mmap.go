@@ -44,6 +44,8 @@ const (
 	legacyMapMask  = uapi.MAP_SHARED | uapi.MAP_PRIVATE | uapi.MAP_FIXED | uapi.MAP_ANONYMOUS | 0x0100 | 0x0800 | 0x1000 | 0x2000 | 0x4000 | 0x8000 | 0x10000 // LEGACY_MAP_MASK
 	mapType        = 0x0f                                                                                                                                     // MAP_TYPE
 	mapSharedValid = 0x03                                                                                                                                     // MAP_SHARED_VALIDATE
+	mapGrowsdown   = 0x0100                                                                                                                                   // MAP_GROWSDOWN
+	mapHugetlb     = 0x40000                                                                                                                                  // MAP_HUGETLB
 )
 
 // vm_flags bits (include/linux/mm.h).
@@ -279,12 +281,14 @@ func (k *Kernel) unmapMappingFolio(info *ShmemInodeInfo, f physmem.Folio) {
 // Linux gives a fixed mapping at address 0.
 //
 // Errors, in Linux's order: EINVAL for an offset that is not page aligned;
-// EBADF for a bad fd; EINVAL for len 0; ENOMEM for a len that overflows or
-// no room, or too many mappings; EOVERFLOW when the file range overflows;
+// EBADF for a bad fd; EINVAL for MAP_HUGETLB (no hugetlbfs file) or len 0;
+// ENOMEM for a len that rounds up to 0; EOVERFLOW when pgoff + pages
+// overflows; ENOMEM for too many mappings, a len beyond TASK_SIZE or no
+// room; EOVERFLOW when the file range is beyond the largest file offset;
 // EOPNOTSUPP for unknown flags with MAP_SHARED_VALIDATE; EACCES for
 // PROT_WRITE on a file not open for writing, or any mapping of a file not
 // open for reading; ENODEV for files that cannot be mapped (/dev/null);
-// EINVAL for a bad map type; EPERM for PROT_WRITE on a memfd sealed with
+// EINVAL for MAP_GROWSDOWN or a bad map type; EPERM for PROT_WRITE on a memfd sealed with
 // F_SEAL_WRITE or F_SEAL_FUTURE_WRITE, or when F_SEAL_WRITE denies writable
 // mappings.
 func (t *Task) Mmap(fd int, off, length int64, prot, flags int) (*VMA, error) {
@@ -299,11 +303,14 @@ func (t *Task) Mmap(fd int, off, length int64, prot, flags int) (*VMA, error) {
 	if err != nil {
 		return nil, err
 	}
+	if flags&mapHugetlb != 0 {
+		return nil, errno.EINVAL // ksys_mmap_pgoff: not a hugetlbfs file
+	}
 	if length == 0 {
 		return nil, errno.EINVAL
 	}
 	ulen := (uint64(length) + physmem.PageSize - 1) &^ (physmem.PageSize - 1)
-	if ulen == 0 || ulen > taskSize {
+	if ulen == 0 {
 		return nil, errno.ENOMEM
 	}
 	pgoff := uint64(off) >> physmem.PageShift
@@ -313,6 +320,9 @@ func (t *Task) Mmap(fd int, off, length int64, prot, flags int) (*VMA, error) {
 	}
 	if len(t.MM.vmas) >= maxMapCount {
 		return nil, errno.ENOMEM
+	}
+	if ulen > taskSize {
+		return nil, errno.ENOMEM // __get_unmapped_area: len > TASK_SIZE
 	}
 	if flags&uapi.MAP_FIXED != 0 {
 		return nil, errno.EPERM // security_mmap_addr(0): below mmap_min_addr
@@ -344,6 +354,9 @@ func (t *Task) Mmap(fd int, off, length int64, prot, flags int) (*VMA, error) {
 		}
 		if !IsShmemFile(f) {
 			return nil, errno.ENODEV // no ->mmap
+		}
+		if flags&mapGrowsdown != 0 {
+			return nil, errno.EINVAL // VM_GROWSDOWN (calc_vm_flag_bits) on a file
 		}
 	default:
 		return nil, errno.EINVAL

@@ -218,7 +218,11 @@ func (k *Kernel) shmemFallocate(info *ShmemInodeInfo, mode int, offset, length i
 		}
 		unmapStart := (offset + physmem.PageSize - 1) &^ (physmem.PageSize - 1)
 		unmapEnd := (offset+length)&^(physmem.PageSize-1) - 1
-		if unmapEnd > unmapStart {
+		// Linux compares as u64: a hole inside the first page (offset
+		// 0, len < PAGE_SIZE) makes unmap_end -1, and
+		// unmap_mapping_range(mapping, 0, 0) then unmaps the whole
+		// file. Harmless (pages fault back), and visible in mapcounts.
+		if uint64(unmapEnd) > uint64(unmapStart) {
 			k.unmapMappingRange(info, unmapStart, 1+unmapEnd-unmapStart)
 		}
 		shmemTruncateRange(info, offset, offset+length-1)

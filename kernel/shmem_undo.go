@@ -390,9 +390,15 @@ func TruncateInodePartialFolio(info *ShmemInodeInfo, f physmem.Folio, start, end
 
 // splitFolio is split_folio() (split_huge_page_to_list_to_order(page,
 // NULL, 0), mm/huge_memory.c) of a large page-cache folio: it becomes
-// order-0 folios, each in the page cache at its index with the flags,
-// mapping and mapcount it had. callerRefs is how many references the
-// caller holds on it (they stay on the head).
+// order-0 folios, each in the page cache at its index with the flags and
+// mapping it had. callerRefs is how many references the caller holds on
+// it (they stay on the head).
+//
+// As unmap_folio() does for a file folio, every PTE mapping a page of the
+// folio is zapped first (try_to_unmap: "file pages can simply be left
+// unmapped, then faulted back on demand", and remap_page() remaps anon
+// folios only): after a split nothing maps the new folios, and their
+// mapcounts are 0.
 //
 // As __split_huge_page does for shmem, pages at or beyond
 // max(DIV_ROUND_UP(i_size, PAGE_SIZE), info->fallocend) leave the page
@@ -407,10 +413,13 @@ func (k *Kernel) splitFolio(info *ShmemInodeInfo, f physmem.Folio, callerRefs in
 	if want := int32(nr) + int32(k.FolioMapcount(f)) + callerRefs; head.RefCount() != want {
 		return errno.EAGAIN
 	}
+	if k.folioMapped(f) {
+		k.unmapMappingFolio(info, f) // unmap_folio
+	}
 	if err := info.mapping.SplitEntry(index, 0); err != nil {
 		panicViolation("split-folio-entry", k.dumpFolio(f)+"\n"+info.String(), "splitting the page cache entry: %v", err)
 	}
-	if err := k.MM.SplitFolio(f, 1+head.MapCount()+callerRefs, 1); err != nil {
+	if err := k.MM.SplitFolio(f, 1+callerRefs, 1); err != nil {
 		panicViolation("split-folio", k.dumpFolio(f), "split_huge_page of a large page-cache folio: %v", err)
 	}
 	eof := uint64(info.inode.Size+physmem.PageSize-1) >> physmem.PageShift
@@ -421,14 +430,8 @@ func (k *Kernel) splitFolio(info *ShmemInodeInfo, f physmem.Folio, callerRefs in
 		if err := info.mapping.ReplaceEntry(index+i, pagecache.FolioEntry(f.PFN()), pagecache.FolioEntry(t.PFN())); err != nil {
 			panicViolation("split-folio-entry", k.dumpFolio(t), "storing split folio %d: %v", i, err)
 		}
-		if mc := k.folioHead(t).MapCount(); mc > 0 {
-			k.MM.FolioRefAdd(t, mc) // each PTE's reference moves to its page's new folio
-		}
 		if index+i >= end {
 			// Some pages can be beyond EOF: drop them from page cache.
-			if k.folioMapped(t) {
-				panicViolation("split-beyond-eof-unmapped", k.dumpFolio(t), "page beyond EOF is mapped")
-			}
 			k.folioCancelDirty(t)
 			k.filemapRemoveFolio(info, t)
 			dropped = true

@@ -71,7 +71,7 @@ func (c *xaChecker) check() *invariant.Violation {
 		if id == 0 || int(id) >= len(xa.nodes) {
 			return c.fail(nil, "xa-node-arena", "head names node %d outside the arena", id)
 		}
-		root := xa.nodes[id]
+		root := &xa.nodes[id]
 		if root.parent != 0 || root.offset != 0 {
 			return c.fail(root, "xa-node-parent", "root has parent %d offset %d", root.parent, root.offset)
 		}
@@ -95,14 +95,21 @@ func (c *xaChecker) check() *invariant.Violation {
 	if xa.nrNodes != len(c.seen) {
 		return c.fail(nil, "xa-node-arena", "nrNodes %d, walk found %d", xa.nrNodes, len(c.seen))
 	}
-	if len(xa.nodes) > 0 && len(xa.nodes) != 1+xa.nrNodes+len(xa.free) {
+	if len(xa.nodes) > 0 && len(xa.nodes) != 1+xa.nrNodes+xa.nrFree {
 		return c.fail(nil, "xa-node-arena", "arena of %d ids holds %d nodes in the tree and %d free",
-			len(xa.nodes)-1, xa.nrNodes, len(xa.free))
+			len(xa.nodes)-1, xa.nrNodes, xa.nrFree)
 	}
-	for _, id := range xa.free {
-		if c.seen[id] || xa.nodes[id].shift != freedShift {
-			return c.fail(xa.nodes[id], "xa-node-arena", "free node %d is in the tree or not wiped", id)
+	free := 0
+	for id := xa.free; id != 0; id = xa.nodes[id].parent {
+		if int(id) >= len(xa.nodes) || c.seen[id] || xa.nodes[id].shift != freedShift || free == xa.nrFree {
+			return c.fail(nil, "xa-node-arena", "free list entry %d (after %d) is out of the arena, in the tree, not wiped or one too many",
+				id, free)
 		}
+		c.seen[id] = true // a cycle then shows as "in the tree"
+		free++
+	}
+	if free != xa.nrFree {
+		return c.fail(nil, "xa-node-arena", "nrFree %d, free list holds %d", xa.nrFree, free)
 	}
 	return nil
 }
@@ -148,7 +155,7 @@ func (c *xaChecker) walk(n *xaNode, base uint64) *invariant.Violation {
 			if int(id) >= len(xa.nodes) || id == 0 {
 				return c.fail(n, "xa-node-arena", "slot %d names node %d outside the arena", s, id)
 			}
-			child := xa.nodes[id]
+			child := &xa.nodes[id]
 			if child.shift == freedShift {
 				return c.fail(child, "xa-node-arena", "slot %d names node %d, which is free", s, id)
 			}
@@ -211,7 +218,7 @@ func (c *xaChecker) checkMarkless(n *xaNode, s uint, what string) *invariant.Vio
 // dumpHead renders the array's head and counters.
 func (xa *XArray) dumpHead() string {
 	return fmt.Sprintf("xarray head=%v marks=%03b nodes=%d free=%d counts=%+v\n",
-		xa.head, xa.marks, xa.nrNodes, len(xa.free), xa.counts)
+		xa.head, xa.marks, xa.nrNodes, xa.nrFree, xa.counts)
 }
 
 // dumpPath renders the chain of nodes from the root down to n, then n.

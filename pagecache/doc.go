@@ -29,12 +29,16 @@
 // canonical slots, and are propagated to the ancestors so that a marked
 // search skips unmarked subtrees.
 //
-// Nodes are allocated from a per-XArray arena and named in slots by their
-// arena id, so a slot is an integer like every other entry; erased nodes
-// are kept on a free list and reused (the radix_tree_node_cachep slab).
+// Nodes live by value in one per-XArray slice, the arena, and a node
+// entry names its node by arena index (xa_mk_node() of an index rather
+// than an address), so neither entries nor nodes hold Go pointers and the
+// garbage collector never scans a tree. Freed nodes are kept on a free
+// list and reused (the radix_tree_node_cachep slab), so stores and erases
+// allocate only when the tree reaches a new high-water mark of nodes.
 //
 // There is no RCU and no locking: khosim is single-threaded and
-// deterministic. An XArray is not safe for concurrent use.
+// deterministic. An XArray is not safe for concurrent use and must not be
+// copied once used.
 //
 // # AddressSpace
 //

@@ -65,34 +65,37 @@ func matches(n *xaNode, c uint, filter int) bool {
 	return filter == filterPresent || n.marks[filter]&(1<<c) != 0
 }
 
-// found builds the Found for canonical slot c of n whose slot 0 covers base,
-// and the state to continue after it.
-func found(n *xaNode, base uint64, c uint) (Found, xaState) {
+// found builds the Found for canonical slot c of st.node and moves st
+// past the entry's slots.
+func (st *xaState) found(c uint) Found {
+	n := st.node
 	k := n.siblingsAfter(c)
-	f := Found{
-		Index: base + uint64(c)<<n.shift,
+	st.off = c + k + 1
+	return Found{
+		Index: st.base + uint64(c)<<n.shift,
 		Entry: n.slots[c],
 		Order: n.shift + uint8(bits.Len(k)),
 	}
-	return f, xaState{node: n, base: base, off: c + k + 1}
 }
 
 // findFirst models xas_find()/xas_find_marked() from a fresh xa_state: the
 // first entry passing filter that covers an index of [start, max] — which
-// may begin before start — and the state to continue after it.
-func (xa *XArray) findFirst(start, max uint64, filter int) (Found, xaState, bool) {
+// may begin before start. It leaves st ready to continue after it.
+func (xa *XArray) findFirst(st *xaState, start, max uint64, filter int) (Found, bool) {
+	*st = xaState{}
 	head := xa.head
 	switch {
 	case head == 0 || start > max:
-		return Found{}, xaState{}, false
+		return Found{}, false
 	case !head.isNode():
 		ok := start == 0 && (filter == filterPresent || xa.marks&(1<<filter) != 0)
-		return Found{Entry: head}, xaState{}, ok
+		return Found{Entry: head}, ok
 	}
-	n, base := xa.root(), uint64(0)
+	n := xa.root()
 	if start > maxIndex(uint(n.shift)) {
-		return Found{}, xaState{}, false
+		return Found{}, false
 	}
+	st.node = n
 	for {
 		off := n.offsetOf(start)
 		e := n.slots[off]
@@ -103,13 +106,14 @@ func (xa *XArray) findFirst(start, max uint64, filter int) (Found, xaState, bool
 		}
 		switch {
 		case e == 0 || !matches(n, c, filter):
-			return xa.findNext(xaState{node: n, base: base, off: off + 1}, max, filter)
+			st.off = off + 1
+			return xa.findNext(st, max, filter)
 		case e.isNode():
-			base += uint64(off) << n.shift
+			st.base += uint64(off) << n.shift
 			n = xa.node(e)
+			st.node = n
 		default:
-			f, st := found(n, base, c)
-			return f, st, true
+			return st.found(c), true
 		}
 	}
 }
@@ -118,10 +122,10 @@ func (xa *XArray) findFirst(start, max uint64, filter int) (Found, xaState, bool
 // next entry passing filter whose base index is at most max. Marked
 // searches jump over unmarked slots, and so over unmarked subtrees,
 // through the node mark bitmaps.
-func (xa *XArray) findNext(st xaState, max uint64, filter int) (Found, xaState, bool) {
+func (xa *XArray) findNext(st *xaState, max uint64, filter int) (Found, bool) {
 	n, base, off := st.node, st.base, st.off
 	if n == nil {
-		return Found{}, xaState{}, false
+		return Found{}, false
 	}
 	for {
 		last := uint((max - base) >> n.shift)
@@ -138,7 +142,8 @@ func (xa *XArray) findNext(st xaState, max uint64, filter int) (Found, xaState, 
 		if off > last {
 			p := xa.parentOf(n)
 			if p == nil {
-				return Found{}, xaState{}, false
+				st.node = nil
+				return Found{}, false
 			}
 			base -= uint64(n.offset) << p.shift
 			off = uint(n.offset) + 1
@@ -153,8 +158,8 @@ func (xa *XArray) findNext(st xaState, max uint64, filter int) (Found, xaState, 
 			n = xa.node(e)
 			off = 0
 		default:
-			f, st := found(n, base, off)
-			return f, st, true
+			st.node, st.base = n, base
+			return st.found(off), true
 		}
 	}
 }
@@ -162,14 +167,14 @@ func (xa *XArray) findNext(st xaState, max uint64, filter int) (Found, xaState, 
 // Find models xa_find() with XA_PRESENT: the first entry covering an index
 // of [start, max], which may begin before start.
 func (xa *XArray) Find(start, max uint64) (Found, bool) {
-	f, _, ok := xa.findFirst(start, max, filterPresent)
-	return f, ok
+	var st xaState
+	return xa.findFirst(&st, start, max, filterPresent)
 }
 
 // FindMarked models xa_find() with a mark as filter.
 func (xa *XArray) FindMarked(start, max uint64, mark Mark) (Found, bool) {
-	f, _, ok := xa.findFirst(start, max, int(mark.m))
-	return f, ok
+	var st xaState
+	return xa.findFirst(&st, start, max, int(mark.m))
 }
 
 // Extract appends to b the entries covering indices of [start, max] in
@@ -200,7 +205,8 @@ func (xa *XArray) extract(start, max uint64, filter int, whole bool, b *Batch) (
 	if b.Space() == 0 {
 		return start, true
 	}
-	f, st, ok := xa.findFirst(start, max, filter)
+	var st xaState
+	f, ok := xa.findFirst(&st, start, max, filter)
 	for ok {
 		end := f.Last()
 		if !whole || (f.Index >= start && end <= max) {
@@ -213,7 +219,7 @@ func (xa *XArray) extract(start, max uint64, filter int, whole bool, b *Batch) (
 		if b.Space() == 0 {
 			return end + 1, true
 		}
-		f, st, ok = xa.findNext(st, max, filter)
+		f, ok = xa.findNext(&st, max, filter)
 	}
 	return max + 1, false
 }
@@ -236,7 +242,8 @@ func (xa *XArray) RangeMarked(start, max uint64, mark Mark) iter.Seq[Found] {
 func (xa *XArray) rangeFilter(start, max uint64, filter int) iter.Seq[Found] {
 	return func(yield func(Found) bool) {
 		for start <= max {
-			f, _, ok := xa.findFirst(start, max, filter)
+			var st xaState
+			f, ok := xa.findFirst(&st, start, max, filter)
 			if !ok || !yield(f) {
 				return
 			}

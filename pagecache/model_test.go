@@ -93,6 +93,8 @@ func (md *xaModel) split(index uint64, order uint) error {
 		return errno.EINVAL
 	case order == me.order:
 		return nil
+	case order-order%6+12 <= me.order:
+		return errno.ENOMEM
 	}
 	delete(md.m, b)
 	for i := uint64(0); i < span(me.order-order); i++ {

@@ -37,13 +37,14 @@ const (
 // freed by freeNode (xa_node_free) when it becomes empty
 // (xas_delete_node), when the tree shrinks past it (xas_shrink) or when a
 // larger entry is stored over its subtree (xas_free_nodes). A freed node
-// keeps its arena id, has shift freedShift and waits on XArray.free.
+// keeps its arena id, has shift freedShift and waits on the free list
+// (XArray.free, chained through parent), so freeing never allocates.
 type xaNode struct {
 	shift    uint8  // bits of the index below this node's slots
 	offset   uint8  // slot of this node in its parent
 	count    uint8  // non-NULL slots
 	nrValues uint8  // value-entry slots (siblings included)
-	parent   uint32 // arena id of the parent; 0 for the root
+	parent   uint32 // arena id of the parent, 0 for the root; next free node once freed
 	id       uint32 // this node's arena id
 	marks    [xaMarkCount]uint64
 	slots    [XAChunkSize]Entry
@@ -70,9 +71,10 @@ type XArray struct {
 	head  Entry // xa_head: NULL, the entry at index 0, or the root node
 	marks uint8 // XA_FLAGS_MARK(): which marks are set anywhere
 
-	nodes   []*xaNode // node arena, indexed by id; nodes[0] is unused
-	free    []uint32  // ids of freed nodes, reused first
-	nrNodes int       // nodes in the tree
+	nodes   []xaNode // node arena, indexed by id; nodes[0] is unused
+	free    uint32   // first freed node, reused first; 0: none
+	nrFree  int      // freed nodes, chained through their parent field
+	nrNodes int      // nodes in the tree
 
 	counts Counts
 }
@@ -104,38 +106,40 @@ func (n *xaNode) entryOrder(c uint) uint {
 }
 
 // node returns the node a node entry names.
-func (xa *XArray) node(e Entry) *xaNode { return xa.nodes[e.nodeID()] }
+func (xa *XArray) node(e Entry) *xaNode { return &xa.nodes[e.nodeID()] }
 
 // root returns the root node. Preconditions: xa.head.isNode().
-func (xa *XArray) root() *xaNode { return xa.nodes[xa.head.nodeID()] }
+func (xa *XArray) root() *xaNode { return &xa.nodes[xa.head.nodeID()] }
 
 // parentOf returns n's parent, nil for the root.
 func (xa *XArray) parentOf(n *xaNode) *xaNode {
 	if n.parent == 0 {
 		return nil
 	}
-	return xa.nodes[n.parent]
+	return &xa.nodes[n.parent]
 }
 
-// allocNode models xas_alloc(): a zeroed node of the given shift, hung
-// from slot off of parent by the caller. It reuses a freed node first.
-func (xa *XArray) allocNode(shift uint, parent *xaNode, off uint) *xaNode {
-	var n *xaNode
-	if k := len(xa.free); k > 0 {
-		n = xa.nodes[xa.free[k-1]]
-		xa.free = xa.free[:k-1]
+// allocNode models xas_alloc(): a zeroed node of the given shift, to be
+// hung from slot off of node parent (0: none) by the caller. It reuses a
+// freed node first.
+//
+// The arena may move: every *xaNode obtained before the call is stale
+// afterwards, so callers hold node ids across it and look nodes up again.
+func (xa *XArray) allocNode(shift uint, parent uint32, off uint) *xaNode {
+	var id uint32
+	if xa.free != 0 {
+		id = xa.free
+		xa.free = xa.nodes[id].parent
+		xa.nrFree--
 	} else {
 		if len(xa.nodes) == 0 {
-			xa.nodes = append(xa.nodes, nil)
+			xa.nodes = append(xa.nodes, xaNode{shift: freedShift})
 		}
-		n = &xaNode{id: uint32(len(xa.nodes))}
-		xa.nodes = append(xa.nodes, n)
+		id = uint32(len(xa.nodes))
+		xa.nodes = append(xa.nodes, xaNode{})
 	}
-	n.shift = uint8(shift)
-	if parent != nil {
-		n.parent = parent.id
-		n.offset = uint8(off)
-	}
+	n := &xa.nodes[id]
+	*n = xaNode{id: id, shift: uint8(shift), parent: parent, offset: uint8(off)}
 	xa.nrNodes++
 	return n
 }
@@ -144,7 +148,9 @@ func (xa *XArray) allocNode(shift uint, parent *xaNode, off uint) *xaNode {
 // list; the caller has already unhooked it.
 func (xa *XArray) freeNode(n *xaNode) {
 	*n = xaNode{id: n.id, shift: freedShift}
-	xa.free = append(xa.free, n.id)
+	n.parent = xa.free
+	xa.free = n.id
+	xa.nrFree++
 	xa.nrNodes--
 }
 
@@ -208,24 +214,28 @@ func (xa *XArray) Load(index uint64) Entry {
 		}
 		return 0
 	}
-	n := xa.nodes[e.nodeID()]
+	n := &xa.nodes[e.nodeID()]
 	if index > maxIndex(uint(n.shift)) {
 		return 0
 	}
 	return xa.loadFrom(n, index)
 }
 
-// loadFrom models xas_descend() repeated from n down to the entry.
+// loadFrom models xas_descend() repeated from n down to the entry. The
+// shift of each child is its parent's minus XA_CHUNK_SHIFT, so only n's
+// own header is read: each level costs one cache line, the slot's.
 func (xa *XArray) loadFrom(n *xaNode, index uint64) Entry {
+	shift := uint(n.shift)
 	for {
-		e := n.slots[(index>>n.shift)&XAChunkMask]
+		e := n.slots[(index>>shift)&XAChunkMask]
 		if e&3 != internalTag {
 			return e
 		}
 		if e.isSibling() {
 			return n.slots[e.siblingOffset()]
 		}
-		n = xa.nodes[e.nodeID()]
+		n = &xa.nodes[e.nodeID()]
+		shift -= XAChunkShift
 	}
 }
 
@@ -325,17 +335,21 @@ func (xa *XArray) Erase(index uint64) Entry {
 // stores each new folio over its part (Store or AddressSpace.ReplaceEntry).
 //
 // Errors: errno.ENOENT if no entry covers index; errno.EINVAL if order is
-// above the entry's order. Splitting to the entry's own order does nothing.
+// above the entry's order; errno.ENOMEM if the new entries would sit two
+// or more levels below the old one (order - order%6 + 12 <= old order),
+// a split xas_split_alloc() refuses ("no support for splitting really
+// large entries yet"). Splitting to the entry's own order does nothing.
 func (xa *XArray) Split(index uint64, order uint) error {
 	f, ok := xa.Lookup(index)
-	if !ok {
+	switch {
+	case !ok:
 		return errno.ENOENT
-	}
-	if order > uint(f.Order) {
+	case order > uint(f.Order):
 		return errno.EINVAL
-	}
-	if order == uint(f.Order) {
+	case order == uint(f.Order):
 		return nil
+	case order-order%XAChunkShift+2*XAChunkShift <= uint(f.Order):
+		return errno.ENOMEM
 	}
 	// Detach the entry from its slots, leaving its node in place (possibly
 	// empty for a moment) and its ancestors' marks set; the stores below
@@ -393,31 +407,39 @@ func (xa *XArray) store(index uint64, entry Entry, order uint, addMarks uint8) E
 
 	// xas_create(): walk down to the node of the entry's shift, allocating
 	// missing nodes, unless a larger entry covers the range on the way.
+	// As in loadFrom, the level's shift is tracked rather than read from
+	// each node.
 	n := xa.root()
-	for uint(n.shift) > shift {
-		off := n.offsetOf(index)
+	level := uint(n.shift)
+	for level > shift {
+		off := uint(index>>level) & XAChunkMask
 		e := n.slots[off]
 		switch {
 		case e == 0:
-			child := xa.allocNode(uint(n.shift)-XAChunkShift, n, off)
+			pid := n.id
+			child := xa.allocNode(level-XAChunkShift, pid, off)
+			n = &xa.nodes[pid] // the arena may have moved
 			n.slots[off] = nodeEntry(child.id)
 			n.count++
 			n = child
 		case e.isSibling():
-			return xa.replaceCovering(n, e.siblingOffset(), entry, addMarks)
+			return xa.replaceCovering(n, level, e.siblingOffset(), entry, addMarks)
 		case e.isNode():
 			n = xa.node(e)
 		default:
-			return xa.replaceCovering(n, off, entry, addMarks)
+			return xa.replaceCovering(n, level, off, entry, addMarks)
 		}
+		level -= XAChunkShift
 	}
-	off := n.offsetOf(index)
+	off := uint(index>>level) & XAChunkMask
 	e := n.slots[off]
 	if e.isSibling() {
-		return xa.replaceCovering(n, e.siblingOffset(), entry, addMarks)
+		return xa.replaceCovering(n, level, e.siblingOffset(), entry, addMarks)
 	}
-	if e != 0 && !e.isNode() && n.siblingsAfter(off) > sibs {
-		return xa.replaceCovering(n, off, entry, addMarks)
+	if e != 0 && !e.isNode() && n.siblingsAfter(off) >= sibs {
+		// The entry there covers the range or is exactly it: replace it
+		// in place, keeping its marks (what the squash would give).
+		return xa.replaceCovering(n, level, off, entry, addMarks)
 	}
 
 	old := e
@@ -481,13 +503,17 @@ func (xa *XArray) clearSlots(n *xaNode, off, sibs uint) uint8 {
 	return marks
 }
 
-// replaceCovering stores entry into the multi-index entry at canonical
-// slot c of n, which covers the whole range being stored: the entry keeps
-// its range and marks (xas_store() on a slot found through a sibling).
-func (xa *XArray) replaceCovering(n *xaNode, c uint, entry Entry, addMarks uint8) Entry {
+// replaceCovering stores entry into the entry at canonical slot c of n,
+// which covers the whole range being stored or is exactly it: the entry
+// keeps its range and marks (xas_store() on a slot found through a
+// sibling, or over an entry of the same order).
+//
+// level is n's shift, passed down so that replacing an entry in place
+// touches only the cache line of its slots.
+func (xa *XArray) replaceCovering(n *xaNode, level, c uint, entry Entry, addMarks uint8) Entry {
 	old := n.slots[c]
 	k := n.siblingsAfter(c)
-	order := uint(n.shift) + uint(bits.Len(k))
+	order := level + uint(bits.Len(k))
 	xa.account(old, order, false)
 	xa.account(entry, order, true)
 	if old.IsValue() != entry.IsValue() {
@@ -535,27 +561,29 @@ func (xa *XArray) erase(index uint64, shift, sibs uint) Entry {
 		xa.marks = 0
 		return old
 	}
-	for uint(n.shift) > shift {
-		off := n.offsetOf(index)
+	level := uint(n.shift)
+	for level > shift {
+		off := uint(index>>level) & XAChunkMask
 		e := n.slots[off]
 		switch {
 		case e == 0:
 			return 0
 		case e.isSibling():
-			return xa.eraseCovering(n, e.siblingOffset())
+			return xa.eraseCovering(n, level, e.siblingOffset())
 		case e.isNode():
 			n = xa.node(e)
 		default:
-			return xa.eraseCovering(n, off)
+			return xa.eraseCovering(n, level, off)
 		}
+		level -= XAChunkShift
 	}
-	off := n.offsetOf(index)
+	off := uint(index>>level) & XAChunkMask
 	e := n.slots[off]
 	if e.isSibling() {
-		return xa.eraseCovering(n, e.siblingOffset())
+		return xa.eraseCovering(n, level, e.siblingOffset())
 	}
-	if e != 0 && !e.isNode() && n.siblingsAfter(off) > sibs {
-		return xa.eraseCovering(n, off)
+	if e != 0 && !e.isNode() && n.siblingsAfter(off) >= sibs {
+		return xa.eraseCovering(n, level, off)
 	}
 	old := e
 	if e.isNode() {
@@ -572,10 +600,11 @@ func (xa *XArray) erase(index uint64, shift, sibs uint) Entry {
 }
 
 // eraseCovering erases the whole multi-index entry at canonical slot c of n.
-func (xa *XArray) eraseCovering(n *xaNode, c uint) Entry {
+// level is n's shift.
+func (xa *XArray) eraseCovering(n *xaNode, level, c uint) Entry {
 	old := n.slots[c]
 	k := n.siblingsAfter(c)
-	xa.account(old, uint(n.shift)+uint(bits.Len(k)), false)
+	xa.account(old, level+uint(bits.Len(k)), false)
 	for s := c; s <= c+k; s++ {
 		n.slots[s] = 0
 	}
@@ -603,10 +632,10 @@ func (xa *XArray) expand(last uint64, shift uint) {
 		for maxIndex(s) < last {
 			s += XAChunkShift
 		}
-		xa.head = nodeEntry(xa.allocNode(s, nil, 0).id)
+		xa.head = nodeEntry(xa.allocNode(s, 0, 0).id)
 		return
 	case !head.isNode():
-		n := xa.allocNode(0, nil, 0)
+		n := xa.allocNode(0, 0, 0)
 		n.slots[0] = head
 		n.count = 1
 		if head.IsValue() {
@@ -624,8 +653,10 @@ func (xa *XArray) expand(last uint64, shift uint) {
 		if uint(root.shift) >= shift && maxIndex(uint(root.shift)) >= last {
 			return
 		}
-		n := xa.allocNode(uint(root.shift)+XAChunkShift, nil, 0)
-		n.slots[0] = nodeEntry(root.id)
+		rootID, rootShift := root.id, uint(root.shift)
+		n := xa.allocNode(rootShift+XAChunkShift, 0, 0)
+		root = &xa.nodes[rootID] // the arena may have moved
+		n.slots[0] = nodeEntry(rootID)
 		n.count = 1
 		for m := range xaMarkCount {
 			if root.marks[m] != 0 {

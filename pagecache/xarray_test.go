@@ -222,8 +222,8 @@ func TestShrinkToEmptyReusesNodes(t *testing.T) {
 		}
 	}
 	mustCheck(t, &xa)
-	if !xa.Empty() || xa.nrNodes != 0 || len(xa.free) != nodes {
-		t.Fatalf("after erasing all: empty %v nodes %d free %d", xa.Empty(), xa.nrNodes, len(xa.free))
+	if !xa.Empty() || xa.nrNodes != 0 || xa.nrFree != nodes {
+		t.Fatalf("after erasing all: empty %v nodes %d free %d", xa.Empty(), xa.nrNodes, xa.nrFree)
 	}
 	for i := uint64(0); i < n; i++ {
 		xa.Store(i, folio(i), 0)
@@ -299,7 +299,7 @@ func TestSplit(t *testing.T) {
 	for _, c := range []struct {
 		from, to uint
 		base     uint64
-	}{{9, 0, 512}, {9, 3, 1 << 30}, {9, 6, 0}, {13, 0, 1 << 13}, {13, 7, 0}, {6, 0, 64}, {3, 1, 8}, {12, 6, 4096}} {
+	}{{9, 0, 512}, {9, 3, 1 << 30}, {9, 6, 0}, {11, 0, 1 << 13}, {13, 7, 0}, {13, 6, 1 << 13}, {6, 0, 64}, {3, 1, 8}, {12, 6, 4096}, {17, 6, 0}} {
 		var xa XArray
 		mustStore(t, &xa, c.base, folio(1), c.from)
 		xa.SetMark(c.base, XAMark2)
@@ -332,6 +332,18 @@ func TestSplit(t *testing.T) {
 	}{{0, 0, errno.ENOENT}, {8, 4, errno.EINVAL}, {9, 3, nil}, {9, 64, errno.EINVAL}} {
 		if err := xa.Split(c.index, c.order); !sameErr(err, c.want) {
 			t.Errorf("Split(%d, %d) = %v, want %v", c.index, c.order, err, c.want)
+		}
+	}
+	mustCheck(t, &xa)
+	// Too far for one xas_split(): order 12 to 0, order 18 to 5.
+	mustStore(t, &xa, 1<<12, folio(2), 12)
+	mustStore(t, &xa, 1<<18, folio(3), 18)
+	for _, c := range []struct {
+		index uint64
+		order uint
+	}{{1 << 12, 0}, {1 << 18, 5}} {
+		if err := xa.Split(c.index, c.order); err != errno.ENOMEM {
+			t.Errorf("Split(%#x, %d) = %v, want ENOMEM", c.index, c.order, err)
 		}
 	}
 	mustCheck(t, &xa)
@@ -480,8 +492,13 @@ func TestCheckDetectsCorruption(t *testing.T) {
 			xa.counts = Counts{Entries: 201, Indices: 208, ValueEntries: 1, ValueIndices: 8}
 		}, "xa-empty-node"},
 		{"freed node in tree", func(xa *XArray) { leaf(xa, 5).shift = freedShift }, "xa-node-arena"},
+		{"free list", func(xa *XArray) { xa.Erase(1 << 20); xa.nrFree++ }, "xa-node-arena"},
+		{"free list cycle", func(xa *XArray) {
+			xa.Erase(1 << 20)
+			xa.nodes[xa.free].parent = xa.free
+		}, "xa-node-arena"},
 		{"unshrunk root", func(xa *XArray) {
-			n := xa.allocNode(uint(xa.root().shift)+XAChunkShift, nil, 0)
+			n := xa.allocNode(uint(xa.root().shift)+XAChunkShift, 0, 0)
 			n.slots[0], n.count = xa.head, 1
 			n.marks[0] = 1
 			xa.root().parent = n.id

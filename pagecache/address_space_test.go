@@ -1,0 +1,356 @@
+package pagecache
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"khosim/errno"
+	"khosim/invariant"
+	"khosim/physmem"
+
+	"pgregory.net/rapid"
+)
+
+// fakeMemmap is the FolioOwner of the tests: what each head page says
+// about its mapping, index and order.
+type fakeMemmap map[physmem.PFN]struct {
+	mapping physmem.MappingID
+	index   uint64
+	order   uint
+}
+
+func (m fakeMemmap) FolioMapping(pfn physmem.PFN) (physmem.MappingID, uint64, uint, bool) {
+	p, ok := m[pfn]
+	return p.mapping, p.index, p.order, ok
+}
+
+func (m fakeMemmap) set(pfn physmem.PFN, mapping physmem.MappingID, index uint64, order uint) {
+	m[pfn] = struct {
+		mapping physmem.MappingID
+		index   uint64
+		order   uint
+	}{mapping, index, order}
+}
+
+func newMapping(t *testing.T) *AddressSpace {
+	t.Helper()
+	a, err := NewAddressSpace(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func checkMapping(t *testing.T, a *AddressSpace, mm fakeMemmap, pages, values uint64) {
+	t.Helper()
+	if err := a.CheckInvariants(mm); err != nil {
+		t.Fatal(err)
+	}
+	if a.NrPages() != pages || a.NrValues() != values {
+		t.Fatalf("nrpages %d nr_values %d, want %d and %d", a.NrPages(), a.NrValues(), pages, values)
+	}
+}
+
+func TestNewAddressSpace(t *testing.T) {
+	if _, err := NewAddressSpace(0); err != errno.EINVAL {
+		t.Errorf("NewAddressSpace(0) = %v", err)
+	}
+	if a := newMapping(t); a.ID() != 7 || a.NrPages() != 0 || a.Counts() != (Counts{}) {
+		t.Errorf("new mapping %+v", a)
+	}
+}
+
+func TestAddFolioErrors(t *testing.T) {
+	a := newMapping(t)
+	mm := fakeMemmap{}
+	if _, err := a.AddFolio(512, 512, 9); err != nil {
+		t.Fatal(err)
+	}
+	mm.set(512, 7, 512, 9)
+	for _, c := range []struct {
+		name       string
+		pfn        physmem.PFN
+		index      uint64
+		order      uint
+		want       error
+		nrpagesNow uint64
+	}{
+		{"misaligned index", 4096, 4097, 1, errno.EINVAL, 512},
+		{"misaligned pfn", 4097, 4096, 1, errno.EINVAL, 512},
+		{"order above MAX_PAGE_ORDER", 0, 0, physmem.MaxPageOrder + 1, errno.EINVAL, 512},
+		{"pfn beyond the vmemmap", MaxFolioPFN + 1, 0, 0, errno.EINVAL, 512},
+		{"inside a folio", 1, 600, 0, errno.EEXIST, 512},
+		{"around a folio", 0, 0, 10, errno.EEXIST, 512},
+		{"next to it", 2048, 1024, 9, nil, 1024},
+	} {
+		_, err := a.AddFolio(c.pfn, c.index, c.order)
+		if !sameErr(err, c.want) || a.NrPages() != c.nrpagesNow {
+			t.Errorf("%s: AddFolio = %v (nrpages %d), want %v (%d)", c.name, err, a.NrPages(), c.want, c.nrpagesNow)
+		}
+	}
+	mm.set(2048, 7, 1024, 9)
+	checkMapping(t, a, mm, 1024, 0)
+}
+
+// TestSwapCycle walks a large shmem folio out to swap and back in pieces:
+// delete with a swap entry as shadow, swap one page in (which splits the
+// large swap entry), free the remaining swap.
+func TestSwapCycle(t *testing.T) {
+	a := newMapping(t)
+	mm := fakeMemmap{}
+	if _, err := a.AddFolio(1024, 0, 9); err != nil {
+		t.Fatal(err)
+	}
+	mm.set(1024, 7, 0, 9)
+	a.SetMark(3, PageCacheTagDirty)
+	checkMapping(t, a, mm, 512, 0)
+
+	swap := ValueEntry(0x77)
+	if err := a.DeleteFolio(1024, 5, swap); err != errno.ENOENT {
+		t.Errorf("DeleteFolio at a non-base index = %v", err)
+	}
+	if err := a.DeleteFolio(1024, 0, folio(3)); err != errno.EINVAL {
+		t.Errorf("DeleteFolio with a folio as shadow = %v", err)
+	}
+	if err := a.DeleteFolio(1024, 0, swap); err != nil {
+		t.Fatal(err)
+	}
+	delete(mm, 1024)
+	if a.Tagged(PageCacheTagDirty) {
+		t.Error("DeleteFolio kept the dirty tag on the shadow")
+	}
+	checkMapping(t, a, mm, 0, 512)
+
+	shadow, err := a.AddFolio(9, 5, 0)
+	if err != nil || shadow != swap {
+		t.Fatalf("AddFolio over the swap entry = %v, %v", shadow, err)
+	}
+	mm.set(9, 7, 5, 0)
+	checkMapping(t, a, mm, 1, 511)
+	if f, _ := a.Lookup(4); f != (Found{Index: 4, Entry: swap, Order: 0}) {
+		t.Errorf("Lookup(4) after the split = %+v", f)
+	}
+	// xas_split() is uniform: the order-9 swap entry became 512 order-0 ones.
+	if f, _ := a.Lookup(300); f != (Found{Index: 300, Entry: swap, Order: 0}) {
+		t.Errorf("Lookup(300) after the split = %+v", f)
+	}
+	if c := a.Counts(); c.ValueEntries != 511 || c.Entries != 512 {
+		t.Errorf("Counts after the split = %+v", c)
+	}
+
+	if _, err := a.EraseEntry(300, ValueEntry(1)); err != errno.ENOENT {
+		t.Errorf("EraseEntry with the wrong expected = %v", err)
+	}
+	if f, err := a.EraseEntry(300, swap); err != nil || f.Index != 300 || f.Order != 0 {
+		t.Errorf("EraseEntry = %+v, %v", f, err)
+	}
+	checkMapping(t, a, mm, 1, 510)
+
+	// Swap the order-0 folio back out with ReplaceEntry.
+	if err := a.ReplaceEntry(5, folio(10), swap); err != errno.ENOENT {
+		t.Errorf("ReplaceEntry with the wrong expected = %v", err)
+	}
+	if err := a.ReplaceEntry(5, folio(9), 0); err != errno.EINVAL {
+		t.Errorf("ReplaceEntry to NULL = %v", err)
+	}
+	if err := a.ReplaceEntry(5, folio(9), ValueEntry(0x99)); err != nil {
+		t.Fatal(err)
+	}
+	delete(mm, 9)
+	checkMapping(t, a, mm, 0, 511)
+}
+
+// TestFolioSplit follows __split_unmapped_folio(): split the entry, then
+// store each new folio over its index.
+func TestFolioSplit(t *testing.T) {
+	a := newMapping(t)
+	mm := fakeMemmap{}
+	const base, pfn = 4096, 8192
+	a.AddFolio(pfn, base, 9)
+	mm.set(pfn, 7, base, 9)
+	a.SetMark(base+7, PageCacheTagDirty)
+	if err := a.SplitEntry(base, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CheckInvariants(mm); err == nil {
+		t.Fatal("half-split folio passed the backlink check")
+	}
+	for i := uint64(0); i < 512; i++ {
+		if err := a.ReplaceEntry(base+i, FolioEntry(pfn), FolioEntry(pfn+physmem.PFN(i))); err != nil {
+			t.Fatal(err)
+		}
+		mm.set(pfn+physmem.PFN(i), 7, base+i, 0)
+	}
+	checkMapping(t, a, mm, 512, 0)
+	if !a.GetMark(base+300, PageCacheTagDirty) {
+		t.Error("the split folios lost the dirty tag")
+	}
+}
+
+func TestFindLockEntriesAndTags(t *testing.T) {
+	a := newMapping(t)
+	a.AddFolio(512, 0, 4) // 0..15
+	a.AddFolio(1, 16, 0)  // 16
+	a.AddFolio(64, 32, 5) // 32..63
+	a.AddFolio(2, 64, 0)  // 64
+	a.DeleteFolio(2, 64, ValueEntry(3))
+	var b Batch
+	a.FindGetEntries(8, 40, &b)
+	if got := indices(b.Entries()); !slices.Equal(got, []uint64{0, 16, 32}) {
+		t.Errorf("FindGetEntries(8, 40) = %v", got)
+	}
+	b.Reinit()
+	a.FindLockEntries(8, 40, &b)
+	if got := indices(b.Entries()); !slices.Equal(got, []uint64{16}) {
+		t.Errorf("FindLockEntries(8, 40) = %v", got)
+	}
+	b.Reinit()
+	a.FindLockEntries(0, 64, &b)
+	if got := indices(b.Entries()); !slices.Equal(got, []uint64{0, 16, 32, 64}) {
+		t.Errorf("FindLockEntries(0, 64) = %v", got)
+	}
+
+	for _, i := range []uint64{3, 40} {
+		if err := a.SetMark(i, PageCacheTagDirty); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.SetMark(20, PageCacheTagDirty); err != errno.ENOENT {
+		t.Errorf("SetMark on a hole = %v", err)
+	}
+	if n := a.TagPagesForWriteback(0, 20); n != 1 || !a.GetMark(3, PageCacheTagTowrite) || a.GetMark(40, PageCacheTagTowrite) {
+		t.Errorf("TagPagesForWriteback(0, 20) tagged %d", n)
+	}
+	a.TagPagesForWriteback(0, ^uint64(0))
+	b.Reinit()
+	a.GetFoliosTag(0, ^uint64(0), PageCacheTagTowrite, &b)
+	if got := indices(b.Entries()); !slices.Equal(got, []uint64{0, 32}) {
+		t.Errorf("GetFoliosTag(TOWRITE) = %v", got)
+	}
+	if err := a.ClearMark(0, PageCacheTagTowrite); err != nil || a.GetMark(5, PageCacheTagTowrite) {
+		t.Errorf("ClearMark: %v", err)
+	}
+	if err := a.CheckInvariants(nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func indices(fs []Found) []uint64 {
+	var out []uint64
+	for _, f := range fs {
+		out = append(out, f.Index)
+	}
+	return out
+}
+
+func TestMappingCheckDetects(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		corrupt func(a *AddressSpace, mm fakeMemmap)
+		want    string
+	}{
+		{"foreign mapping", func(a *AddressSpace, mm fakeMemmap) { mm.set(100, 8, 0, 2) }, "folio-backlink"},
+		{"wrong index", func(a *AddressSpace, mm fakeMemmap) { mm.set(100, 7, 1, 2) }, "folio-backlink"},
+		{"wrong order", func(a *AddressSpace, mm fakeMemmap) { mm.set(100, 7, 0, 0) }, "folio-backlink"},
+		{"not in memmap", func(a *AddressSpace, mm fakeMemmap) { delete(mm, 100) }, "folio-backlink"},
+		{"nrpages", func(a *AddressSpace, mm fakeMemmap) { a.nrpages++ }, "mapping-nrpages"},
+		{"nr_values", func(a *AddressSpace, mm fakeMemmap) { a.nrValues-- }, "mapping-nrpages"},
+		{"xarray", func(a *AddressSpace, mm fakeMemmap) { a.iPages.counts.Entries++ }, "xa-counts"},
+	} {
+		a := newMapping(t)
+		mm := fakeMemmap{}
+		a.AddFolio(100, 0, 2)
+		mm.set(100, 7, 0, 2)
+		a.AddFolio(5, 9, 0)
+		a.DeleteFolio(5, 9, ValueEntry(1))
+		checkMapping(t, a, mm, 4, 1)
+		c.corrupt(a, mm)
+		var v *invariant.Violation
+		if err := a.CheckInvariants(mm); !errors.As(err, &v) || v.Invariant != c.want {
+			t.Errorf("%s: CheckInvariants = %v, want %q", c.name, err, c.want)
+		}
+	}
+}
+
+// TestAddressSpaceModel runs random page-cache operations and checks the
+// mapping's counts and backlinks after each.
+func TestAddressSpaceModel(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		a, _ := NewAddressSpace(3)
+		mm := fakeMemmap{}
+		nextPFN := physmem.PFN(1 << 20)
+		index := func(order uint) uint64 {
+			return rapid.Uint64Range(0, 1<<12).Draw(t, "index") &^ (span(order) - 1)
+		}
+		t.Repeat(map[string]func(*rapid.T){
+			"add": func(t *rapid.T) {
+				o := rapid.SampledFrom([]uint{0, 0, 2, 4, 9}).Draw(t, "order")
+				i := index(o)
+				pfn := nextPFN
+				nextPFN += 1 << physmem.MaxPageOrder
+				before := a.NrPages()
+				if _, err := a.AddFolio(pfn, i, o); err == nil {
+					mm.set(pfn, 3, i, o)
+					if a.NrPages() != before+span(o) {
+						t.Fatalf("AddFolio order %d: nrpages %d -> %d", o, before, a.NrPages())
+					}
+				} else if err != errno.EEXIST {
+					t.Fatalf("AddFolio: %v", err)
+				}
+			},
+			"delete": func(t *rapid.T) {
+				f, ok := a.Lookup(index(0))
+				if !ok || !f.Entry.IsFolio() {
+					return
+				}
+				var shadow Entry
+				if rapid.Bool().Draw(t, "swap") {
+					shadow = ValueEntry(uint64(f.Entry.PFN()))
+				}
+				if err := a.DeleteFolio(f.Entry.PFN(), f.Index, shadow); err != nil {
+					t.Fatalf("DeleteFolio(%+v): %v", f, err)
+				}
+				delete(mm, f.Entry.PFN())
+			},
+			"free-swap": func(t *rapid.T) {
+				f, ok := a.Lookup(index(0))
+				if !ok || !f.Entry.IsValue() {
+					return
+				}
+				before := a.NrValues()
+				i := f.Index + rapid.Uint64Range(0, f.NrIndices()-1).Draw(t, "in")
+				if got, err := a.EraseEntry(i, f.Entry); err != nil || got != f || a.NrValues() != before-f.NrIndices() {
+					t.Fatalf("EraseEntry(%#x) of %+v = %+v, %v; nr_values %d -> %d", i, f, got, err, before, a.NrValues())
+				}
+			},
+			"split": func(t *rapid.T) {
+				f, ok := a.Lookup(index(0))
+				if !ok || f.Order == 0 {
+					return
+				}
+				to := uint(rapid.IntRange(0, int(f.Order)-1).Draw(t, "to"))
+				if err := a.SplitEntry(f.Index, to); err != nil {
+					t.Fatal(err)
+				}
+				if !f.Entry.IsFolio() {
+					return
+				}
+				// Finish the folio split: each new entry gets its own folio.
+				delete(mm, f.Entry.PFN())
+				for k := uint64(0); k < span(uint(f.Order)-to); k++ {
+					pfn := f.Entry.PFN() + physmem.PFN(k<<to)
+					if err := a.ReplaceEntry(f.Index+k<<to, f.Entry, FolioEntry(pfn)); err != nil {
+						t.Fatal(err)
+					}
+					mm.set(pfn, 3, f.Index+k<<to, to)
+				}
+			},
+			"": func(t *rapid.T) {
+				if err := a.CheckInvariants(mm); err != nil {
+					t.Fatal(err)
+				}
+			},
+		})
+	})
+}

@@ -50,10 +50,10 @@ func (h *KHO) PrepareKexec() (*Handover, []Mem) {
 }
 
 // Scrub poisons, with PoisonPattern, every frame the kernel whose memory
-// model is mm uses (anything but a free buddy block) except the sorted,
-// disjoint ranges in keep. It returns the number of frames poisoned. The
-// kexec calls it after the old kernel's last word and before the new
-// kernel boots.
+// model is mm uses (anything but a free block, on the buddy or the per-CPU
+// lists) except the sorted, disjoint ranges in keep. It returns the number
+// of frames poisoned. The kexec calls it after the old kernel's last word
+// and before the new kernel boots.
 func Scrub(mm *physmem.MM, keep []Mem) uint64 {
 	n := physmem.PFN(mm.Memmap.NumPages())
 	var poisoned uint64
@@ -79,13 +79,12 @@ func Scrub(mm *physmem.MM, keep []Mem) uint64 {
 	runStart := physmem.PFN(0)
 	inRun := false
 	for pfn := physmem.PFN(0); pfn < n; {
-		p := mm.Page(pfn)
-		if p.Test(physmem.PGBuddy) {
+		if order, free := mm.FreeBlockAt(pfn); free {
 			if inRun {
 				fill(runStart, pfn)
 				inRun = false
 			}
-			pfn += 1 << p.Private()
+			pfn += 1 << order
 			continue
 		}
 		if !inRun {

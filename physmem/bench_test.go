@@ -15,8 +15,8 @@ func benchMM(b *testing.B) *MM {
 
 // fragment allocates every frame at order 0 and frees every other one, so
 // that the order-0 free lists are populated and buddies are busy: the
-// steady state of a running machine, where most order-0 requests are served
-// without splitting (Linux serves them from the per-CPU lists).
+// steady state of a running machine. The per-CPU lists hold up to high of
+// the freed pages; the rest went back to the buddy lists in batches.
 func fragment(b *testing.B, mm *MM) {
 	b.Helper()
 	var pfns []PFN
@@ -51,8 +51,10 @@ func BenchmarkAllocFreeOrder0(b *testing.B) {
 }
 
 // BenchmarkAllocFreeOrder0Split allocates and frees one page on a freshly
-// booted machine: every allocation splits an order-10 block and every free
-// merges it back, the worst case.
+// booted machine. Without per-CPU lists every allocation would split an
+// order-10 block and every free merge it back; with them the first
+// allocation takes a batch (rmqueue_bulk) and the page then cycles through
+// the per-CPU list.
 func BenchmarkAllocFreeOrder0Split(b *testing.B) {
 	mm := benchMM(b)
 	for b.Loop() {
@@ -62,6 +64,28 @@ func BenchmarkAllocFreeOrder0Split(b *testing.B) {
 		}
 		mm.FreePages(pfn, 0)
 	}
+}
+
+// BenchmarkAllocFreeOrder0Burst allocates 1024 pages and frees them again,
+// so that the per-CPU list refills (rmqueue_bulk) and spills
+// (free_pcppages_bulk) every batch pages; ns/op is per page allocated and
+// freed.
+func BenchmarkAllocFreeOrder0Burst(b *testing.B) {
+	mm := benchMM(b)
+	pfns := make([]PFN, 1024)
+	for b.Loop() {
+		for i := range pfns {
+			pfn, err := mm.AllocPages(GFPKernel, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pfns[i] = pfn
+		}
+		for _, pfn := range pfns {
+			mm.FreePages(pfn, 0)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(pfns)), "ns/page")
 }
 
 // BenchmarkAllocFreeOrder9 allocates and frees a PMD-sized folio (512

@@ -74,11 +74,13 @@ func (g GFP) String() string {
 
 // Zone models the buddy allocator's part of struct zone (one ZONE_NORMAL
 // spanning every frame): free_area[order].free_list[migratetype], the
-// pageblock migratetypes (pageblock_flags) and the page counters. The
-// lists are threaded through the memmap (page->buddy_list), so allocation
-// and free touch no Go heap.
+// per-CPU page lists of the one simulated CPU (zone->per_cpu_pageset, see
+// pcp.go), the pageblock migratetypes (pageblock_flags) and the page
+// counters. All lists are threaded through the memmap (page->buddy_list,
+// page->pcp_list), so allocation and free touch no Go heap.
 type Zone struct {
 	freeArea    [MaxPageOrder + 1]freeArea
+	pcp         perCPUPages
 	pageblockMT []MigrateType
 	managed     uint64 // zone->managed_pages
 }
@@ -90,7 +92,8 @@ type freeArea struct {
 	nrFree   [NrMigrateTypes]uint64 // blocks on each list
 }
 
-// NrFree returns the free blocks of an order (free_area[order].nr_free).
+// NrFree returns the free blocks of an order on the buddy lists
+// (free_area[order].nr_free); blocks on the per-CPU lists are not counted.
 func (z *Zone) NrFree(order uint) uint64 {
 	var n uint64
 	for _, c := range z.freeArea[order].nrFree {
@@ -99,18 +102,27 @@ func (z *Zone) NrFree(order uint) uint64 {
 	return n
 }
 
-// NrFreeList returns the free blocks of an order and migratetype.
+// NrFreeList returns the free blocks of an order and migratetype on the
+// buddy lists.
 func (z *Zone) NrFreeList(order uint, mt MigrateType) uint64 { return z.freeArea[order].nrFree[mt] }
 
-// NrFreePages returns the free frames (zone NR_FREE_PAGES).
+// NrFreePages returns the free frames (zone NR_FREE_PAGES), including
+// those on the per-CPU lists, which Linux's counter leaves out.
 func (z *Zone) NrFreePages() uint64 {
 	return z.NrFreePagesOf(MigrateMovable) + z.NrFreePagesOf(MigrateCMA)
 }
 
 // NrFreePagesOf returns the free frames in pageblocks of one migratetype
-// (NR_FREE_CMA_PAGES for MigrateCMA). Linux keeps these as vmstat counters;
-// here they are summed from nr_free.
+// (NR_FREE_CMA_PAGES for MigrateCMA), including those on the per-CPU
+// lists. Linux keeps these as vmstat counters; here they are summed from
+// nr_free and the per-CPU list counts.
 func (z *Zone) NrFreePagesOf(mt MigrateType) uint64 {
+	return z.nrFreeBuddyPagesOf(mt) + z.nrPcpPagesOf(mt)
+}
+
+// nrFreeBuddyPagesOf returns the free frames of migratetype mt on the
+// buddy lists.
+func (z *Zone) nrFreeBuddyPagesOf(mt MigrateType) uint64 {
 	var n uint64
 	for order := range z.freeArea {
 		n += z.freeArea[order].nrFree[mt] << order
@@ -133,8 +145,10 @@ func (z *Zone) PageblockMigratetype(pfn PFN) MigrateType {
 	return z.pageblockMT[pfn>>PageblockOrder]
 }
 
-// String formats the free lists as show_free_areas() does:
-// "Normal: 1*4kB (M) 3*8kB (MC) ... = 12345kB".
+// String formats the free lists as show_free_areas() does, the total and
+// cma counting the buddy lists only, then the per-CPU lists:
+// "Normal: 1*4kB (M) 3*8kB (MC) ... = 12345kB (cma 0kB, managed 16384kB)
+// pcp count:3 high:4 batch:1".
 func (z *Zone) String() string {
 	var b strings.Builder
 	b.WriteString("Normal:")
@@ -151,8 +165,9 @@ func (z *Zone) String() string {
 			fmt.Fprintf(&b, " (%s)", tags)
 		}
 	}
-	fmt.Fprintf(&b, " = %dkB (cma %dkB, managed %dkB)", z.NrFreePages()*PageSize>>10,
-		z.NrFreePagesOf(MigrateCMA)*PageSize>>10, z.managed*PageSize>>10)
+	buddy := z.nrFreeBuddyPagesOf(MigrateMovable) + z.nrFreeBuddyPagesOf(MigrateCMA)
+	fmt.Fprintf(&b, " = %dkB (cma %dkB, managed %dkB) pcp count:%d high:%d batch:%d", buddy*PageSize>>10,
+		z.nrFreeBuddyPagesOf(MigrateCMA)*PageSize>>10, z.managed*PageSize>>10, z.pcp.count, z.pcp.high, z.pcp.batch)
 	return b.String()
 }
 
@@ -219,6 +234,15 @@ func (mm *MM) rmqueueSmallest(order uint, mt MigrateType) (PFN, bool) {
 // __GFP_MOVABLE request falls back to KHO scratch (MIGRATE_CMA), which
 // unmovable requests never get. Linux also balances CMA use once over half
 // the free memory is CMA; the simulator always prefers normal memory.
+// Orders the per-CPU lists cache come from them (rmqueue_pcplist), others
+// from the buddy lists (rmqueue_buddy).
+//
+// Pages on the per-CPU lists block buddy merging, so a request can fail
+// while enough memory is free. Linux then drains the lists
+// (drain_all_pages in __alloc_pages_direct_reclaim) and retries; so does
+// AllocPages, for each migratetype before it falls back to the next, so
+// that scratch is used only when normal memory cannot serve the request
+// and ENOMEM means no aligned free run of the order exists.
 //
 // Errors: what the fault.PageAlloc site injects (checked first); EINVAL for
 // an order above MaxPageOrder or unknown GFP bits; ENOMEM when no block is
@@ -232,15 +256,35 @@ func (mm *MM) AllocPages(gfp GFP, order uint) (PFN, error) {
 	if order > MaxPageOrder || gfp&^gfpKnown != 0 {
 		return 0, errno.EINVAL
 	}
-	pfn, ok := mm.rmqueueSmallest(order, MigrateMovable)
+	pfn, ok := mm.rmqueue(order, MigrateMovable)
 	if !ok && gfp&GFPMovable != 0 {
-		pfn, ok = mm.rmqueueSmallest(order, MigrateCMA) // __rmqueue_cma_fallback
+		pfn, ok = mm.rmqueue(order, MigrateCMA) // __rmqueue_cma_fallback
 	}
 	if !ok {
 		return 0, errno.ENOMEM
 	}
 	mm.prepNewPage(pfn, order, gfp)
 	return pfn, nil
+}
+
+// rmqueue takes a block of order from the free memory of migratetype mt
+// (rmqueue): the per-CPU lists for the orders they cache, else the buddy
+// lists. If that fails while per-CPU lists of mt hold pages, it drains
+// them (drain_all_pages) and tries once more.
+func (mm *MM) rmqueue(order uint, mt MigrateType) (PFN, bool) {
+	for {
+		var pfn PFN
+		var ok bool
+		if pcpAllowedOrder(order) {
+			pfn, ok = mm.rmqueuePcplist(order, mt)
+		} else {
+			pfn, ok = mm.rmqueueSmallest(order, mt) // rmqueue_buddy
+		}
+		if ok || !mm.Zone.pcpHolds(mt) {
+			return pfn, ok
+		}
+		mm.DrainAllPages()
+	}
 }
 
 // FolioAlloc allocates a folio of 2^order pages (folio_alloc); as
@@ -307,7 +351,7 @@ func (mm *MM) freePagesPrepare(pfn PFN) uint {
 	return order
 }
 
-// freePages returns a block of cleared pages to the free lists, a
+// freePages returns a block of cleared pages to the buddy lists, a
 // pageblock at a time if it spans several, since they may differ in
 // migratetype (split_large_buddy).
 func (mm *MM) freePages(pfn PFN, order uint) {

@@ -29,6 +29,7 @@ func TestAllocPagesMakesFolios(t *testing.T) {
 		mm.FreePages(pfn, order)
 		noErr(t, mm.CheckInvariants())
 	}
+	mm.DrainAllPages()
 	eq(t, mm.Zone.NrFree(MaxPageOrder), uint64(2), "all merged back")
 }
 
@@ -126,6 +127,8 @@ func TestBuddyMergesCompletely(t *testing.T) {
 		mm.FreePages(pfns[(i*7919)%n], 0)
 	}
 	noErr(t, mm.CheckInvariants())
+	mm.DrainAllPages()
+	noErr(t, mm.CheckInvariants())
 	eq(t, mm.Zone.String(), before, "free lists after freeing everything")
 }
 
@@ -140,6 +143,7 @@ func TestNoMergeBeyondZone(t *testing.T) {
 	noErr(t, err)
 	eq(t, pfn, PFN(1536), "the lone last frame")
 	mm.FreePages(pfn, 0)
+	mm.DrainAllPages()
 	eq(t, mm.Zone.NrFree(0), uint64(1), "last frame did not merge past the end")
 	noErr(t, mm.CheckInvariants())
 }
@@ -148,7 +152,7 @@ func TestZoneString(t *testing.T) {
 	mm := newTestMM(t, 2048, nil)
 	noErr(t, mm.Memblock.MarkKHOScratch(0, pbBytes))
 	noErr(t, mm.MemblockFreeAll())
-	eq(t, mm.Zone.String(), "Normal: 0*4kB 0*8kB 0*16kB 0*32kB 0*64kB 0*128kB 0*256kB 0*512kB 0*1024kB 2*2048kB (MC) 1*4096kB (M) = 8192kB (cma 2048kB, managed 8192kB)", "show_free_areas")
+	eq(t, mm.Zone.String(), "Normal: 0*4kB 0*8kB 0*16kB 0*32kB 0*64kB 0*128kB 0*256kB 0*512kB 0*1024kB 2*2048kB (MC) 1*4096kB (M) = 8192kB (cma 2048kB, managed 8192kB) pcp count:0 high:4 batch:1", "show_free_areas")
 	eq(t, (GFPKernel | GFPZero).String(), "__GFP_ZERO", "gfp string")
 	eq(t, GFPKernel.String(), "GFP_KERNEL", "gfp string")
 }

@@ -11,15 +11,20 @@ import (
 // O(frames + regions), reading the memmap once:
 //   - memblock: region arrays sorted, disjoint, merged, inside memory;
 //   - before memblock_free_all: every page uninitialised, allocator empty;
-//   - after: every frame in exactly one state — in a free block (PG_buddy
-//     head, refcount 0, aligned to its order, interior pages untouched),
-//     allocated (refcount > 0; a large folio's tails point to its head),
-//     PG_reserved (overlapping a reserved region or a hole), or
-//     uninitialised (overlapping a MEMBLOCK_RSRV_NOINIT region);
-//   - free blocks coalesced (no free buddy of the same order and
-//     migratetype), of their pageblocks' migratetype;
-//   - free lists well-formed, each holding exactly its free blocks;
-//   - nr_free, NR_FREE_PAGES and managed_pages agree with the memmap;
+//   - after: every frame in exactly one state — in a free block on the
+//     buddy lists (PG_buddy head, refcount 0, aligned to its order,
+//     interior pages untouched) or on a per-CPU list (head with refcount 0
+//     and no flags, a cached order, aligned, interior untouched), allocated
+//     (refcount > 0; a large folio's tails point to its head), PG_reserved
+//     (overlapping a reserved region or a hole), or uninitialised
+//     (overlapping a MEMBLOCK_RSRV_NOINIT region);
+//   - free blocks on the buddy lists coalesced (no buddy of the same order
+//     and migratetype free on the buddy lists: a buddy on a per-CPU list
+//     legitimately blocks merging), of their pageblocks' migratetype;
+//   - free lists and per-CPU lists well-formed, each holding exactly its
+//     blocks;
+//   - nr_free, pcp->count, NR_FREE_PAGES and managed_pages agree with the
+//     memmap;
 //   - pageblocks MIGRATE_CMA exactly where they overlap KHO scratch.
 func (mm *MM) CheckInvariants() error {
 	if err := mm.Memblock.check(); err != nil {
@@ -38,6 +43,13 @@ func (mm *MM) CheckInvariants() error {
 	}
 	if v := c.checkFreeLists(); v != nil {
 		return v
+	}
+	if v := c.checkPcpLists(); v != nil {
+		return v
+	}
+	if z := &mm.Zone; z.managed != c.freeFrame+c.allocated {
+		return invariant.New(pkg, invFreeCounts, z.String(), "managed_pages %d, but %d frames are free and %d allocated",
+			z.managed, c.freeFrame, c.allocated)
 	}
 	return nil
 }
@@ -86,6 +98,7 @@ func (mm *MM) checkPageblocks() *invariant.Violation {
 type checker struct {
 	mm        *MM
 	blocks    [MaxPageOrder + 1][NrMigrateTypes]uint64 // free blocks found in the memmap
+	pcp       [nrPcpLists]uint64                       // per-CPU blocks found in the memmap
 	freeFrame uint64
 	allocated uint64 // frames in allocated folios
 }
@@ -117,6 +130,12 @@ func (c *checker) walkMemmap() *invariant.Violation {
 			pfn += 1 << order
 		case p.flags&PGTail != 0:
 			return mm.violation(invCompound, pfn, "tail page outside any large folio")
+		case p.refcount == 0 && p.lru != [2]uint32{}:
+			order, v := c.checkPcpBlock(pfn)
+			if v != nil {
+				return v
+			}
+			pfn += 1 << order
 		case p.flags&PGReserved != 0:
 			if p.refcount <= 0 || p.flags>>flagsOrderShift != 0 || p.lru != [2]uint32{} {
 				return mm.violation(invFrameState, pfn, "reserved page with refcount %d or allocator state", p.refcount)
@@ -240,9 +259,83 @@ func (c *checker) checkFreeLists() *invariant.Violation {
 			}
 		}
 	}
-	if z.managed != c.freeFrame+c.allocated {
-		return invariant.New(pkg, invFreeCounts, z.String(), "managed_pages %d, but %d frames are free and %d allocated",
-			z.managed, c.freeFrame, c.allocated)
+	return nil
+}
+
+// checkPcpBlock checks the block on a per-CPU list whose head is at pfn.
+func (c *checker) checkPcpBlock(pfn PFN) (uint, *invariant.Violation) {
+	mm := c.mm
+	pages := mm.Memmap.pages
+	p := &pages[pfn]
+	if p.flags != 0 || p.mapcount != 0 || p.mapping != 0 || p.index != 0 {
+		return 0, mm.violation(invPcpBlock, pfn, "per-CPU list page carries state beyond its links and order")
+	}
+	if p.private > MaxPageOrder || !pcpAllowedOrder(uint(p.private)) {
+		return 0, mm.violation(invPcpBlock, pfn, "per-CPU list page of order %d, which the lists do not cache", p.private)
+	}
+	order := uint(p.private)
+	nr := PFN(1) << order
+	if pfn&(nr-1) != 0 || pfn+nr > PFN(len(pages)) {
+		return 0, mm.violation(invPcpBlock, pfn, "per-CPU block of order %d misaligned or beyond the zone", order)
+	}
+	if i := firstNonZero(pages[pfn+1 : pfn+nr]); i >= 0 {
+		return 0, mm.violation(invPcpBlock, pfn+1+PFN(i), "page inside the per-CPU block at %v is not clear", pfn)
+	}
+	c.pcp[orderToPindex(mm.Zone.pageblockMT[pfn>>PageblockOrder], order)]++
+	c.freeFrame += uint64(nr)
+	return order, nil
+}
+
+// checkPcpLists walks every per-CPU list against the blocks the memmap
+// walk found, then pcp->count.
+func (c *checker) checkPcpLists() *invariant.Violation {
+	mm := c.mm
+	pages := mm.Memmap.pages
+	z := &mm.Zone
+	pcp := &z.pcp
+	if pcp.batch < 1 || pcp.high < 0 {
+		return invariant.New(pkg, invPcpList, z.String(), "pcp->batch %d, pcp->high %d", pcp.batch, pcp.high)
+	}
+	var pagesListed uint64
+	for pindex := range nrPcpLists {
+		l := &pcp.lists[pindex]
+		order, mt := pindexToOrder(pindex), pindexToMigratetype(pindex)
+		if (l.first == 0) != (l.last == 0) {
+			return invariant.New(pkg, invPcpList, z.String(), "pcp list %d (order %d %v): first %s, last %s",
+				pindex, order, mt, linkString(l.first), linkString(l.last))
+		}
+		prev := pcpListHead
+		var count uint64
+		for link := l.first; link != 0 && link != pcpListHead; link = pages[linkPFN(link)].lru[0] {
+			pfn := linkPFN(link)
+			if uint64(pfn) >= uint64(len(pages)) {
+				return invariant.New(pkg, invPcpList, z.String(), "pcp list %d (order %d %v) links to %v beyond the zone", pindex, order, mt, pfn)
+			}
+			p := &pages[pfn]
+			if !p.onPcpList() || p.flags != 0 || p.private != uint64(order) || z.pageblockMT[pfn>>PageblockOrder] != mt {
+				return mm.violation(invPcpList, pfn, "pcp list %d (order %d %v) holds a page that is not a per-CPU block of its order and migratetype", pindex, order, mt)
+			}
+			if p.lru[1] != prev {
+				return mm.violation(invPcpList, pfn, "pcp list %d: prev link %s, want %s", pindex, linkString(p.lru[1]), linkString(prev))
+			}
+			if count++; count > c.pcp[pindex] {
+				return mm.violation(invPcpList, pfn, "pcp list %d (order %d %v) lists more blocks than the memmap holds (%d)", pindex, order, mt, c.pcp[pindex])
+			}
+			prev = link
+		}
+		if l.first != 0 && l.last != prev {
+			return invariant.New(pkg, invPcpList, z.String(), "pcp list %d: last %s, but the list ends at %s", pindex, linkString(l.last), linkString(prev))
+		}
+		if count != c.pcp[pindex] {
+			return invariant.New(pkg, invPcpList, z.String(), "pcp list %d (order %d %v) lists %d blocks, the memmap holds %d", pindex, order, mt, count, c.pcp[pindex])
+		}
+		if l.nr != count {
+			return invariant.New(pkg, invFreeCounts, z.String(), "pcp list %d (order %d %v) counts %d blocks, lists %d", pindex, order, mt, l.nr, count)
+		}
+		pagesListed += count << order
+	}
+	if uint64(pcp.count) != pagesListed {
+		return invariant.New(pkg, invFreeCounts, z.String(), "pcp->count %d, the lists hold %d pages", pcp.count, pagesListed)
 	}
 	return nil
 }

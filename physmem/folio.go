@@ -7,7 +7,7 @@ import "khosim/errno"
 // ("folio-not-free").
 func (mm *MM) folioPage(f Folio, op string) *Page {
 	p := mm.Memmap.Page(PFN(f))
-	if p.flags&(PGTail|PGBuddy) != 0 {
+	if p.flags&(PGTail|PGBuddy) != 0 || p.lru != [2]uint32{} { // a tail, or free (buddy or per-CPU list)
 		mm.badFolio(f, op)
 	}
 	return p
@@ -123,9 +123,14 @@ func (mm *MM) badPut(f Folio, refs int32) {
 }
 
 // freeFolio frees a folio whose last reference is gone (__folio_put ->
-// free_frozen_pages).
+// free_frozen_pages): onto the per-CPU lists for the orders they cache
+// (free_unref_page), else to the buddy lists (__free_pages_ok).
 func (mm *MM) freeFolio(pfn PFN) {
 	order := mm.freePagesPrepare(pfn)
+	if pcpAllowedOrder(order) {
+		mm.freeUnrefPage(pfn, order)
+		return
+	}
 	mm.freePages(pfn, order)
 }
 

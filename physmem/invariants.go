@@ -45,7 +45,15 @@ const (
 	// Free lists are well-formed doubly linked lists of their order and
 	// migratetype, and hold every free block exactly once.
 	invFreeList = "free-list"
-	// free_area nr_free and managed_pages match the memmap.
+	// Blocks on the per-CPU lists: head with refcount 0, no flags, a cached
+	// order (pcp_allowed_order) in private, aligned to it, inside the zone,
+	// interior pages untouched.
+	invPcpBlock = "pcp-block"
+	// Per-CPU lists are well-formed circular lists of their order and
+	// pageblock migratetype, hold every per-CPU block exactly once, and
+	// pcp->batch is at least 1.
+	invPcpList = "pcp-list"
+	// free_area nr_free, pcp->count and managed_pages match the memmap.
 	invFreeCounts = "free-counts"
 	// A compound page's tails point to their head and carry only PG_tail.
 	invCompound = "compound-page"

@@ -52,8 +52,11 @@ func NewMM(frames *Frames, faults *fault.Injector) (*MM, error) {
 		Frames:   frames,
 		Memblock: NewMemblock(frames.Size()),
 		Memmap:   memmap,
-		Zone:     Zone{pageblockMT: make([]MigrateType, (n+PageblockNrPages-1)/PageblockNrPages)},
-		faults:   faults,
+		Zone: Zone{
+			pageblockMT: make([]MigrateType, (n+PageblockNrPages-1)/PageblockNrPages),
+			pcp:         perCPUPages{high: bootPagesetHigh, batch: bootPagesetBatch}, // zone_pcp_init
+		},
+		faults: faults,
 	}
 	if err := mm.Memblock.Add(0, frames.Size()); err != nil {
 		mm.Memmap.close()
@@ -82,6 +85,8 @@ func (mm *MM) Page(pfn PFN) *Page { return mm.Memmap.Page(pfn) }
 //   - frees every page wholly inside unreserved memory to the buddy
 //     allocator in the largest aligned blocks (__free_pages_memory), scratch
 //     frames onto the MIGRATE_CMA lists;
+//   - sizes the per-CPU page lists from the managed pages
+//     (setup_per_cpu_pageset);
 //   - makes memblock read-only.
 //
 // Errors: EINVAL if it already ran.
@@ -121,21 +126,9 @@ func (mm *MM) MemblockFreeAll() error {
 			mm.Zone.managed += uint64(end - start)
 		}
 	}
+	mm.zonePcpUpdate()
 	mb.handedOver = true
 	return nil
-}
-
-// isFreeBuddyPage reports whether pfn lies in a free block
-// (is_free_buddy_page): a PG_buddy head at an aligned PFN at or below it
-// whose block reaches it.
-func (mm *MM) isFreeBuddyPage(pfn PFN) bool {
-	for order := uint(0); order <= MaxPageOrder; order++ {
-		head := &mm.Memmap.pages[pfn&^(1<<order-1)]
-		if head.flags == PGBuddy && head.private >= uint64(order) {
-			return true
-		}
-	}
-	return false
 }
 
 // reserveBootmemRegion marks [start, end) PG_reserved with one reference
@@ -165,7 +158,7 @@ func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 		return 0, errno.EINVAL
 	}
 	for i := pfn; i < pfn+nr; i++ {
-		if mm.Memmap.pages[i] != (Page{}) || mm.isFreeBuddyPage(i) {
+		if mm.Memmap.pages[i] != (Page{}) || mm.pageIsFree(i) {
 			return 0, errno.EINVAL
 		}
 	}
@@ -176,7 +169,9 @@ func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 
 // FreeReservedPages gives n reserved frames from pfn to the buddy allocator
 // (free_reserved_area: ClearPageReserved, then __free_page), e.g. boot data
-// the kernel no longer needs.
+// the kernel no longer needs. They go straight to the buddy lists in the
+// largest aligned blocks; Linux frees them a page at a time through the
+// per-CPU lists, whose batches return them to the same place.
 //
 // Errors: EINVAL, changing nothing, unless every frame is PG_reserved with
 // refcount 1 and otherwise clean.

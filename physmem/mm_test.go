@@ -126,8 +126,8 @@ func TestRestoreFolio(t *testing.T) {
 	_, err = mm.RestoreFolio(base+2, 0)
 	wantErr(t, err, errno.EINVAL) // a tail of it
 
-	// Restored folios freed go to the buddy allocator, and what merged
-	// there cannot be restored again.
+	// Restored folios freed go to the allocator (here the per-CPU lists),
+	// and what is free there cannot be restored again.
 	a, err := mm.RestoreFolio(base+4, 0)
 	noErr(t, err)
 	b, err := mm.RestoreFolio(base+5, 0)
@@ -135,7 +135,11 @@ func TestRestoreFolio(t *testing.T) {
 	mm.FolioPut(a)
 	mm.FolioPut(b)
 	noErr(t, mm.CheckInvariants())
-	eq(t, mm.Page(base+5).Flags(), PageFlags(0), "merged into base+4's block")
+	eq(t, mm.Page(base+5).Flags(), PageFlags(0), "free, not PG_buddy, on a per-CPU list")
+	_, err = mm.RestoreFolio(base+5, 0)
+	wantErr(t, err, errno.EINVAL)
+	mm.DrainAllPages() // base+4 and base+5 merge: base+5 is inside a free block
+	eq(t, *mm.Page(base + 5), Page{}, "merged into base+4's block")
 	_, err = mm.RestoreFolio(base+5, 0)
 	wantErr(t, err, errno.EINVAL)
 	mm.FolioPut(f)

@@ -113,10 +113,20 @@ func bootModelMachine(t *rapid.T, in *fault.Injector) (*MM, *allocModel) {
 	return mm, m
 }
 
+// TestBuddyModel runs random operations against allocModel. The model
+// knows nothing of the per-CPU lists: pages on them are free, and because
+// AllocPages drains the lists and retries before it falls back to scratch
+// or fails, placement (normal memory unless none fits) and ENOMEM (exactly
+// when no aligned free run exists) are as if every free page sat on the
+// fully coalesced buddy lists. pcp->high and ->batch are drawn, as the
+// percpu_pagelist_high_fraction sysctl would change them, so that spills,
+// refills and drains happen at every size.
 func TestBuddyModel(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		in := fault.New()
 		mm, m := bootModelMachine(t, in)
+		mm.Zone.pcp.batch = rapid.IntRange(1, 16).Draw(t, "pcp_batch")
+		mm.Zone.pcp.high = rapid.IntRange(0, 64).Draw(t, "pcp_high")
 		gfps := []GFP{GFPKernel, GFPKernel | GFPZero, GFPHighUserMovable, GFPHighUserMovable | GFPZero}
 
 		t.Repeat(map[string]func(*rapid.T){
@@ -150,10 +160,30 @@ func TestBuddyModel(t *testing.T) {
 			},
 			"alloc_fault": func(t *rapid.T) {
 				noErr(t, in.Arm(fault.PageAlloc, 1, 1))
-				free := mm.Zone.NrFreePages()
+				free, pcp := mm.Zone.NrFreePages(), mm.Zone.PcpCount()
 				_, err := mm.AllocPages(rapid.SampledFrom(gfps).Draw(t, "gfp"), 0)
 				wantErr(t, err, errno.ENOMEM)
 				eq(t, mm.Zone.NrFreePages(), free, "failed allocation took frames")
+				eq(t, mm.Zone.PcpCount(), pcp, "injected failure touched the per-CPU lists")
+			},
+			"drain": func(t *rapid.T) {
+				free := mm.Zone.NrFreePages()
+				mm.DrainAllPages()
+				eq(t, mm.Zone.PcpCount(), uint64(0), "pcp->count after drain_all_pages")
+				eq(t, mm.Zone.NrFreePages(), free, "drain changed the free pages")
+				for order := range uint(MaxPageOrder + 1) { // fully coalesced: the buddy lists alone serve every fit
+					for _, cma := range []bool{false, true} {
+						mt := MigrateMovable
+						if cma {
+							mt = MigrateCMA
+						}
+						has := false
+						for o := order; o <= MaxPageOrder && !has; o++ {
+							has = mm.Zone.NrFreeList(o, mt) > 0
+						}
+						eq(t, has, m.fits(order, cma), "after drain, a %v block of order >= %d", mt, order)
+					}
+				}
 			},
 			"get": func(t *rapid.T) {
 				if len(m.folios) == 0 {
@@ -227,6 +257,9 @@ func TestBuddyModel(t *testing.T) {
 					eq(t, mm.FolioOrder(Folio(pfn)), mf.order, "order of %v", pfn)
 				}
 				eq(t, mm.Zone.ManagedPages(), count(m.free, nil)+allocated, "managed pages")
+				for pfn := range m.free {
+					eq(t, mm.PageIsFree(PFN(pfn)), m.free[pfn], "PageIsFree(%v)", PFN(pfn))
+				}
 			},
 		})
 	})

@@ -79,11 +79,13 @@ func (f PageFlags) String() string {
 //	free --alloc_pages--> allocated (refcount 1) --last put--> free
 //	reserved --FreeReservedPages/InitCMAReservedPageblock--> free
 //
-// Within a free block only the head is written (PG_buddy, order in
-// private, list links in lru); the other pages stay all zero. Within an
-// allocated large folio the head carries PG_head, the order, the refcount
-// and the folio fields; tails carry PG_tail, their head PFN and their own
-// mapcount.
+// A free page is in a block on the buddy lists or on a per-CPU list
+// (pcp.go), between which free_pcppages_bulk and rmqueue_bulk move it.
+// Within a free block only the head is written (PG_buddy on the buddy
+// lists, no flags on a per-CPU list; order in private, list links in lru);
+// the other pages stay all zero. Within an allocated large folio the head
+// carries PG_head, the order, the refcount and the folio fields; tails
+// carry PG_tail, their head PFN and their own mapcount.
 type Page struct {
 	flags    PageFlags // page->flags; top byte: folio order of a head page
 	refcount int32     // page->_refcount
@@ -93,7 +95,8 @@ type Page struct {
 	private  uint64    // page->private; a free block's order (set_buddy_order)
 	// lru is the first word pair of struct page's union, encoded as PFN+1
 	// with 0 for none. A free block's head threads its free list through it
-	// (page->buddy_list: next, prev); a tail page keeps its head in lru[0]
+	// (page->buddy_list or page->pcp_list: next, prev; pcpListHead for a
+	// per-CPU list's head); a tail page keeps its head in lru[0]
 	// (page->compound_head).
 	lru [2]uint32
 }
@@ -121,7 +124,8 @@ func (p *Page) Clear(flags PageFlags) {
 }
 
 func (p *Page) checkFlagOwner(flags PageFlags) {
-	if flags&^flagsMask != 0 || flags&allocatorFlags != 0 || p.flags&(PGTail|PGBuddy) != 0 {
+	// Non-zero links: a tail, or a free block's head on a per-CPU list.
+	if flags&^flagsMask != 0 || flags&allocatorFlags != 0 || p.flags&(PGTail|PGBuddy) != 0 || p.lru != [2]uint32{} {
 		bug(invPageFlagOwner, p.String(), "setting/clearing %v on a page with flags %v", flags, p.Flags())
 	}
 }
@@ -138,7 +142,7 @@ func (p *Page) MapCount() int32 { return p.mapcount }
 // Preconditions:
 //   - the result is not negative; otherwise panics with "mapcount-valid".
 func (p *Page) AddMapCount(delta int32) {
-	if p.mapcount+delta < 0 || p.flags&PGBuddy != 0 {
+	if p.mapcount+delta < 0 || p.flags&PGBuddy != 0 || p.onPcpList() {
 		bug(invMapcount, p.String(), "mapcount %d%+d on a page with flags %v", p.mapcount, delta, p.Flags())
 	}
 	p.mapcount += delta
@@ -185,6 +189,8 @@ func (p *Page) String() string {
 		s += fmt.Sprintf(" head:%#x", p.lru[0]-1)
 	case p.flags&PGBuddy != 0:
 		s += fmt.Sprintf(" next:%s prev:%s", linkString(p.lru[0]), linkString(p.lru[1]))
+	case p.onPcpList():
+		s += fmt.Sprintf(" pcp next:%s prev:%s", linkString(p.lru[0]), linkString(p.lru[1]))
 	}
 	return s
 }
@@ -194,8 +200,11 @@ func pfnLink(pfn PFN) uint32 { return uint32(pfn) + 1 }
 func linkPFN(l uint32) PFN   { return PFN(l - 1) }
 
 func linkString(l uint32) string {
-	if l == 0 {
+	switch l {
+	case 0:
 		return "none"
+	case pcpListHead:
+		return "head"
 	}
 	return fmt.Sprintf("%#x", l-1)
 }

@@ -6,7 +6,8 @@
 //	Frames    the machine's RAM, sparse host memory (frames.go)
 //	Memblock  mm/memblock.c: memory, reserved, KHO scratch (memblock.go)
 //	Memmap    struct page per frame, 40 bytes, sparse (page.go, memmap.go)
-//	Zone      mm/page_alloc.c free_area lists and counters (buddy.go)
+//	Zone      mm/page_alloc.c free_area lists and counters (buddy.go),
+//	          per-CPU page lists of the one simulated CPU (pcp.go)
 //	MM        one kernel: boot, folios, allocator, checks (mm.go, folio.go, check.go)
 //
 // A broken invariant panics with an *invariant.Violation naming it (the

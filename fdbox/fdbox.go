@@ -102,6 +102,17 @@ func Init(k *kernel.Kernel) (*Driver, error) {
 // Kernel returns the kernel the driver belongs to.
 func (d *Driver) Kernel() *kernel.Kernel { return d.k }
 
+// mustAlive panics if the driver's kernel is gone (kexec or reboot): a
+// driver dies with its kernel, and the next kernel has its own, built
+// from the handover alone. Every exported entry point but Dump checks it,
+// so that a stray use of an old kernel's driver fails loudly instead of
+// reading boxes and files that no longer exist.
+func (d *Driver) mustAlive(op string) {
+	if d.k.Gone() {
+		invariant.Panic("fdbox", "driver-alive", "", "%s on the FDBox driver of boot %d, which is gone", op, d.k.BootID)
+	}
+}
+
 // Box is a box of files (struct fdbox).
 //
 // State machine:
@@ -217,10 +228,14 @@ func (bfd *BoxFD) String() string {
 }
 
 // Boxes returns the live boxes in creation order.
-func (d *Driver) Boxes() []*Box { return slices.Clone(d.boxes) }
+func (d *Driver) Boxes() []*Box {
+	d.mustAlive("Boxes")
+	return slices.Clone(d.boxes)
+}
 
 // Box returns the live box named name, or nil.
 func (d *Driver) Box(name string) *Box {
+	d.mustAlive("Box")
 	if i := d.boxIndex(name); i >= 0 {
 		return d.boxes[i]
 	}
@@ -232,7 +247,10 @@ func (d *Driver) boxIndex(name string) int {
 }
 
 // Boxed returns the BoxFD holding f, or nil if f is in no box.
-func (d *Driver) Boxed(f *kernel.File) *BoxFD { return d.byFile[f] }
+func (d *Driver) Boxed(f *kernel.File) *BoxFD {
+	d.mustAlive("Boxed")
+	return d.byFile[f]
+}
 
 // Dump describes every box and file, for invariant reports and debugging.
 func (d *Driver) Dump() string {

@@ -101,6 +101,7 @@ func (d *Driver) Handler(compatible string) *FileHandler {
 // such race, so here registration always scans the pending nodes: before
 // recovery there are none.
 func (d *Driver) RegisterHandler(h *FileHandler) error {
+	d.mustAlive("fdbox_register_handler")
 	if h == nil || h.Compatible == "" || h.CanPreserve == nil {
 		return errno.EINVAL
 	}
@@ -147,6 +148,7 @@ func (d *Driver) recoverPending(h *FileHandler) {
 // what it describes); otherwise the error of the recovery (the node was
 // consumed). Every failure is also logged, as the RFC does.
 func (d *Driver) RecoverFD(box *Box, p PendingFD) (*BoxFD, error) {
+	d.mustAlive("RecoverFD")
 	if box.deleted {
 		return nil, errno.ENODEV
 	}

@@ -42,6 +42,7 @@ func (d *Driver) visitRefs(v kernel.RefVisitor) {
 // That each boxed file's reference is counted is checked by the kernel's
 // audit, to which visitRefs reports one reference per BoxFD.
 func (d *Driver) CheckInvariants() error {
+	d.mustAlive("CheckInvariants")
 	fail := func(name, format string, args ...any) error {
 		return invariant.New("fdbox", name, d.Dump(), format, args...)
 	}

@@ -17,6 +17,7 @@ import (
 // (fdbox_kho_write_fds()) and BoxFD.Handler their KHOWrite. Called by KHO
 // at activation.
 func (d *Driver) SealedBoxes() []*Box {
+	d.mustAlive("SealedBoxes")
 	var out []*Box
 	for _, b := range d.boxes {
 		if b.sealed {
@@ -36,11 +37,17 @@ func (d *Driver) SealedBoxes() []*Box {
 // Not in the RFC, whose boxes can be unsealed and emptied after KHO has
 // serialized them, so the next kernel revives files the old one no
 // longer holds.
-func (d *Driver) Freeze() { d.frozen = true }
+func (d *Driver) Freeze() {
+	d.mustAlive("Freeze")
+	d.frozen = true
+}
 
 // Thaw ends Freeze. Called by KHO on abort (writing 0 to
 // /sys/kernel/kho/active, or an activation that failed).
-func (d *Driver) Thaw() { d.frozen = false }
+func (d *Driver) Thaw() {
+	d.mustAlive("Thaw")
+	d.frozen = false
+}
 
 // Frozen reports whether KHO froze the driver.
 func (d *Driver) Frozen() bool { return d.frozen }
@@ -54,6 +61,7 @@ func (d *Driver) Frozen() bool { return d.frozen }
 // Errors: EINVAL for a bad name; EEXIST if a box (or node) of that name
 // exists.
 func (d *Driver) CreateRecoveredBox(name string) (*Box, error) {
+	d.mustAlive("CreateRecoveredBox")
 	if err := checkName(name); err != nil {
 		d.k.Printk(kernel.LogWarn, "fdbox: could not create box %q: invalid name", name)
 		return nil, err
@@ -77,6 +85,7 @@ func (d *Driver) CreateRecoveredBox(name string) (*Box, error) {
 //
 // Errors: ENODEV if box was deleted; ENOENT if it holds no such name.
 func (d *Driver) TakeFD(box *Box, name string) (f *kernel.File, pos int, err error) {
+	d.mustAlive("TakeFD")
 	if box.deleted {
 		return nil, -1, errno.ENODEV
 	}
@@ -100,6 +109,7 @@ func (d *Driver) TakeFD(box *Box, name string) (f *kernel.File, pos int, err err
 // no handler preserves f; EEXIST if f or its inode is already boxed or the
 // name is taken; EBUSY if box is sealed and f is referenced elsewhere.
 func (d *Driver) ReturnFD(box *Box, pos int, name string, f *kernel.File) (*BoxFD, error) {
+	d.mustAlive("ReturnFD")
 	if box.deleted {
 		return nil, errno.ENODEV
 	}

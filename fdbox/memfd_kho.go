@@ -17,6 +17,7 @@ import (
 	"khosim/kexec"
 	"khosim/pagecache"
 	"khosim/physmem"
+	"khosim/uapi"
 )
 
 // The memfd and shmem parts of the RFC (patch 4/5, mm/shmem.c, and patch
@@ -49,6 +50,15 @@ const (
 	ShmemCompatibleV2 = "fdbox,shmem-v2"
 )
 
+// shmemKnownSeals are the F_SEAL_* bits a shmem-v2 "seals" property may
+// hold: those memfd_add_seals() accepts.
+const shmemKnownSeals = uapi.F_SEAL_SEAL | uapi.F_SEAL_SHRINK | uapi.F_SEAL_GROW |
+	uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE | uapi.F_SEAL_EXEC
+
+// shmemNameMax is NAME_MAX: the longest "file-name" a shmem-v2 node may
+// carry.
+const shmemNameMax = 255
+
 // Folio flags in a shmem-v2 node's "flags" property.
 const (
 	ShmemFolioUptodate = 1 << 0
@@ -66,10 +76,21 @@ type preservedFolio struct {
 // shmemKHOFile is what phase 1 recorded about one boxed memfd, for phase 2
 // and abort.
 type shmemKHOFile struct {
-	info      *kernel.ShmemInodeInfo
-	folios    []preservedFolio // preserved (KHO holds a reference on each), index order
-	fallocend uint64           // to restore after phase 2 reset it
-	removed   bool             // phase 2 took the folios out of the page cache
+	info       *kernel.ShmemInodeInfo
+	folios     []preservedFolio // preserved (KHO holds a reference on each), index order
+	fallocend  uint64           // to restore after phase 2 reset it
+	removed    bool             // phase 2 took the folios out of the page cache
+	migrations []scratchMigration
+}
+
+// scratchMigration is one folio phase 1 moved out of KHO scratch. Until
+// phase 2 the old folio is kept (with one reference) so that a failed
+// activation can put it back: the file then has the very same folios as
+// before.
+type scratchMigration struct {
+	index    uint64
+	old, new physmem.Folio
+	flags    physmem.PageFlags // the old folio's page-cache flags
 }
 
 // memfdKHO is the memfd file kind's KHO state in one kernel.
@@ -167,7 +188,7 @@ func (m *memfdKHO) shmemKHOWrite(bfd *BoxFD, w *fdt.Writer) error {
 	for _, e := range found {
 		folio := physmem.Folio(e.Entry.PFN())
 		if kho.InScratch(folio.PFN(), uint64(1)<<e.Order) {
-			nf, err := m.migrateOutOfScratch(info, folio, e.Index)
+			nf, err := m.migrateOutOfScratch(sf, folio, e.Index)
 			if err != nil {
 				m.k.Printk(kernel.LogErr, "shmem: cannot migrate %s index %#x out of KHO scratch: %v", f.Name, e.Index, err)
 				return err
@@ -278,10 +299,14 @@ func strings0(s string) bool { return slices.Contains([]byte(s), 0) }
 // (check_and_migrate_movable_folios -> migrate_longterm_unpinnable_folios):
 // CMA memory must not be pinned for long.
 //
+// The old folio is not freed yet: sf keeps it, with the reference taken
+// here, until phase 2 frees it (commit) or an abort before phase 2 puts
+// it back (undoMigrations).
+//
 // Errors: ENOMEM (or the page_alloc fault) when no frame outside scratch
 // is free. The file is unchanged then.
-func (m *memfdKHO) migrateOutOfScratch(info *kernel.ShmemInodeInfo, old physmem.Folio, index uint64) (physmem.Folio, error) {
-	k, mm := m.k, m.k.MM
+func (m *memfdKHO) migrateOutOfScratch(sf *shmemKHOFile, old physmem.Folio, index uint64) (physmem.Folio, error) {
+	k, mm, info := m.k, m.k.MM, sf.info
 	order := mm.FolioOrder(old)
 	nf, err := mm.FolioAlloc(physmem.GFPKernel, order)
 	if err != nil {
@@ -289,11 +314,11 @@ func (m *memfdKHO) migrateOutOfScratch(info *kernel.ShmemInodeInfo, old physmem.
 	}
 	mm.Frames.Copy(nf.PFN(), old.PFN(), uint64(1)<<order)
 	keep := mm.Page(old.PFN()).Flags() & (physmem.PGUptodate | physmem.PGDirty | physmem.PGSwapBacked | physmem.PGReferenced | physmem.PGActive)
-	mm.FolioGet(old) // TruncateInodeFolio wants the caller's reference
+	mm.FolioGet(old) // TruncateInodeFolio wants the caller's reference; sf keeps it
 	if err := kernel.TruncateInodeFolio(info, old); err != nil {
 		invariant.Panic("fdbox", "kho-migrate", info.String(), "folio at index %#x is not in its page cache: %v", index, err)
 	}
-	mm.FolioPut(old)
+	sf.migrations = append(sf.migrations, scratchMigration{index: index, old: old, new: nf, flags: keep})
 	mm.Page(nf.PFN()).Set(keep)
 	if err := k.ShmemAddToPageCache(info, nf, index); err != nil {
 		invariant.Panic("fdbox", "kho-migrate", info.String(), "re-inserting migrated folio at index %#x: %v", index, err)
@@ -318,6 +343,32 @@ func (m *memfdKHO) commit(bfd *BoxFD) {
 		invariant.Panic("fdbox", "kho-commit", sf.info.String(), "shmem_undo_range with KHO ops: %v", err)
 	}
 	sf.removed = true
+	for _, mg := range sf.migrations {
+		m.k.MM.FolioPut(mg.old) // the migration is final: free the scratch folio
+	}
+	sf.migrations = nil
+}
+
+// undoMigrations puts back the folios phase 1 migrated out of scratch, in
+// reverse order, for an activation that failed before phase 2: each new
+// folio leaves the page cache and is freed, the old one returns at its
+// index with its flags. The page cache must hold the new folios (nothing
+// preserved any more).
+func (m *memfdKHO) undoMigrations(sf *shmemKHOFile) {
+	mm := m.k.MM
+	for _, mg := range slices.Backward(sf.migrations) {
+		mm.FolioGet(mg.new)
+		if err := kernel.TruncateInodeFolio(sf.info, mg.new); err != nil {
+			invariant.Panic("fdbox", "kho-abort", sf.info.String(), "migrated folio at index %#x is not in its page cache: %v", mg.index, err)
+		}
+		mm.FolioPut(mg.new) // frees it
+		mm.Page(mg.old.PFN()).Set(mg.flags)
+		if err := m.k.ShmemAddToPageCache(sf.info, mg.old, mg.index); err != nil {
+			invariant.Panic("fdbox", "kho-abort", sf.info.String(), "putting back folio at index %#x: %v", mg.index, err)
+		}
+		mm.FolioPut(mg.old) // the page cache holds it again
+	}
+	sf.migrations = nil
 }
 
 // khoUndoOps is the RFC's shmem_fdbox_undo_ops for phase 2: every folio
@@ -357,10 +408,14 @@ func (o *khoUndoOps) UndoPartialFolio(info *kernel.ShmemInodeInfo, f physmem.Fol
 
 // abort undoes phase 1 and phase 2 for one file: the folios go back into
 // the page cache at their indices with the flags they had, KHO's
-// references are dropped, and fallocend is restored. The file is then
+// references are dropped, folios migrated out of scratch by a failed
+// activation are put back, and fallocend is restored. The file is then
 // exactly as before activation: contents, size, pos, seals, block
-// accounting and folio references. (Pages that were on swap stay in
-// memory.)
+// accounting, the very same folios and their references. Two things a
+// successful activation did stay done after a deactivation, as neither
+// is visible through the file: pages that were on swap stay in memory,
+// and folios migrated out of scratch stay where they went (a longterm
+// pin's migration is not reverted at unpin either).
 func (m *memfdKHO) abort(bfd *BoxFD, committed bool) {
 	sf := m.files[bfd]
 	if sf == nil {
@@ -379,6 +434,7 @@ func (m *memfdKHO) abort(bfd *BoxFD, committed bool) {
 			invariant.Panic("fdbox", "kho-abort", sf.info.String(), "unpreserving folio at index %#x: %v", pf.index, err)
 		}
 	}
+	m.undoMigrations(sf)
 	sf.info.SetFallocend(sf.fallocend)
 }
 
@@ -403,7 +459,11 @@ func (m *memfdKHO) insertFolio(info *kernel.ShmemInodeInfo, f physmem.Folio, ind
 	head.Set(set)
 	if err := m.k.ShmemAddToPageCache(info, f, index); err != nil {
 		head.Clear(set)
-		kernel.ShmemRecalcInode(info, 0, 0)
+		// Give back the blocks charged above: shmem_recalc_inode(inode,
+		// pages, 0) counts them as alloced, finds them missing from the
+		// page cache and unaccounts them (what shmem_alloc_and_add_folio's
+		// error path achieves). (0, 0) would leave the superblock charged.
+		kernel.ShmemRecalcInode(info, nr, 0)
 		return err
 	}
 	kernel.ShmemRecalcInode(info, nr, 0)
@@ -547,6 +607,12 @@ func parseShmemNode(f *fdt.FDT, off int, fdName string) (*shmemNode, error) {
 			return bad("invalid seals property")
 		}
 		s.seals = le.Uint32(seals)
+		if s.seals&^shmemKnownSeals != 0 {
+			// F_ADD_SEALS would refuse these bits (EINVAL): a node
+			// carrying them was not written by a kernel that knows
+			// what they mean.
+			return bad("unknown seals %#x", s.seals&^shmemKnownSeals)
+		}
 		mode := prop("mode")
 		if len(mode) != 4 || le.Uint32(mode)&^0o7777 != 0 {
 			return bad("invalid mode property")
@@ -556,7 +622,12 @@ func parseShmemNode(f *fdt.FDT, off int, fdName string) (*shmemNode, error) {
 		if missing || len(s.flags) != s.nr {
 			return bad("invalid flags property")
 		}
-		if n := prop("file-name"); len(n) > 0 && n[len(n)-1] == 0 {
+		if n := prop("file-name"); len(n) > 0 {
+			// A dentry name: NUL-terminated, no NUL inside, at most
+			// NAME_MAX bytes (memfd_create allows "memfd:" + 249).
+			if n[len(n)-1] != 0 || slices.Contains(n[:len(n)-1], 0) || len(n)-1 > shmemNameMax {
+				return bad("invalid file-name property")
+			}
 			s.name = string(n[:len(n)-1])
 		}
 		sum := prop("checksum")

@@ -83,10 +83,12 @@ const maxRejectMessages = 8
 //
 // With ho nil (a cold boot, or a kexec without KHO) it does nothing.
 // Otherwise it reads the FDT from physical memory with the bounds-checked
-// reader and validates it: a header or structure that does not check, a
-// size beyond what the kexec passed, or a root whose compatible is not
-// "kho-v1" means no handover at all (one clear message; nothing is
-// reserved, every frame outside what boot itself took becomes free). A
+// reader and validates it: a handover without scratch ranges (the kernel
+// then booted like a cold one, its early allocations anywhere), a header
+// or structure that does not check, a size beyond what the kexec passed,
+// or a root whose compatible is not "kho-v1" means no handover at all
+// (one clear message; nothing is reserved, every frame outside what boot
+// itself took becomes free). A
 // valid FDT's own frames are reserved for the life of the kernel
 // (kho_get_fdt) and every range the format collects (KHO v4: every "mem"
 // property of every node) is validated — page aligned, non-empty, inside
@@ -177,6 +179,10 @@ func (h *KHO) Populate(ho *Handover) {
 func (h *KHO) openHandover(ho *Handover) (*fdt.FDT, string) {
 	mb := h.mm.Memblock
 	switch {
+	case len(ho.Scratch) == 0:
+		// The kernel booted as a cold one: its early allocations were
+		// not confined to scratch and may lie on preserved memory.
+		return nil, "no KHO scratch ranges"
 	case ho.FDTSize == 0:
 		return nil, "empty FDT"
 	case ho.FDTAddr+physmem.PhysAddr(ho.FDTSize) < ho.FDTAddr || !mb.IsRegionMemory(ho.FDTAddr, ho.FDTSize):

@@ -239,13 +239,25 @@ func (h *KHO) Estimate() uint64 {
 //
 // Any failure aborts: every notifier's ABORT runs, any folio still
 // preserved is released, the buffer is freed, and the errno of the first
-// failure is returned. Errors: EBUSY if already active; ENOMEM if the
-// buffer cannot be allocated; ENOSPC if the FDT does not fit (or the
-// "fdt" fault fired); whatever a notifier returns.
+// failure is returned. Errors: EBUSY if already active; EOPNOTSUPP if
+// the kernel has no KHO scratch; ENOMEM if the buffer cannot be
+// allocated; ENOSPC if the FDT does not fit (or the "fdt" fault fired);
+// whatever a notifier returns.
+//
+// Without scratch (kho_reserve_scratch failed, or kho_scratch=0) KHO is
+// disabled, as kho_enable = false makes it in Linux: there is no memory
+// the next kernel could boot from without overwriting what is preserved,
+// so nothing may be handed over. v4 does not create the sysfs/debugfs
+// files then (opening them fails); mainline's kho_finalize() returns
+// -EOPNOTSUPP, which khosim returns.
 func (h *KHO) Activate() error {
 	h.mustRunning("kho activate")
 	if h.state == Active {
 		return errno.EBUSY
+	}
+	if len(h.k.Scratch) == 0 {
+		h.k.Printk(kernel.LogErr, "kho: no scratch memory: kexec handover is disabled")
+		return errno.EOPNOTSUPP
 	}
 	if err := h.allocFDT(h.Estimate()); err != nil {
 		h.k.Printk(kernel.LogErr, "kho: failed to allocate the FDT buffer of %d bytes: %v", h.Estimate(), err)

@@ -204,13 +204,47 @@ func (c *callEnv) discard(n uint64) (kernel.DataSink, func()) {
 	}, prog.finish
 }
 
+// ints evaluates the positional arguments [first, first+n) as integers.
+func (c *callEnv) ints(first, n int) ([]uint64, error) {
+	out := make([]uint64, n)
+	for i := range out {
+		v, err := c.int(first + i)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// fdArgs evaluates the calls whose first argument is an fd followed by n
+// integers: ftruncate(FD, LEN), lseek(FD, OFF, WHENCE), ...
+func (c *callEnv) fdArgs(n int) (int, []uint64, error) {
+	fd, err := c.fd(c.pos[0])
+	if err != nil {
+		return 0, nil, err
+	}
+	a, err := c.ints(1, n)
+	return fd, a, err
+}
+
+// mapArgs is fdArgs for calls on a mapping: store(MAP, OFF, LEN, ...).
+func (c *callEnv) mapArgs(n int) (*kernel.VMA, []uint64, error) {
+	v, err := c.mapping(c.pos[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := c.ints(1, n)
+	return v, a, err
+}
+
 // run makes the call. err is a scenario mistake found before the call
 // (a bad argument); callErr is what the call returned.
 func (c *callEnv) run() (res callResult, callErr error, err error) {
 	t := c.p.task
 	res.kind = resCount
-	switch c.st.Name {
-	case "open":
+	switch name := c.st.Name; name {
+	case "open", "memfd_create":
 		path, err := c.str(0)
 		if err != nil {
 			return res, nil, err
@@ -219,173 +253,111 @@ func (c *callEnv) run() (res callResult, callErr error, err error) {
 		if err != nil {
 			return res, nil, err
 		}
+		if name == "memfd_create" {
+			fd, cerr := t.MemfdCreate(path, uint(flags))
+			return fdResult(fd), cerr, nil
+		}
 		if box, ok := strings.CutPrefix(path, fdbox.DevDir); ok && box != "fdbox" {
 			c.box = box
 		}
 		fd, cerr := t.Open(path, int(flags))
 		return fdResult(fd), cerr, nil
 
-	case "close":
-		fd, err := c.fd(c.pos[0])
+	case "close", "dup":
+		fd, _, err := c.fdArgs(0)
 		if err != nil {
 			return res, nil, err
 		}
-		return res, t.Close(fd), nil
-
-	case "dup":
-		fd, err := c.fd(c.pos[0])
-		if err != nil {
-			return res, nil, err
+		if name == "close" {
+			return res, t.Close(fd), nil
 		}
 		nfd, cerr := t.Dup(fd)
 		return fdResult(nfd), cerr, nil
 
-	case "memfd_create":
-		name, err := c.str(0)
-		if err != nil {
-			return res, nil, err
-		}
-		flags, err := c.int(1)
-		if err != nil {
-			return res, nil, err
-		}
-		fd, cerr := t.MemfdCreate(name, uint(flags))
-		return fdResult(fd), cerr, nil
-
 	case "ftruncate":
-		fd, err := c.fd(c.pos[0])
+		fd, a, err := c.fdArgs(1)
 		if err != nil {
 			return res, nil, err
 		}
-		n, err := c.int(1)
-		if err != nil {
-			return res, nil, err
-		}
-		return res, t.Ftruncate(fd, int64(n)), nil
+		return res, t.Ftruncate(fd, int64(a[0])), nil
 
 	case "fallocate":
-		fd, err := c.fd(c.pos[0])
+		fd, a, err := c.fdArgs(3)
 		if err != nil {
 			return res, nil, err
-		}
-		var a [3]uint64
-		for i := range a {
-			if a[i], err = c.int(i + 1); err != nil {
-				return res, nil, err
-			}
 		}
 		return res, t.Fallocate(fd, int(a[0]), int64(a[1]), int64(a[2])), nil
 
 	case "pwrite", "write":
-		fd, err := c.fd(c.pos[0])
+		// pwrite(FD, OFF, LEN, DATA) / write(FD, LEN, DATA)
+		nint := 1
+		if name == "pwrite" {
+			nint = 2
+		}
+		fd, a, err := c.fdArgs(nint)
 		if err != nil {
 			return res, nil, err
 		}
-		var off, n uint64
-		i := 1
-		if c.st.Name == "pwrite" {
-			if off, err = c.int(1); err != nil {
-				return res, nil, err
-			}
-			i = 2
-		}
-		if n, err = c.int(i); err != nil {
-			return res, nil, err
-		}
-		d, kept, err := c.data(c.pos[i+1], n)
+		n := a[nint-1]
+		d, kept, err := c.data(c.pos[nint+1], n)
 		if err != nil {
 			return res, nil, err
 		}
-		if c.st.Name == "write" {
+		off := a[0]
+		if name == "write" {
 			off = uint64(c.writeStart(fd))
 		}
 		src, done := c.source(d, kept, int64(off), n)
 		defer done()
-		var cnt int64
-		var cerr error
-		if c.st.Name == "pwrite" {
-			cnt, cerr = t.Pwrite(fd, int64(off), int64(n), src)
+		if name == "pwrite" {
+			res.n, callErr = t.Pwrite(fd, int64(off), int64(n), src)
 		} else {
-			cnt, cerr = t.Write(fd, int64(n), src)
+			res.n, callErr = t.Write(fd, int64(n), src)
 		}
-		res.n = cnt
-		return res, cerr, nil
+		return res, callErr, nil
 
 	case "pread", "read":
-		fd, err := c.fd(c.pos[0])
+		// pread(FD, OFF, LEN) / read(FD, LEN)
+		nint := 1
+		if name == "pread" {
+			nint = 2
+		}
+		fd, a, err := c.fdArgs(nint)
 		if err != nil {
 			return res, nil, err
 		}
-		var off, n uint64
-		if c.st.Name == "pread" {
-			if off, err = c.int(1); err != nil {
-				return res, nil, err
-			}
-			n, err = c.int(2)
-		} else {
-			n, err = c.int(1)
-		}
-		if err != nil {
-			return res, nil, err
-		}
+		n := a[nint-1]
 		sink, done := c.discard(n)
 		defer done()
-		var cnt int64
-		var cerr error
-		if c.st.Name == "pread" {
-			cnt, cerr = t.Pread(fd, int64(off), int64(n), sink)
+		if name == "pread" {
+			res.n, callErr = t.Pread(fd, int64(a[0]), int64(n), sink)
 		} else {
-			cnt, cerr = t.Read(fd, int64(n), sink)
+			res.n, callErr = t.Read(fd, int64(n), sink)
 		}
-		res.n = cnt
-		return res, cerr, nil
+		return res, callErr, nil
 
 	case "lseek":
-		fd, err := c.fd(c.pos[0])
+		fd, a, err := c.fdArgs(2)
 		if err != nil {
 			return res, nil, err
 		}
-		off, err := c.int(1)
-		if err != nil {
-			return res, nil, err
-		}
-		whence, err := c.int(2)
-		if err != nil {
-			return res, nil, err
-		}
-		pos, cerr := t.Lseek(fd, int64(off), int(whence))
-		res.n = pos
-		return res, cerr, nil
+		res.n, callErr = t.Lseek(fd, int64(a[0]), int(a[1]))
+		return res, callErr, nil
 
 	case "fcntl":
-		fd, err := c.fd(c.pos[0])
+		// fcntl(FD, CMD) or fcntl(FD, CMD, ARG)
+		fd, a, err := c.fdArgs(len(c.pos) - 1)
 		if err != nil {
 			return res, nil, err
 		}
-		cmd, err := c.int(1)
-		if err != nil {
-			return res, nil, err
-		}
-		var arg uint64
-		if len(c.pos) > 2 {
-			if arg, err = c.int(2); err != nil {
-				return res, nil, err
-			}
-		}
-		v, cerr := t.Fcntl(fd, int(cmd), arg)
-		res.n = v
-		return res, cerr, nil
+		a = append(a, 0)
+		res.n, callErr = t.Fcntl(fd, int(a[0]), a[1])
+		return res, callErr, nil
 
 	case "mmap":
-		fd, err := c.fd(c.pos[0])
+		fd, a, err := c.fdArgs(4)
 		if err != nil {
 			return res, nil, err
-		}
-		var a [4]uint64
-		for i := range a {
-			if a[i], err = c.int(i + 1); err != nil {
-				return res, nil, err
-			}
 		}
 		vma, cerr := t.Mmap(fd, int64(a[0]), int64(a[1]), int(a[2]), int(a[3]))
 		res = callResult{kind: resMap}
@@ -395,55 +367,39 @@ func (c *callEnv) run() (res callResult, callErr error, err error) {
 		return res, cerr, nil
 
 	case "munmap":
-		v, err := c.mapping(c.pos[0])
+		v, _, err := c.mapArgs(0)
 		if err != nil {
 			return res, nil, err
 		}
 		return res, t.Munmap(v), nil
 
 	case "store", "load":
-		v, err := c.mapping(c.pos[0])
+		v, a, err := c.mapArgs(2)
 		if err != nil {
 			return res, nil, err
 		}
-		off, err := c.int(1)
-		if err != nil {
-			return res, nil, err
-		}
-		n, err := c.int(2)
-		if err != nil {
-			return res, nil, err
-		}
-		var cnt int64
-		var cerr error
-		if c.st.Name == "store" {
-			d, kept, err := c.data(c.pos[3], n)
-			if err != nil {
-				return res, nil, err
-			}
-			// The generator is positioned by file offset, as the
-			// kernel hands it the file offset of every page.
-			src, done := c.source(d, kept, int64(v.PgOff)*pageSize+int64(off), n)
-			defer done()
-			cnt, cerr = t.Store(v, int64(off), int64(n), src)
-		} else {
+		off, n := a[0], a[1]
+		if name == "load" {
 			sink, done := c.discard(n)
 			defer done()
-			cnt, cerr = t.Load(v, int64(off), int64(n), sink)
+			res.n, callErr = t.Load(v, int64(off), int64(n), sink)
+			return res, callErr, nil
 		}
-		res.n = cnt
-		return res, cerr, nil
-
-	case "madvise":
-		v, err := c.mapping(c.pos[0])
+		d, kept, err := c.data(c.pos[3], n)
 		if err != nil {
 			return res, nil, err
 		}
-		var a [3]uint64
-		for i := range a {
-			if a[i], err = c.int(i + 1); err != nil {
-				return res, nil, err
-			}
+		// The generator is positioned by file offset, as the kernel hands
+		// it the file offset of every page.
+		src, done := c.source(d, kept, int64(v.PgOff)*pageSize+int64(off), n)
+		defer done()
+		res.n, callErr = t.Store(v, int64(off), int64(n), src)
+		return res, callErr, nil
+
+	case "madvise":
+		v, a, err := c.mapArgs(3)
+		if err != nil {
+			return res, nil, err
 		}
 		return res, t.Madvise(v, int64(a[0]), int64(a[1]), int(a[2])), nil
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/zeebo/xxh3"
@@ -112,7 +113,7 @@ func readHandover(blob []byte) (int, error) {
 		return 0, err
 	}
 	var bad error
-	mems := kexec.MemProps{}.Collect(f, func(path string, err error) { bad = fmt.Errorf("%s: %w", path, err) })
+	mems := slices.Collect(kexec.MemProps{}.Collect(f, func(path string, err error) { bad = fmt.Errorf("%s: %w", path, err) }))
 	if bad != nil {
 		return 0, bad
 	}

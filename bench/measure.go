@@ -14,6 +14,14 @@ type Options struct {
 	// Runs is the number of handover cycles (and of copy baselines)
 	// measured; the row reports their medians. 0 means DefaultRuns.
 	Runs int
+	// Warmup is the number of handover cycles run, untimed, before the
+	// measured ones (0: none; `khosim bench` runs DefaultWarmup). The
+	// machine's frames are host memory committed on first touch: in the
+	// first two cycles after boot the handover FDT lands on frames no
+	// kernel has written yet (it alternates between two areas, as each
+	// kernel keeps the FDT it was handed), and every 4 KiB of it costs a
+	// host page fault (3-13 µs here) that real RAM does not have.
+	Warmup int
 	// Seed is the machine's seed.
 	Seed uint64
 	// Log, if set, receives a line per step (progress for a terminal).
@@ -23,12 +31,17 @@ type Options struct {
 // DefaultRuns is the number of cycles `khosim bench` measures per row.
 const DefaultRuns = 3
 
+// DefaultWarmup is the number of untimed cycles `khosim bench` runs per
+// row before the measured ones (see Options.Warmup).
+const DefaultWarmup = 2
+
 // Measure measures one row: a machine with one memfd of size bytes and
 // folios of order, filled (untimed), boxed and sealed; then opts.Runs
 // runs of: a handover cycle, timed phase by phase (activate, kexec,
 // restore), each on the kernel the previous one kexec'd into; a check of
 // every page of the restored file (untimed); and the copy baseline
-// (CopyTwice) over the restored file's frames. Times are medians. PeakRSSBytes is the peak resident set during the row (VmHWM,
+// (CopyTwice) over the restored file's frames; before them, opts.Warmup
+// untimed cycles. Times are medians. PeakRSSBytes is the peak resident set during the row (VmHWM,
 // reset at the start when the kernel allows it).
 func Measure(size uint64, order int, opts Options) (Row, error) {
 	runs := opts.Runs
@@ -42,6 +55,7 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 	}
 	row := NewRow(size, order)
 	row.Runs = runs
+	row.Warmup = max(opts.Warmup, 0)
 	debug.FreeOSMemory()
 	_ = ResetPeakRSS()
 
@@ -67,13 +81,25 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 	// Each run is a handover cycle followed by the copy baseline over the
 	// restored file's frames, so that both see the same conditions on a
 	// shared machine.
+	sealed := true // NewRig seals the box
+	for i := range row.Warmup {
+		a, k, re, _, err := r.Cycle()
+		if err != nil {
+			return row, fmt.Errorf("warm-up cycle %d: %w", i+1, err)
+		}
+		logf("warm-up cycle %d (untimed): activate %s, kexec %s, restore %s", i+1, fmtDur(a.Nanoseconds()), fmtDur(k.Nanoseconds()), fmtDur(re.Nanoseconds()))
+		if err := r.Reseal(); err != nil {
+			return row, err
+		}
+	}
 	var act, kx, rest, cout, cin []int64
 	for i := range runs {
-		if i > 0 {
+		if !sealed {
 			if err := r.Reseal(); err != nil {
 				return row, err
 			}
 		}
+		sealed = false
 		a, k, re, meta, err := r.Cycle()
 		if err != nil {
 			return row, fmt.Errorf("cycle %d: %w", i+1, err)

@@ -61,6 +61,8 @@ type Row struct {
 	// Runs is the number of handover cycles measured; the times are their
 	// medians.
 	Runs int `json:"runs"`
+	// Warmup is the number of untimed handover cycles run before them.
+	Warmup int `json:"warmup"`
 	// PeakRSSBytes is the process's peak resident set (VmHWM) while the
 	// row was measured, setup included; 0 when unknown.
 	PeakRSSBytes uint64 `json:"peak_rss_bytes"`

@@ -67,11 +67,13 @@ const (
 
 // preservedFolio is one folio a boxed memfd handed to KHO.
 type preservedFolio struct {
-	folio physmem.Folio
 	index uint64
-	order uint
+	pfn   uint32 // the folio's head (the memmap numbers frames in 32 bits)
+	order uint8
 	flags uint8
 }
+
+func (pf *preservedFolio) folio() physmem.Folio { return physmem.Folio(pf.pfn) }
 
 // shmemKHOFile is what phase 1 recorded about one boxed memfd, for phase 2
 // and abort.
@@ -176,37 +178,51 @@ func (m *memfdKHO) shmemKHOWrite(bfd *BoxFD, w *fdt.Writer) error {
 		m.k.Printk(kernel.LogErr, "shmem: failed to swap in %s for KHO: %v", f.Name, err)
 		return err
 	}
-	var found []pagecache.Found
-	for e := range info.Mapping().Range(0, math.MaxUint64) {
-		if e.Entry.IsValue() {
-			invariant.Panic("fdbox", "kho-swapped-in", info.String(), "swap entry at %#x after swapping in the whole file", e.Index)
+	// Collect the folios first (migration below changes the page cache),
+	// straight into the record phase 2 and abort use, sized once: after
+	// the swap-in every entry is a folio.
+	mapping := info.Mapping()
+	sf.folios = make([]preservedFolio, 0, mapping.Counts().Entries)
+	var batch pagecache.Batch
+	for index, more := uint64(0), true; more; {
+		batch.Reinit()
+		index, more = mapping.FindGetEntries(index, math.MaxUint64, &batch)
+		for _, e := range batch.Entries() {
+			if e.Entry.IsValue() {
+				invariant.Panic("fdbox", "kho-swapped-in", info.String(), "swap entry at %#x after swapping in the whole file", e.Index)
+			}
+			sf.folios = append(sf.folios, preservedFolio{pfn: uint32(e.Entry.PFN()), index: e.Index, order: e.Order})
 		}
-		found = append(found, e)
 	}
 	mm := m.k.MM
 	kho := m.c.kho
-	for _, e := range found {
-		folio := physmem.Folio(e.Entry.PFN())
-		if kho.InScratch(folio.PFN(), uint64(1)<<e.Order) {
-			nf, err := m.migrateOutOfScratch(sf, folio, e.Index)
+	for i := range sf.folios {
+		pf := &sf.folios[i]
+		folio := pf.folio()
+		if kho.InScratch(folio.PFN(), uint64(1)<<pf.order) {
+			nf, err := m.migrateOutOfScratch(sf, folio, pf.index)
 			if err != nil {
-				m.k.Printk(kernel.LogErr, "shmem: cannot migrate %s index %#x out of KHO scratch: %v", f.Name, e.Index, err)
+				m.k.Printk(kernel.LogErr, "shmem: cannot migrate %s index %#x out of KHO scratch: %v", f.Name, pf.index, err)
+				sf.folios = sf.folios[:i] // abort unpreserves only what was preserved
 				return err
 			}
 			folio = nf
+			pf.pfn = uint32(nf)
 		}
 		var flags uint8
-		if m.k.FolioTestUptodate(folio) {
+		head := mm.Page(folio.PFN())
+		if head.Test(physmem.PGUptodate) {
 			flags |= ShmemFolioUptodate
 		}
-		if mm.Page(folio.PFN()).Test(physmem.PGDirty) {
+		if head.Test(physmem.PGDirty) {
 			flags |= ShmemFolioDirty
 		}
+		pf.flags = flags
 		if _, err := kho.PreserveFolio(folio); err != nil {
-			m.k.Printk(kernel.LogErr, "shmem: cannot preserve %s index %#x: %v", f.Name, e.Index, err)
+			m.k.Printk(kernel.LogErr, "shmem: cannot preserve %s index %#x: %v", f.Name, pf.index, err)
+			sf.folios = sf.folios[:i]
 			return err
 		}
-		sf.folios = append(sf.folios, preservedFolio{folio: folio, index: e.Index, order: uint(e.Order), flags: flags})
 	}
 	return m.writeShmemNode(bfd, sf, w)
 }
@@ -261,7 +277,7 @@ func (m *memfdKHO) writeShmemNode(bfd *BoxFD, sf *shmemKHOFile, w *fdt.Writer) e
 		{"mode", 4, func(b []byte) { le.PutUint32(b, f.Inode.Mode&0o7777) }},
 		{"mem", kexec.MemSize * n, func(b []byte) {
 			for i, pf := range sf.folios {
-				mem := kexec.FolioMem(pf.folio, pf.order)
+				mem := kexec.FolioMem(pf.folio(), uint(pf.order))
 				le.PutUint64(b[16*i:], uint64(mem.Addr))
 				le.PutUint64(b[16*i+8:], mem.Size)
 			}
@@ -424,13 +440,13 @@ func (m *memfdKHO) abort(bfd *BoxFD, committed bool) {
 	delete(m.files, bfd)
 	if sf.removed {
 		for _, pf := range sf.folios {
-			if err := m.insertFolio(sf.info, pf.folio, pf.index, pf.flags); err != nil {
+			if err := m.insertFolio(sf.info, pf.folio(), pf.index, pf.flags); err != nil {
 				invariant.Panic("fdbox", "kho-abort", sf.info.String(), "re-inserting preserved folio at index %#x: %v", pf.index, err)
 			}
 		}
 	}
 	for _, pf := range sf.folios {
-		if err := m.c.kho.UnpreserveFolio(pf.folio); err != nil {
+		if err := m.c.kho.UnpreserveFolio(pf.folio()); err != nil {
 			invariant.Panic("fdbox", "kho-abort", sf.info.String(), "unpreserving folio at index %#x: %v", pf.index, err)
 		}
 	}

@@ -1,7 +1,9 @@
 package kernel
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -49,6 +51,10 @@ const (
 	structPageSize   = 64      // sizeof(struct page): the memmap costs 64 bytes per frame
 	vmemmapChunk     = 2 << 20 // vmemmap_populate_hugepages maps the memmap in PMDs
 )
+
+// BootReservedEnd is the end of what every boot reserves at fixed
+// addresses (the low 1 MiB and the kernel image, [0, 32 MiB)).
+const BootReservedEnd = kernelImageStart + kernelImageSize
 
 // Boot boots a kernel on hw, as start_kernel does:
 //
@@ -243,6 +249,30 @@ func (k *Kernel) allocMemmap() error {
 		k.memmapBlocks = append(k.memmapBlocks, addr)
 	}
 	return nil
+}
+
+// UnwrittenReservations returns, sorted by address and with adjacent
+// ones merged, the boot-time reservations whose frames the simulation
+// never writes data into: the low 1 MiB, the kernel image, and the
+// memmap's blocks (khosim's memmap lives in host memory; its blocks in
+// the frames only stand for it and are zeroed when allocated). A kexec
+// discards these frames rather than poisoning them (kexec.Scrub): they
+// hold no data of the kernel's.
+func (k *Kernel) UnwrittenReservations() []physmem.MemblockRegion {
+	rs := []physmem.MemblockRegion{{Base: 0, Size: lowMemSize}, {Base: kernelImageStart, Size: kernelImageSize}}
+	for _, b := range k.memmapBlocks {
+		rs = append(rs, physmem.MemblockRegion{Base: b, Size: vmemmapChunk})
+	}
+	slices.SortFunc(rs, func(a, b physmem.MemblockRegion) int { return cmp.Compare(a.Base, b.Base) })
+	out := rs[:0]
+	for _, r := range rs {
+		if n := len(out); n > 0 && out[n-1].End() >= r.Base {
+			out[n-1].Size = uint64(max(out[n-1].End(), r.End()) - out[n-1].Base)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // shmemInit is shmem_init() and the mount of /tmp: shm_mnt takes

@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"math/bits"
+
 	"khosim/errno"
 	"khosim/pagecache"
 	"khosim/physmem"
@@ -88,6 +90,22 @@ func (k *Kernel) shmemAddToPageCache(info *ShmemInodeInfo, f physmem.Folio, inde
 	nr := k.folioNrPages(f)
 	if index&(nr-1) != 0 {
 		return errno.EINVAL
+	}
+	if expected == 0 {
+		// The range must be empty: xa_insert() checks and stores in one
+		// walk.
+		head := k.folioHead(f)
+		oldIndex := head.Index()
+		k.MM.FolioRefAdd(f, int32(nr))
+		head.SetMapping(info.mapping.ID())
+		head.SetIndex(index)
+		if err := info.mapping.InsertFolio(f.PFN(), index, uint(bits.TrailingZeros64(nr))); err != nil {
+			head.SetMapping(0)
+			head.SetIndex(oldIndex)
+			k.MM.FolioRefSub(f, int32(nr))
+			return err
+		}
+		return nil
 	}
 	if nr == 1 {
 		if e, ok := info.mapping.Lookup(index); ok && e.Entry != expected || !ok && expected != 0 {

@@ -2,6 +2,7 @@ package kexec
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"khosim/fdt"
@@ -31,8 +32,8 @@ func (h *KHO) VisitRefs(v kernel.RefVisitor) {
 		v.Frames(h.in.fdtMem.PFN(), h.in.fdtMem.NrPages(), "kho: incoming handover FDT")
 	}
 	for _, r := range h.in.ranges {
-		if r.State == RangeReserved {
-			v.Frames(r.PFN(), r.NrPages(), "kho: preserved range not yet claimed")
+		if r.State() == RangeReserved {
+			v.Frames(physmem.PFN(r.pfn), uint64(r.pages), "kho: preserved range not yet claimed")
 		}
 	}
 }
@@ -80,7 +81,7 @@ func (h *KHO) CheckInvariants() error {
 	}
 	mm := h.mm
 	for _, f := range h.preservedSorted() {
-		order := h.preserved[f]
+		order := h.preservedOrder(f)
 		p := mm.Page(f.PFN())
 		if p.Test(physmem.PGBuddy) || p.Test(physmem.PGTail) || p.RefCount() < 1 {
 			return h.violation("kho-preserved-folio", "preserved %v is not an allocated folio head: %v", f, p)
@@ -101,15 +102,16 @@ func (h *KHO) CheckInvariants() error {
 			return err
 		}
 	case Idle:
-		if !h.dumping && (len(h.preserved) > 0 || len(h.fdtBlocks) > 0) {
-			return h.violation("kho-idle-clean", "idle with %d folios preserved and %d FDT blocks", len(h.preserved), len(h.fdtBlocks))
+		if !h.dumping && (h.nrPreserved > 0 || len(h.fdtBlocks) > 0) {
+			return h.violation("kho-idle-clean", "idle with %d folios preserved and %d FDT blocks", h.nrPreserved, len(h.fdtBlocks))
 		}
 	}
 
 	var reserved uint64
 	var claimed, returned int
 	prevEnd := physmem.PhysAddr(0)
-	for i, r := range h.in.ranges {
+	for i, ir := range h.in.ranges {
+		r := InRange{Mem: ir.mem(), State: ir.State()}
 		if i > 0 && r.Addr < prevEnd {
 			return h.violation("kho-ranges-disjoint", "incoming range %v overlaps the one before it", r.Mem)
 		}
@@ -154,19 +156,18 @@ func (h *KHO) checkOutgoingFDT() error {
 		return h.violation("kho-fdt-describes-preserved", "the active FDT's root is not %q", KHOCompatible)
 	}
 	var bad error
-	mems := h.format.Collect(f, func(path string, err error) {
+	mems := slices.Collect(h.format.Collect(f, func(path string, err error) {
 		if bad == nil {
 			bad = fmt.Errorf("%s: %v", path, err)
 		}
-	})
+	}))
 	if bad != nil {
 		return h.violation("kho-fdt-describes-preserved", "malformed preservation record: %v", bad)
 	}
 	seen := make(map[physmem.Folio]bool, len(mems))
 	for _, m := range mems {
 		f := physmem.Folio(m.PFN())
-		order, ok := h.preserved[f]
-		if !ok || FolioMem(f, order) != m {
+		if !h.IsPreserved(f) || FolioMem(f, h.preservedOrder(f)) != m {
 			return h.violation("kho-fdt-describes-preserved", "the FDT describes %v, which is not a preserved folio", m)
 		}
 		if seen[f] {
@@ -174,11 +175,11 @@ func (h *KHO) checkOutgoingFDT() error {
 		}
 		seen[f] = true
 	}
-	if len(seen) != len(h.preserved) {
+	if len(seen) != h.nrPreserved {
 		for _, f := range h.preservedSorted() {
 			if !seen[f] {
 				return h.violation("kho-fdt-describes-preserved", "preserved %v (order %d) is not described in the FDT: the next kernel would not reserve it",
-					f, h.preserved[f])
+					f, h.preservedOrder(f))
 			}
 		}
 	}
@@ -189,7 +190,7 @@ func (h *KHO) checkOutgoingFDT() error {
 func (h *KHO) Dump() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kho (boot %d, format %s): %v, %d notifiers, %d folios (%d pages) preserved",
-		h.k.BootID, h.format.Name(), h.state, len(h.notifiers), len(h.preserved), h.preservedPages)
+		h.k.BootID, h.format.Name(), h.state, len(h.notifiers), h.nrPreserved, h.preservedPages)
 	if len(h.fdtBlocks) > 0 {
 		fmt.Fprintf(&b, ", FDT buffer %v+%d pages (%d bytes used)", h.fdtBase, h.fdtPages, h.fdtSize)
 	}
@@ -204,12 +205,12 @@ func (h *KHO) Dump() string {
 			s.Ranges, s.Claimed, s.Returned, s.ReservedPages, s.Rejected, h.in.lateDone)
 		n := 0
 		for _, r := range h.in.ranges {
-			if r.State == RangeReserved {
+			if r.State() == RangeReserved {
 				if n++; n > 16 {
 					b.WriteString("    ...\n")
 					break
 				}
-				fmt.Fprintf(&b, "    %v %v\n", r.Mem, r.State)
+				fmt.Fprintf(&b, "    %v %v\n", r.mem(), r.State())
 			}
 		}
 	}

@@ -1,7 +1,9 @@
 package kexec
 
 import (
+	"errors"
 	"fmt"
+	"iter"
 
 	"khosim/fdt"
 )
@@ -44,12 +46,14 @@ type PreservedFormat interface {
 	// Reset forgets every recorded preservation (abort, deactivate).
 	Reset()
 
-	// Collect returns every range the previous kernel preserved, as the
-	// handover describes them, in FDT order. Malformed records are
-	// reported through bad (with the path of the node holding them) and
-	// skipped; Collect itself never fails on a corrupt FDT. The KHO core
-	// validates each returned range before it reserves it.
-	Collect(f *fdt.FDT, bad func(path string, err error)) []Mem
+	// Collect yields every range the previous kernel preserved, as the
+	// handover describes them, in FDT order, read from the FDT as the
+	// iteration goes (nothing is materialised: a 4 GiB memfd of 4 KiB
+	// pages has a million ranges). Malformed records are reported through
+	// bad (with the path of the node holding them), once per iteration,
+	// and skipped; Collect itself never fails on a corrupt FDT. The KHO
+	// core validates each range before it reserves it.
+	Collect(f *fdt.FDT, bad func(path string, err error)) iter.Seq[Mem]
 }
 
 // MemProps is KHO v4's format: preserved ranges are the struct kho_mem
@@ -87,21 +91,24 @@ func (MemProps) Reset() {}
 // Collect implements PreservedFormat: every "mem" property of every node,
 // in blob order. A property whose length is not a multiple of
 // sizeof(struct kho_mem) is reported and skipped whole.
-func (MemProps) Collect(f *fdt.FDT, bad func(path string, err error)) []Mem {
-	var out []Mem
-	_ = f.Walk(func(node int, name string, value []byte) error {
-		if name != MemPropName {
+func (MemProps) Collect(f *fdt.FDT, bad func(path string, err error)) iter.Seq[Mem] {
+	return func(yield func(Mem) bool) {
+		stop := errors.New("stop")
+		_ = f.Walk(func(node int, name string, value []byte) error {
+			if name != MemPropName {
+				return nil
+			}
+			if len(value)%MemSize != 0 {
+				path, _ := f.GetPath(node)
+				bad(path, fmt.Errorf("\"mem\" property of %d bytes is not a kho_mem array", len(value)))
+				return nil
+			}
+			for i := range len(value) / MemSize {
+				if !yield(MemAt(value, i)) {
+					return stop
+				}
+			}
 			return nil
-		}
-		if len(value)%MemSize != 0 {
-			path, _ := f.GetPath(node)
-			bad(path, fmt.Errorf("\"mem\" property of %d bytes is not a kho_mem array", len(value)))
-			return nil
-		}
-		for i := range len(value) / MemSize {
-			out = append(out, MemAt(value, i))
-		}
-		return nil
-	})
-	return out
+		})
+	}
 }

@@ -1,10 +1,11 @@
 package kexec
 
 import (
+	"cmp"
 	"fmt"
+	"iter"
 	"math/bits"
 	"slices"
-	"sort"
 
 	"khosim/errno"
 	"khosim/fault"
@@ -58,12 +59,27 @@ type InRange struct {
 	State RangeState
 }
 
+// inRange is one incoming range as this kernel keeps it: [pfn, pfn+pages)
+// and its RangeState, 12 bytes (a valid range lies in memory, whose frames
+// the memmap numbers in 32 bits).
+type inRange struct {
+	pfn, pages uint32
+	state      uint8
+}
+
+func (r inRange) mem() Mem {
+	return Mem{Addr: physmem.PFN(r.pfn).Phys(), Size: uint64(r.pages) << physmem.PageShift}
+}
+
+func (r inRange) State() RangeState { return RangeState(r.state) }
+
 // incoming is kho_in: the handover this kernel booted with.
 type incoming struct {
 	handover *Handover // as passed (nil: not a KHO boot)
 	fdt      *fdt.FDT  // the validated FDT (nil: none, or invalid)
 	fdtMem   Mem       // the FDT's frames, reserved for the kernel's life
-	ranges   []InRange // valid preserved ranges, sorted by address
+	ranges   []inRange // valid preserved ranges, sorted by address (a flat slice, one per range)
+	next     int       // where find looks first: after the last range it found
 	rejected int       // ranges of the FDT that failed validation
 	reserved uint64    // pages of ranges still RangeReserved
 	claimed  int       // ranges claimed
@@ -131,9 +147,27 @@ func (h *KHO) Populate(ho *Handover) {
 	bad := func(path string, err error) {
 		h.k.Printk(kernel.LogErr, "kho: %s: %v; ignored", path, err)
 	}
-	mems := h.format.Collect(f, bad)
+	// One pass for the common case of a handover all of whose ranges are
+	// valid (malformed records make it give up without a word); if any
+	// is not, a second pass handles them one by one, with messages.
+	malformed := false
+	pages, ok := h.reserveRuns(h.format.Collect(f, func(string, error) { malformed = true }), &malformed)
+	if !ok {
+		pages = h.reserveEach(h.format.Collect(f, bad))
+	}
+	h.in.reserved = pages
+	h.k.Printk(kernel.LogInfo, "kho: handover FDT at %#x (%d bytes): %d preserved ranges (%d pages) reserved, %d rejected",
+		uint64(ho.FDTAddr), size, len(h.in.ranges), pages, h.in.rejected)
+}
+
+// reserveEach validates and reserves the preserved ranges one by one, in
+// FDT order: a range that fails a check (including overlapping a range
+// reserved before it) is reported and ignored. It records the valid ones,
+// sorted by address, and returns their pages.
+func (h *KHO) reserveEach(mems iter.Seq[Mem]) uint64 {
+	mb := h.mm.Memblock
 	var pages uint64
-	for _, m := range mems {
+	for m := range mems {
 		if why := h.checkRange(m); why != "" {
 			h.in.rejected++
 			if h.in.rejected <= maxRejectMessages {
@@ -154,24 +188,87 @@ func (h *KHO) Populate(ho *Handover) {
 			h.in.rejected++
 			continue
 		}
-		h.in.ranges = append(h.in.ranges, InRange{Mem: m, State: RangeReserved})
+		h.in.ranges = append(h.in.ranges, inRange{pfn: uint32(m.PFN()), pages: uint32(m.NrPages()), state: uint8(RangeReserved)})
 		pages += m.NrPages()
 	}
 	if h.in.rejected > maxRejectMessages {
 		h.k.Printk(kernel.LogErr, "kho: %d more invalid preserved ranges not reported", h.in.rejected-maxRejectMessages)
 	}
-	slices.SortFunc(h.in.ranges, func(a, b InRange) int {
-		switch {
-		case a.Addr < b.Addr:
-			return -1
-		case a.Addr > b.Addr:
-			return 1
+	slices.SortFunc(h.in.ranges, func(a, b inRange) int { return cmp.Compare(a.pfn, b.pfn) })
+	return pages
+}
+
+// reserveRuns is the fast path of Populate for a handover every range of
+// which is valid. Each range must be non-empty, page aligned, not wrapping
+// and inside the memmap, and no two may overlap: a bitmap of the frames
+// they cover (and one of where each starts) checks that in one pass, in
+// FDT order, without sorting. Then each run of physically contiguous
+// ranges is checked as a whole (inside memory, clear of scratch, the FDT
+// and whatever memblock reserved) and reserved MEMBLOCK_RSRV_NOINIT at
+// once: memblock_reserve merges adjacent regions of equal flags anyway,
+// so memblock ends exactly as after reserveEach. Each range is still
+// recorded, and audited, on its own, in address order (read off the two
+// bitmaps). ok is false, with nothing reserved or recorded, as soon as any
+// range would be rejected: reserveEach then handles the handover range by
+// range, in FDT order, with its messages.
+func (h *KHO) reserveRuns(mems iter.Seq[Mem], malformed *bool) (pages uint64, ok bool) {
+	nframes := h.mm.Memmap.NumPages()
+	words := (nframes + 63) / 64
+	covered := make(bitmap, words)
+	starts := make(bitmap, words)
+	n := 0
+	ok = true
+	for m := range mems {
+		if m.Size == 0 || !m.Addr.PageAligned() || m.Size%physmem.PageSize != 0 || m.End() < m.Addr ||
+			uint64(m.End()) > nframes<<physmem.PageShift {
+			ok = false
+			break
 		}
-		return 0
-	})
-	h.in.reserved = pages
-	h.k.Printk(kernel.LogInfo, "kho: handover FDT at %#x (%d bytes): %d preserved ranges (%d pages) reserved, %d rejected",
-		uint64(ho.FDTAddr), size, len(h.in.ranges), pages, h.in.rejected)
+		s, e := uint64(m.PFN()), uint64(m.PFN())+m.NrPages()
+		if !covered.setClear(s, e) {
+			ok = false // overlaps another range
+			break
+		}
+		starts.set(s)
+		pages += e - s
+		n++
+	}
+	if !ok || *malformed {
+		return 0, false
+	}
+	if n == 0 {
+		return 0, true
+	}
+	for s, e := range covered.runs() {
+		run := Mem{Addr: physmem.PFN(s).Phys(), Size: (e - s) << physmem.PageShift}
+		if h.checkRange(run) != "" {
+			return 0, false
+		}
+	}
+	mb := h.mm.Memblock
+	h.in.ranges = make([]inRange, 0, n)
+	for s, e := range covered.runs() {
+		base, size := physmem.PFN(s).Phys(), (e-s)<<physmem.PageShift
+		if err := mb.Reserve(base, size); err != nil {
+			panic(fmt.Sprintf("kexec: reserving checked preserved memory %#x+%#x: %v", uint64(base), size, err))
+		}
+		if err := mb.ReservedMarkNoinit(base, size); err != nil {
+			panic(fmt.Sprintf("kexec: marking checked preserved memory %#x+%#x noinit: %v", uint64(base), size, err))
+		}
+		// The ranges of this run: from each start to the next, or to
+		// the end of the run.
+		first := true
+		for p := range starts.ones(s, e) {
+			if !first {
+				h.in.ranges[len(h.in.ranges)-1].pages = uint32(p - uint64(h.in.ranges[len(h.in.ranges)-1].pfn))
+			}
+			first = false
+			h.in.ranges = append(h.in.ranges, inRange{pfn: uint32(p), state: uint8(RangeReserved)})
+		}
+		last := &h.in.ranges[len(h.in.ranges)-1]
+		last.pages = uint32(e - uint64(last.pfn))
+	}
+	return pages, true
 }
 
 // openHandover reads and validates the FDT the previous kernel handed
@@ -251,18 +348,43 @@ func (h *KHO) Handover() *Handover { return h.in.handover }
 // refused, or "".
 func (h *KHO) HandoverRefused() string { return h.in.invalid }
 
-// find returns the index of the incoming range that is exactly m.
+// find returns the index of the incoming range that is exactly m. Handlers
+// usually claim ranges in address order, so the range after the last one
+// found is tried first.
 func (h *KHO) find(m Mem) int {
+	if !m.Addr.PageAligned() || m.Size%physmem.PageSize != 0 || m.Size == 0 || m.End() < m.Addr {
+		return -1
+	}
+	pfn, pages := uint64(m.PFN()), m.NrPages()
 	rs := h.in.ranges
-	i := sort.Search(len(rs), func(i int) bool { return rs[i].Addr >= m.Addr })
-	if i < len(rs) && rs[i].Mem == m {
+	if i := h.in.next; i < len(rs) && uint64(rs[i].pfn) == pfn && uint64(rs[i].pages) == pages {
+		h.in.next = i + 1
 		return i
+	}
+	lo, hi := 0, len(rs)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if uint64(rs[mid].pfn) < pfn {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo < len(rs) && uint64(rs[lo].pfn) == pfn && uint64(rs[lo].pages) == pages {
+		h.in.next = lo + 1
+		return lo
 	}
 	return -1
 }
 
 // InRanges returns the incoming preserved ranges, sorted by address.
-func (h *KHO) InRanges() []InRange { return slices.Clone(h.in.ranges) }
+func (h *KHO) InRanges() []InRange {
+	out := make([]InRange, len(h.in.ranges))
+	for i, r := range h.in.ranges {
+		out[i] = InRange{Mem: r.mem(), State: r.State()}
+	}
+	return out
+}
 
 // ClaimMem is kho_claim_mem(): it turns a preserved range that is exactly
 // one naturally aligned folio (PAGE_SIZE << order bytes, as fdbox-v2 and
@@ -287,8 +409,8 @@ func (h *KHO) ClaimMem(m Mem) (physmem.Folio, error) {
 		return 0, fmt.Errorf("kho: %v was not handed over: %w", m, errno.EINVAL)
 	}
 	r := &h.in.ranges[i]
-	if r.State != RangeReserved {
-		return 0, fmt.Errorf("kho: %v already %v: %w", m, r.State, errno.EBUSY)
+	if r.State() != RangeReserved {
+		return 0, fmt.Errorf("kho: %v already %v: %w", m, r.State(), errno.EBUSY)
 	}
 	order, ok := m.FolioOrder()
 	if !ok {
@@ -301,7 +423,7 @@ func (h *KHO) ClaimMem(m Mem) (physmem.Folio, error) {
 	if err != nil {
 		return 0, fmt.Errorf("kho: restoring %v: %w", m, err)
 	}
-	r.State = RangeClaimed
+	r.state = uint8(RangeClaimed)
 	h.in.reserved -= m.NrPages()
 	h.in.claimed++
 	return f, nil
@@ -318,11 +440,11 @@ func (h *KHO) ReturnMem(m Mem) error {
 		return fmt.Errorf("kho: %v was not handed over: %w", m, errno.EINVAL)
 	}
 	r := &h.in.ranges[i]
-	if r.State != RangeReserved {
-		return fmt.Errorf("kho: %v already %v: %w", m, r.State, errno.EBUSY)
+	if r.State() != RangeReserved {
+		return fmt.Errorf("kho: %v already %v: %w", m, r.State(), errno.EBUSY)
 	}
 	h.freeRange(m)
-	r.State = RangeReturned
+	r.state = uint8(RangeReturned)
 	h.in.reserved -= m.NrPages()
 	h.in.returned++
 	return nil
@@ -362,16 +484,16 @@ func (h *KHO) ReturnUnclaimed() {
 	var pages uint64
 	for i := range h.in.ranges {
 		r := h.in.ranges[i]
-		if r.State != RangeReserved {
+		if r.State() != RangeReserved {
 			continue
 		}
 		n++
-		pages += r.NrPages()
+		pages += uint64(r.pages)
 		if n <= maxRejectMessages {
-			h.k.Printk(kernel.LogWarn, "kho: preserved range %v (%d pages) was not claimed; returning it", r.Mem, r.NrPages())
+			h.k.Printk(kernel.LogWarn, "kho: preserved range %v (%d pages) was not claimed; returning it", r.mem(), r.pages)
 		}
-		if err := h.ReturnMem(r.Mem); err != nil {
-			h.k.Printk(kernel.LogErr, "kho: returning %v: %v", r.Mem, err)
+		if err := h.ReturnMem(r.mem()); err != nil {
+			h.k.Printk(kernel.LogErr, "kho: returning %v: %v", r.mem(), err)
 		}
 	}
 	if n > 0 {
@@ -418,7 +540,7 @@ func (h *KHO) ReturnNodeMem(f *fdt.FDT, off int) int {
 		if v, err := f.GetProp(off, MemPropName); err == nil && len(v)%MemSize == 0 {
 			for i := range len(v) / MemSize {
 				m := MemAt(v, i)
-				if j := h.find(m); j >= 0 && h.in.ranges[j].State == RangeReserved && h.ReturnMem(m) == nil {
+				if j := h.find(m); j >= 0 && h.in.ranges[j].State() == RangeReserved && h.ReturnMem(m) == nil {
 					n++
 				}
 			}

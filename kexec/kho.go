@@ -118,17 +118,24 @@ type KHO struct {
 	format PreservedFormat
 
 	// kho_out
-	state          State
-	dumping        bool // inside the DUMP notifiers
-	notifiers      []*Notifier
-	preserved      map[physmem.Folio]uint // folio -> order; one reference each
-	preservedPages uint64
-	fdtBlocks      []fdtBlock // the FDT buffer's allocations
-	fdtBase        physmem.PFN
-	fdtPages       uint64 // buffer frames, from fdtBase
-	fdtSize        uint64 // totalsize of the finished FDT (Active)
-	fdtTampered    bool   // the FDT's bytes were changed on purpose (MarkTampered)
-	activations    int
+	state     State
+	dumping   bool // inside the DUMP notifiers
+	notifiers []*Notifier
+	// The preserved folios (one reference each): a bit per frame, set at
+	// each preserved folio's head (mainline KHO's own answer, its
+	// preserved-memory bitmaps), so that membership is one bit test and
+	// the set comes out sorted by address; and the recorded order of
+	// each folio of order > 0 (order-0 folios, the many, record none).
+	preservedBits   []uint64
+	preservedOrders map[physmem.Folio]uint8
+	nrPreserved     int
+	preservedPages  uint64
+	fdtBlocks       []fdtBlock // the FDT buffer's allocations
+	fdtBase         physmem.PFN
+	fdtPages        uint64 // buffer frames, from fdtBase
+	fdtSize         uint64 // totalsize of the finished FDT (Active)
+	fdtTampered     bool   // the FDT's bytes were changed on purpose (MarkTampered)
+	activations     int
 
 	// kho_in
 	in incoming
@@ -152,11 +159,11 @@ func New(k *kernel.Kernel, faults *fault.Injector, format PreservedFormat) *KHO 
 		format = MemProps{}
 	}
 	h := &KHO{
-		k:         k,
-		mm:        k.MM,
-		faults:    faults,
-		format:    format,
-		preserved: map[physmem.Folio]uint{},
+		k:               k,
+		mm:              k.MM,
+		faults:          faults,
+		format:          format,
+		preservedOrders: map[physmem.Folio]uint8{},
 	}
 	return h
 }
@@ -279,7 +286,7 @@ func (h *KHO) Activate() error {
 		}
 	}
 	h.k.Printk(kernel.LogInfo, "kho: active: FDT at %#x, %d bytes; %d folios (%d pages) preserved",
-		uint64(h.fdtBase.Phys()), h.fdtSize, len(h.preserved), h.preservedPages)
+		uint64(h.fdtBase.Phys()), h.fdtSize, h.nrPreserved, h.preservedPages)
 	return nil
 }
 
@@ -328,8 +335,8 @@ func (h *KHO) abort() {
 			h.k.Printk(kernel.LogErr, "kho: notifier %s failed KEXEC_KHO_ABORT: %v", nb.Name, err)
 		}
 	}
-	if len(h.preserved) > 0 {
-		h.k.Printk(kernel.LogWarn, "kho: abort: releasing %d folios the clients left preserved", len(h.preserved))
+	if h.nrPreserved > 0 {
+		h.k.Printk(kernel.LogWarn, "kho: abort: releasing %d folios the clients left preserved", h.nrPreserved)
 		for _, f := range h.preservedSorted() {
 			h.unpreserve(f)
 		}
@@ -448,15 +455,22 @@ func (h *KHO) PreserveFolio(f physmem.Folio) (Mem, error) {
 	if !h.dumping {
 		return Mem{}, errno.EINVAL
 	}
-	if _, ok := h.preserved[f]; ok {
+	order := h.mm.FolioOrder(f) // checks that f names an allocated folio
+	if h.IsPreserved(f) {
 		return Mem{}, errno.EEXIST
 	}
-	order := h.mm.FolioOrder(f)
 	if h.InScratch(f.PFN(), 1<<order) {
 		return Mem{}, errno.EINVAL
 	}
 	h.mm.FolioGet(f)
-	h.preserved[f] = order
+	if h.preservedBits == nil {
+		h.preservedBits = make([]uint64, (h.mm.Memmap.NumPages()+63)/64)
+	}
+	h.preservedBits[f>>6] |= 1 << (f & 63)
+	if order > 0 {
+		h.preservedOrders[f] = uint8(order)
+	}
+	h.nrPreserved++
 	h.preservedPages += 1 << order
 	m := FolioMem(f, order)
 	h.format.Preserve(m)
@@ -468,7 +482,7 @@ func (h *KHO) PreserveFolio(f physmem.Folio) (Mem, error) {
 // reference). Errors: EINVAL if f is not preserved.
 func (h *KHO) UnpreserveFolio(f physmem.Folio) error {
 	h.mustRunning("kho_unpreserve_folio")
-	if _, ok := h.preserved[f]; !ok {
+	if !h.IsPreserved(f) {
 		return errno.EINVAL
 	}
 	h.unpreserve(f)
@@ -476,17 +490,27 @@ func (h *KHO) UnpreserveFolio(f physmem.Folio) error {
 }
 
 func (h *KHO) unpreserve(f physmem.Folio) {
-	order := h.preserved[f]
-	delete(h.preserved, f)
+	order := h.preservedOrder(f)
+	h.preservedBits[f>>6] &^= 1 << (f & 63)
+	delete(h.preservedOrders, f)
+	h.nrPreserved--
 	h.preservedPages -= 1 << order
 	h.format.Unpreserve(FolioMem(f, order))
 	h.mm.FolioPut(f)
 }
 
+// preservedOrder returns the order recorded for preserved folio f.
+func (h *KHO) preservedOrder(f physmem.Folio) uint {
+	if o, ok := h.preservedOrders[f]; ok {
+		return uint(o)
+	}
+	return 0
+}
+
 // IsPreserved reports whether f is preserved for the next kernel.
 func (h *KHO) IsPreserved(f physmem.Folio) bool {
-	_, ok := h.preserved[f]
-	return ok
+	w := uint64(f >> 6)
+	return w < uint64(len(h.preservedBits)) && h.preservedBits[w]&(1<<(f&63)) != 0
 }
 
 // PreservedPages returns the frames of the folios preserved for the next
@@ -495,14 +519,27 @@ func (h *KHO) PreservedPages() uint64 { return h.preservedPages }
 
 // PreservedFolios returns the number of folios preserved for the next
 // kernel.
-func (h *KHO) PreservedFolios() int { return len(h.preserved) }
+func (h *KHO) PreservedFolios() int { return h.nrPreserved }
+
+// forEachPreserved calls fn for every preserved folio with its recorded
+// order, in address order (a scan of the bitmap).
+func (h *KHO) forEachPreserved(fn func(f physmem.Folio, order uint)) {
+	if h.nrPreserved == 0 {
+		return
+	}
+	for w, word := range h.preservedBits {
+		for word != 0 {
+			b := bits.TrailingZeros64(word)
+			word &= word - 1
+			f := physmem.Folio(uint64(w)<<6 | uint64(b))
+			fn(f, h.preservedOrder(f))
+		}
+	}
+}
 
 func (h *KHO) preservedSorted() []physmem.Folio {
-	out := make([]physmem.Folio, 0, len(h.preserved))
-	for f := range h.preserved {
-		out = append(out, f)
-	}
-	slices.Sort(out)
+	out := make([]physmem.Folio, 0, h.nrPreserved)
+	h.forEachPreserved(func(f physmem.Folio, _ uint) { out = append(out, f) })
 	return out
 }
 

@@ -258,8 +258,10 @@ func TestLargeFDTBuffer(t *testing.T) {
 	require.NoError(t, m.CheckInvariants())
 }
 
-// TestScrub: frames the old kernel used are poisoned unless preserved or
-// part of the FDT; free frames keep their bytes.
+// TestScrub: frames the old kernel used for data are poisoned unless
+// preserved or part of the FDT; the boot reservations the simulation never
+// writes data into (kernel image, memmap blocks) are discarded and read as
+// zeros; free frames keep their bytes.
 func TestScrub(t *testing.T) {
 	m := boot(t, 256*MiB)
 	k := m.Kernel()
@@ -274,10 +276,22 @@ func TestScrub(t *testing.T) {
 	require.NoError(t, err)
 	mm.Frames.Fill(freed.PFN(), 1, 0x3333333333333333)
 	mm.FolioPut(freed)
-	n := kexec.Scrub(mm, []kexec.Mem{kexec.FolioMem(kept, 0)})
-	require.Positive(t, n)
+	blank := k.UnwrittenReservations()
+	require.GreaterOrEqual(t, len(blank), 3, "low memory, kernel image, memmap")
+	var blankFrames uint64
+	for _, r := range blank {
+		mm.Frames.Fill(r.Base.PFN(), 1, 0x4444444444444444) // what a stray write would leave
+		mm.Frames.Fill(r.End().PFN()-1, 1, 0x4444444444444444)
+		blankFrames += r.Size / physmem.PageSize
+	}
+	n := kexec.Scrub(k, []kexec.Mem{kexec.FolioMem(kept, 0)})
+	require.Greater(t, n, blankFrames, "data frames poisoned besides the blank ones")
 	frame := func(f physmem.Folio) []byte { return mm.Frames.Frame(f.PFN()) }
 	require.Equal(t, byte(0x1d), frame(used)[0], "poisoned (PoisonPattern is little-endian)")
 	require.Equal(t, byte(0x22), frame(kept)[0])
 	require.Equal(t, byte(0x33), frame(freed)[0])
+	for _, r := range blank {
+		require.Equal(t, make([]byte, physmem.PageSize), mm.Frames.Frame(r.Base.PFN()), "blank %v discarded", r)
+		require.Equal(t, make([]byte, physmem.PageSize), mm.Frames.Frame(r.End().PFN()-1), "blank %v discarded", r)
+	}
 }

@@ -66,7 +66,8 @@ type Stats struct {
 	PreservedBytes  uint64
 	FDTBytes        uint64
 
-	// The last kexec: frames poisoned, whether a handover was passed,
+	// The last kexec: frames scrubbed (poisoned or discarded, see
+	// kexec.Scrub), whether a handover was passed,
 	// and what the new kernel did with it.
 	ScrubbedFrames uint64
 	HandedOver     bool
@@ -93,7 +94,11 @@ type Machine struct {
 	box    *fdbox.Driver
 	boxKHO *fdbox.KHOClient
 
+	// The FDT the last kexec handed over, for HandoverFDT: a copy, or,
+	// while it lies intact in the frames, where it lies (lastFDTAt; the
+	// copy is then taken only when those frames are about to be lost).
 	lastFDT   []byte
+	lastFDTAt *kexec.Handover
 	stats     Stats
 	earlyTime time.Duration // the last boot up to its initcalls
 }
@@ -198,6 +203,12 @@ func (m *Machine) bootKernel(ho *kexec.Handover) error {
 		EarlyInit: func(k *kernel.Kernel) error {
 			kho = kexec.New(k, m.faults, nil)
 			kho.Populate(ho)
+			if ho != nil && m.lastFDTAt == ho && kho.GetFDT() == nil {
+				// Refused: its frames are about to become free memory.
+				// Nothing but scratch has been allocated yet, and the
+				// FDT lies outside scratch (see Kexec).
+				m.copyLastFDT()
+			}
 			return nil
 		},
 	}
@@ -209,6 +220,7 @@ func (m *Machine) bootKernel(ho *kexec.Handover) error {
 	m.stats.Boots++
 	if err != nil {
 		m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
+		m.copyLastFDT() // no kernel holds its frames
 		return fmt.Errorf("machine: boot %d failed: %w", m.bootID, err)
 	}
 	m.k, m.kho, m.box, m.boxKHO = k, kho, nil, nil
@@ -306,13 +318,11 @@ func (m *Machine) Kexec() error {
 	ho, keep := m.kho.PrepareKexec()
 	m.stats.HandedOver = ho != nil
 	if ho != nil {
-		addr := ho.FDTAddr
-		m.lastFDT = make([]byte, ho.FDTSize)
-		if _, err := m.frames.ReadAt(m.lastFDT, addr); err != nil {
-			m.lastFDT = nil
-		}
+		m.setLastFDT(ho)
+	} else {
+		m.copyLastFDT() // the running kernel's incoming FDT is about to be scrubbed
 	}
-	m.stats.ScrubbedFrames = kexec.Scrub(old.MM, keep)
+	m.stats.ScrubbedFrames = kexec.Scrub(old, keep)
 	old.Poison("kexec")
 	m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
 	m.stats.Kexecs++
@@ -332,6 +342,7 @@ func (m *Machine) Reboot() error {
 	}
 	if m.k != nil {
 		m.kho.PrepareKexec() // the old KHO dies too; its handover is dropped
+		m.copyLastFDT()      // the next kernel reserves none of the frames
 		m.k.Poison("reboot")
 	}
 	m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
@@ -376,10 +387,54 @@ func (m *Machine) HandoverFDT() ([]byte, error) {
 	if blob, err := m.activeFDT(); err == nil {
 		return slices.Clone(blob), nil
 	}
+	if m.lastFDTAt != nil {
+		return m.readFDT(m.lastFDTAt), nil
+	}
 	if m.lastFDT != nil {
 		return slices.Clone(m.lastFDT), nil
 	}
 	return nil, errno.ENOENT
+}
+
+// setLastFDT records the FDT a kexec hands over (ho) for HandoverFDT.
+// Copying it (25 MiB for a 4 GiB memfd of 4 KiB pages) is left until its
+// frames may change: the next kernel allocates only from scratch until it
+// has reserved the FDT for its whole life, or refused it (EarlyInit then
+// copies it). An FDT overlapping scratch or what boot reserves (the next
+// kernel's early allocations may land there) or beyond memory is copied
+// at once, as before the kexec.
+func (m *Machine) setLastFDT(ho *kexec.Handover) {
+	m.lastFDT, m.lastFDTAt = nil, nil
+	end := ho.FDTAddr + physmem.PhysAddr(ho.FDTSize)
+	safe := len(ho.Scratch) > 0 && end >= ho.FDTAddr && uint64(end) <= m.frames.Size() &&
+		uint64(ho.FDTAddr) >= kernel.BootReservedEnd
+	for _, r := range ho.Scratch {
+		if ho.FDTAddr < r.End() && r.Base < end {
+			safe = false
+		}
+	}
+	if safe {
+		m.lastFDTAt = ho
+		return
+	}
+	m.lastFDT = m.readFDT(ho)
+}
+
+// copyLastFDT takes the copy of the last handed over FDT if it still lies
+// in the frames only.
+func (m *Machine) copyLastFDT() {
+	if m.lastFDTAt != nil {
+		m.lastFDT, m.lastFDTAt = m.readFDT(m.lastFDTAt), nil
+	}
+}
+
+// readFDT copies the FDT of ho out of the frames (nil beyond memory).
+func (m *Machine) readFDT(ho *kexec.Handover) []byte {
+	b := make([]byte, ho.FDTSize)
+	if _, err := m.frames.ReadAt(b, ho.FDTAddr); err != nil {
+		return nil
+	}
+	return b
 }
 
 // CheckInvariants runs the full audit of the running kernel: the kernel's

@@ -184,9 +184,9 @@ func (m *Machine) kexecWithFDT(t testing.TB, rewrite func(root *tnode, fdtAddr p
 		}
 		return 0
 	})
-	m.lastFDT = slices.Clone(nb)
+	m.lastFDT, m.lastFDTAt = slices.Clone(nb), nil
 	m.stats.HandedOver = true
-	m.stats.ScrubbedFrames = kexec.Scrub(old.MM, keep)
+	m.stats.ScrubbedFrames = kexec.Scrub(old, keep)
 	old.Poison("kexec")
 	m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
 	m.stats.Kexecs++
@@ -853,7 +853,7 @@ func TestReviewHandoverWithoutScratchRefused(t *testing.T) {
 	old := m.k
 	ho, keep := m.kho.PrepareKexec()
 	ho.Scratch = nil
-	kexec.Scrub(old.MM, keep)
+	kexec.Scrub(old, keep)
 	old.Poison("kexec")
 	m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
 	require.NoError(t, m.bootKernel(ho))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os/exec"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -152,7 +153,7 @@ func TestHugeFolios(t *testing.T) {
 	require.NoError(t, err)
 	f, err := fdt.Open(blob)
 	require.NoError(t, err)
-	mems := kexec.MemProps{}.Collect(f, func(string, error) {})
+	mems := slices.Collect(kexec.MemProps{}.Collect(f, func(string, error) {}))
 	huge := 0
 	for _, m := range mems {
 		if m.Size == 2*MiB {
@@ -485,4 +486,39 @@ func TestHandoverLayout(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), `compatible = "fdbox,shmem-v2";`)
+}
+
+// TestOldHandoverFDTPoisoned: the FDT a kernel was handed is data it
+// keeps for its whole life (kho_get_fdt); at its own kexec those frames
+// are scrubbed with the poison pattern like any other data, not discarded
+// like the boot reservations that hold none. HandoverFDT still returns
+// the FDT the last handover carried.
+func TestOldHandoverFDTPoisoned(t *testing.T) {
+	w := newWorld(t, Config{Memory: 256 * MiB}, "")
+	p := w.proc("p")
+	fd := w.memfd(p, "r", 0)
+	w.pwrite(p, fd, 0, MiB, 1)
+	box := w.createBox(p, "b")
+	w.put(p, box, fd, "r")
+	w.seal(p, box)
+	require.NoError(t, w.m.KHOActivate())
+	addr, blob, ok := w.m.KHO().FDT()
+	require.True(t, ok)
+	want := bytes.Clone(blob)
+	w.kexec()
+	got, err := w.m.HandoverFDT()
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+	require.Equal(t, want[:64], w.m.Frames().Frame(addr.PFN())[:64], "kept by the kernel it was handed to")
+
+	w.kexec() // KHO idle: nothing handed over
+	require.False(t, w.m.Stats().HandedOver)
+	poison := make([]byte, 8)
+	for i := range poison {
+		poison[i] = byte(kexec.PoisonPattern >> (8 * i))
+	}
+	require.Equal(t, poison, w.m.Frames().Frame(addr.PFN())[:8], "an old FDT is data: poisoned")
+	got, err = w.m.HandoverFDT()
+	require.NoError(t, err)
+	require.Equal(t, want, got, "the last handover's FDT, copied before the scrub")
 }

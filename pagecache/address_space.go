@@ -80,14 +80,26 @@ func (a *AddressSpace) AddFolio(pfn physmem.PFN, index uint64, order uint) (shad
 		uint64(pfn)&(uint64(1)<<order-1) != 0 || pfn > MaxFolioPFN {
 		return 0, errno.EINVAL
 	}
+	if a.iPages.insertHinted(index, FolioEntry(pfn), order) {
+		// The range was empty (the common case of filling a file in
+		// index order): nothing replaced, no shadow.
+		a.nrpages += uint64(1) << order
+		return 0, nil
+	}
 	last := index + (uint64(1)<<order - 1)
 	split := false
-	for f := range a.iPages.Range(index, last) { // xas_for_each_conflict()
+	var st xaState
+	f, ok := a.iPages.findFirst(&st, index, last, filterPresent)
+	for ok { // xas_for_each_conflict()
 		if !f.Entry.IsValue() {
 			return 0, errno.EEXIST
 		}
 		shadow = f.Entry
 		split = split || uint(f.Order) > order
+		if f.Last() >= last {
+			break
+		}
+		f, ok = a.iPages.findNext(&st, last, filterPresent)
 	}
 	before := a.iPages.Counts()
 	if split {
@@ -103,6 +115,27 @@ func (a *AddressSpace) AddFolio(pfn physmem.PFN, index uint64, order uint) (shad
 	return shadow, nil
 }
 
+// InsertFolio is AddFolio into an empty range (xa_insert(), what
+// shmem_add_to_page_cache() with no expected entry requires): it fails
+// with errno.EEXIST, changing nothing, if any index of the range holds an
+// entry, value entries included.
+//
+// Errors: as AddFolio, and errno.EEXIST for any entry in the range.
+func (a *AddressSpace) InsertFolio(pfn physmem.PFN, index uint64, order uint) error {
+	if order > physmem.MaxPageOrder || checkRange(index, order) != nil ||
+		uint64(pfn)&(uint64(1)<<order-1) != 0 || pfn > MaxFolioPFN {
+		return errno.EINVAL
+	}
+	if !a.iPages.insertHinted(index, FolioEntry(pfn), order) {
+		if _, ok := a.iPages.Find(index, index+(uint64(1)<<order-1)); ok {
+			return errno.EEXIST
+		}
+		a.iPages.store(index, FolioEntry(pfn), order, 0)
+	}
+	a.nrpages += uint64(1) << order
+	return nil
+}
+
 // DeleteFolio models page_cache_delete(): the folio whose head is pfn,
 // stored at base index, leaves the cache and shadow (NULL, or a value
 // entry such as a workingset shadow or a shmem swap entry) takes its
@@ -113,6 +146,12 @@ func (a *AddressSpace) AddFolio(pfn physmem.PFN, index uint64, order uint) (shad
 func (a *AddressSpace) DeleteFolio(pfn physmem.PFN, index uint64, shadow Entry) error {
 	if shadow != 0 && !shadow.IsValue() {
 		return errno.EINVAL
+	}
+	if shadow == 0 && pfn <= MaxFolioPFN {
+		if f, ok := a.iPages.eraseHinted(index, FolioEntry(pfn)); ok {
+			a.nrpages -= f.NrIndices()
+			return nil
+		}
 	}
 	f, ok := a.iPages.Lookup(index)
 	if !ok || pfn > MaxFolioPFN || f.Entry != FolioEntry(pfn) || f.Index != index {

@@ -283,7 +283,57 @@ func TestAddressSpaceModel(t *testing.T) {
 		index := func(order uint) uint64 {
 			return rapid.Uint64Range(0, 1<<12).Draw(t, "index") &^ (span(order) - 1)
 		}
+		var cursor uint64 // where the sequential actions go on: the xarray's hint at work
 		t.Repeat(map[string]func(*rapid.T){
+			"insert": func(t *rapid.T) {
+				o := rapid.SampledFrom([]uint{0, 0, 3, 9}).Draw(t, "order")
+				i := index(o)
+				_, occupied := a.iPages.Find(i, i+span(o)-1)
+				pfn := nextPFN
+				nextPFN += 1 << physmem.MaxPageOrder
+				before, values := a.NrPages(), a.NrValues()
+				err := a.InsertFolio(pfn, i, o)
+				switch {
+				case occupied && err != errno.EEXIST, !occupied && err != nil:
+					t.Fatalf("InsertFolio(%#x, order %d) with the range occupied=%v: %v", i, o, occupied, err)
+				case err == nil:
+					mm.set(pfn, 3, i, o)
+					if a.NrPages() != before+span(o) {
+						t.Fatalf("InsertFolio order %d: nrpages %d -> %d", o, before, a.NrPages())
+					}
+				case a.NrPages() != before || a.NrValues() != values:
+					t.Fatalf("failed InsertFolio changed the counts")
+				}
+			},
+			"add-next": func(t *rapid.T) {
+				o := rapid.SampledFrom([]uint{0, 0, 0, 1, 6, 9}).Draw(t, "order")
+				cursor = (cursor + span(o) - 1) &^ (span(o) - 1) % (1 << 12)
+				pfn := nextPFN
+				nextPFN += 1 << physmem.MaxPageOrder
+				if _, err := a.AddFolio(pfn, cursor, o); err == nil {
+					mm.set(pfn, 3, cursor, o)
+				} else if err != errno.EEXIST {
+					t.Fatalf("AddFolio: %v", err)
+				}
+				cursor += span(o)
+			},
+			"delete-next": func(t *rapid.T) {
+				f, ok := a.iPages.Find(cursor%(1<<12), 1<<13)
+				if !ok || !f.Entry.IsFolio() {
+					cursor = 0
+					return
+				}
+				if err := a.DeleteFolio(f.Entry.PFN(), f.Index, 0); err != nil {
+					t.Fatalf("DeleteFolio(%+v): %v", f, err)
+				}
+				delete(mm, f.Entry.PFN())
+				cursor = f.Index + f.NrIndices()
+			},
+			"mark": func(t *rapid.T) {
+				if f, ok := a.Lookup(index(0)); ok {
+					_ = a.SetMark(f.Index, PageCacheTagDirty)
+				}
+			},
 			"add": func(t *rapid.T) {
 				o := rapid.SampledFrom([]uint{0, 0, 2, 4, 9}).Draw(t, "order")
 				i := index(o)

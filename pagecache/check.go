@@ -68,10 +68,10 @@ func (c *xaChecker) check() *invariant.Violation {
 		}
 	default:
 		id := head.nodeID()
-		if id == 0 || int(id) >= len(xa.nodes) {
+		if id == 0 || id >= xa.nrIDs {
 			return c.fail(nil, "xa-node-arena", "head names node %d outside the arena", id)
 		}
-		root := &xa.nodes[id]
+		root := xa.at(id)
 		if root.parent != 0 || root.offset != 0 {
 			return c.fail(root, "xa-node-parent", "root has parent %d offset %d", root.parent, root.offset)
 		}
@@ -95,13 +95,13 @@ func (c *xaChecker) check() *invariant.Violation {
 	if xa.nrNodes != len(c.seen) {
 		return c.fail(nil, "xa-node-arena", "nrNodes %d, walk found %d", xa.nrNodes, len(c.seen))
 	}
-	if len(xa.nodes) > 0 && len(xa.nodes) != 1+xa.nrNodes+xa.nrFree {
+	if xa.nrIDs > 0 && int(xa.nrIDs) != 1+xa.nrNodes+xa.nrFree {
 		return c.fail(nil, "xa-node-arena", "arena of %d ids holds %d nodes in the tree and %d free",
-			len(xa.nodes)-1, xa.nrNodes, xa.nrFree)
+			xa.nrIDs-1, xa.nrNodes, xa.nrFree)
 	}
 	free := 0
-	for id := xa.free; id != 0; id = xa.nodes[id].parent {
-		if int(id) >= len(xa.nodes) || c.seen[id] || xa.nodes[id].shift != freedShift || free == xa.nrFree {
+	for id := xa.free; id != 0; id = xa.at(id).parent {
+		if id >= xa.nrIDs || c.seen[id] || xa.at(id).shift != freedShift || free == xa.nrFree {
 			return c.fail(nil, "xa-node-arena", "free list entry %d (after %d) is out of the arena, in the tree, not wiped or one too many",
 				id, free)
 		}
@@ -152,10 +152,10 @@ func (c *xaChecker) walk(n *xaNode, base uint64) *invariant.Violation {
 			return c.fail(n, "xa-sibling", "slot %d holds %v with no canonical entry before it", s, e)
 		case e.isNode():
 			id := e.nodeID()
-			if int(id) >= len(xa.nodes) || id == 0 {
+			if id >= xa.nrIDs || id == 0 {
 				return c.fail(n, "xa-node-arena", "slot %d names node %d outside the arena", s, id)
 			}
-			child := &xa.nodes[id]
+			child := xa.at(id)
 			if child.shift == freedShift {
 				return c.fail(child, "xa-node-arena", "slot %d names node %d, which is free", s, id)
 			}

@@ -46,10 +46,14 @@ const (
 //   - pfn <= MaxFolioPFN (any PFN of a real memmap is).
 func FolioEntry(pfn physmem.PFN) Entry {
 	if pfn > MaxFolioPFN {
-		invariant.Panic("pagecache", "folio-pfn-range", "",
-			"FolioEntry(%#x): pfn above MaxFolioPFN %#x", uint64(pfn), uint64(MaxFolioPFN))
+		badFolioPFN(pfn)
 	}
 	return Entry(VmemmapStart + uint64(pfn)*StructPageSize)
+}
+
+func badFolioPFN(pfn physmem.PFN) {
+	invariant.Panic("pagecache", "folio-pfn-range", "",
+		"FolioEntry(%#x): pfn above MaxFolioPFN %#x", uint64(pfn), uint64(MaxFolioPFN))
 }
 
 // ValueEntry returns the value entry holding v (xa_mk_value()).

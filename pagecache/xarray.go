@@ -71,10 +71,22 @@ type XArray struct {
 	head  Entry // xa_head: NULL, the entry at index 0, or the root node
 	marks uint8 // XA_FLAGS_MARK(): which marks are set anywhere
 
-	nodes   []xaNode // node arena, indexed by id; nodes[0] is unused
-	free    uint32   // first freed node, reused first; 0: none
-	nrFree  int      // freed nodes, chained through their parent field
-	nrNodes int      // nodes in the tree
+	chunks  [][]xaNode // node arena, indexed by id (see at); id 0 is unused
+	nrIDs   uint32     // ids handed out so far, 0 included
+	free    uint32     // first freed node, reused first; 0: none
+	nrFree  int        // freed nodes, chained through their parent field
+	nrNodes int        // nodes in the tree
+
+	// hint is the node the last store or erase ended in, and hintBase the
+	// index its slot 0 covers: what an xa_state keeps in xa_node between
+	// operations. A folio insert or delete at an index that node holds
+	// starts there instead of at the root (insertHinted, eraseHinted), so
+	// that adding or removing a file's folios in index order walks the
+	// tree once per node, not once per folio. A node in the tree is the
+	// only one covering its range at its level, so the hint stays right
+	// until its node is freed (freeNode drops it). 0: none.
+	hint     uint32
+	hintBase uint64
 
 	counts Counts
 }
@@ -105,40 +117,79 @@ func (n *xaNode) entryOrder(c uint) uint {
 	return uint(n.shift) + uint(bits.Len(n.siblingsAfter(c)))
 }
 
+// The node arena grows in chunks that never move, so that growing it
+// copies nothing (a 4 GiB file of 4 KiB pages needs 16,000 nodes, 9 MiB)
+// and a *xaNode stays valid until its node is freed. The first chunks
+// double in size (arenaFirst, 2*arenaFirst, ... nodes) so that a small
+// file's arena stays small; from arenaMax nodes on they are all that size.
+const (
+	arenaFirst   = 4
+	arenaMax     = 256                                // nodes per chunk, at most
+	arenaDoubled = 7                                  // chunks of 4, 8, ..., 256 nodes
+	arenaLinear  = arenaFirst * (1<<arenaDoubled - 1) // the ids they hold
+)
+
+// arenaSlot returns the chunk and the offset in it of arena id id.
+func arenaSlot(id uint32) (c int, off uint32) {
+	if id >= arenaLinear {
+		id -= arenaLinear
+		return arenaDoubled + int(id/arenaMax), id % arenaMax
+	}
+	c = bits.Len32(id/arenaFirst+1) - 1
+	return c, id - arenaFirst*(1<<c-1)
+}
+
+// arenaChunkSize returns the number of nodes of chunk c.
+func arenaChunkSize(c int) int {
+	if c >= arenaDoubled {
+		return arenaMax
+	}
+	return arenaFirst << c
+}
+
+// at returns the node with arena id id.
+func (xa *XArray) at(id uint32) *xaNode {
+	c, off := arenaSlot(id)
+	return &xa.chunks[c][off]
+}
+
 // node returns the node a node entry names.
-func (xa *XArray) node(e Entry) *xaNode { return &xa.nodes[e.nodeID()] }
+func (xa *XArray) node(e Entry) *xaNode { return xa.at(e.nodeID()) }
 
 // root returns the root node. Preconditions: xa.head.isNode().
-func (xa *XArray) root() *xaNode { return &xa.nodes[xa.head.nodeID()] }
+func (xa *XArray) root() *xaNode { return xa.at(xa.head.nodeID()) }
 
 // parentOf returns n's parent, nil for the root.
 func (xa *XArray) parentOf(n *xaNode) *xaNode {
 	if n.parent == 0 {
 		return nil
 	}
-	return &xa.nodes[n.parent]
+	return xa.at(n.parent)
 }
 
 // allocNode models xas_alloc(): a zeroed node of the given shift, to be
 // hung from slot off of node parent (0: none) by the caller. It reuses a
-// freed node first.
-//
-// The arena may move: every *xaNode obtained before the call is stale
-// afterwards, so callers hold node ids across it and look nodes up again.
+// freed node first. Nodes never move: pointers to other nodes stay valid.
 func (xa *XArray) allocNode(shift uint, parent uint32, off uint) *xaNode {
 	var id uint32
 	if xa.free != 0 {
 		id = xa.free
-		xa.free = xa.nodes[id].parent
+		xa.free = xa.at(id).parent
 		xa.nrFree--
 	} else {
-		if len(xa.nodes) == 0 {
-			xa.nodes = append(xa.nodes, xaNode{shift: freedShift})
+		if xa.nrIDs == 0 {
+			xa.nrIDs = 1 // id 0 stays unused
 		}
-		id = uint32(len(xa.nodes))
-		xa.nodes = append(xa.nodes, xaNode{})
+		id = xa.nrIDs
+		if c, _ := arenaSlot(id); c >= len(xa.chunks) {
+			xa.chunks = append(xa.chunks, make([]xaNode, arenaChunkSize(c)))
+			if c == 0 {
+				xa.chunks[0][0].shift = freedShift
+			}
+		}
+		xa.nrIDs++
 	}
-	n := &xa.nodes[id]
+	n := xa.at(id)
 	*n = xaNode{id: id, shift: uint8(shift), parent: parent, offset: uint8(off)}
 	xa.nrNodes++
 	return n
@@ -147,6 +198,9 @@ func (xa *XArray) allocNode(shift uint, parent uint32, off uint) *xaNode {
 // freeNode models xa_node_free(): the node is wiped and put on the free
 // list; the caller has already unhooked it.
 func (xa *XArray) freeNode(n *xaNode) {
+	if n.id == xa.hint {
+		xa.hint = 0
+	}
 	*n = xaNode{id: n.id, shift: freedShift}
 	n.parent = xa.free
 	xa.free = n.id
@@ -214,7 +268,7 @@ func (xa *XArray) Load(index uint64) Entry {
 		}
 		return 0
 	}
-	n := &xa.nodes[e.nodeID()]
+	n := xa.at(e.nodeID())
 	if index > maxIndex(uint(n.shift)) {
 		return 0
 	}
@@ -234,7 +288,7 @@ func (xa *XArray) loadFrom(n *xaNode, index uint64) Entry {
 		if e.isSibling() {
 			return n.slots[e.siblingOffset()]
 		}
-		n = &xa.nodes[e.nodeID()]
+		n = xa.at(e.nodeID())
 		shift -= XAChunkShift
 	}
 }
@@ -418,7 +472,7 @@ func (xa *XArray) store(index uint64, entry Entry, order uint, addMarks uint8) E
 		case e == 0:
 			pid := n.id
 			child := xa.allocNode(level-XAChunkShift, pid, off)
-			n = &xa.nodes[pid] // the arena may have moved
+			n = xa.at(pid)
 			n.slots[off] = nodeEntry(child.id)
 			n.count++
 			n = child
@@ -462,7 +516,75 @@ func (xa *XArray) store(index uint64, entry Entry, order uint, addMarks uint8) E
 			xa.propagateSet(n, m)
 		}
 	}
+	xa.hint, xa.hintBase = n.id, index&^maxIndex(level)
 	return old
+}
+
+// hinted returns the hint node if it is the node of the given shift that
+// holds index, nil otherwise.
+func (xa *XArray) hinted(index uint64, shift uint) *xaNode {
+	if xa.hint == 0 {
+		return nil
+	}
+	n := xa.at(xa.hint)
+	if uint(n.shift) != shift || (index^xa.hintBase)>>shift >= XAChunkSize {
+		return nil
+	}
+	return n
+}
+
+// insertHinted stores entry (not NULL) at [index, index+2^order) if the
+// hint node holds that range and all of it is empty, and reports whether
+// it did; otherwise nothing changes and the caller takes the general
+// path. It is store() of an empty range without the walk from the root:
+// no larger entry can cover the range while a node holds it.
+// Preconditions: index is aligned to order.
+func (xa *XArray) insertHinted(index uint64, entry Entry, order uint) bool {
+	shift := order - order%XAChunkShift
+	n := xa.hinted(index, shift)
+	if n == nil {
+		return false
+	}
+	sibs := uint(1)<<(order%XAChunkShift) - 1
+	off := uint(index>>shift) & XAChunkMask
+	for s := off; s <= off+sibs; s++ {
+		if n.slots[s] != 0 {
+			return false
+		}
+	}
+	n.slots[off] = entry
+	for s := off + 1; s <= off+sibs; s++ {
+		n.slots[s] = siblingEntry(off)
+	}
+	n.count += uint8(sibs + 1)
+	if entry.IsValue() {
+		n.nrValues += uint8(sibs + 1)
+	}
+	xa.account(entry, order, true)
+	return true
+}
+
+// eraseHinted erases the entry whose base index is index if it is
+// expected and sits in the hint node, and reports whether it did (with
+// the entry erased); otherwise nothing changes. It is erase() without the
+// walk from the root.
+func (xa *XArray) eraseHinted(index uint64, expected Entry) (Found, bool) {
+	if xa.hint == 0 {
+		return Found{}, false
+	}
+	n := xa.at(xa.hint)
+	level := uint(n.shift)
+	if (index^xa.hintBase)>>level >= XAChunkSize || index&(uint64(1)<<level-1) != 0 {
+		return Found{}, false
+	}
+	c := uint(index>>level) & XAChunkMask
+	if n.slots[c] != expected {
+		return Found{}, false
+	}
+	f := Found{Index: index, Entry: expected, Order: uint8(n.entryOrder(c))}
+	xa.eraseCovering(n, level, c)
+	xa.setHint(n, index)
+	return f, true
 }
 
 // clearSlots empties slots [off, off+sibs] of n, which hold only entries
@@ -562,6 +684,11 @@ func (xa *XArray) erase(index uint64, shift, sibs uint) Entry {
 		return old
 	}
 	level := uint(n.shift)
+	covering := func(c uint) Entry {
+		old := xa.eraseCovering(n, level, c)
+		xa.setHint(n, index)
+		return old
+	}
 	for level > shift {
 		off := uint(index>>level) & XAChunkMask
 		e := n.slots[off]
@@ -569,21 +696,21 @@ func (xa *XArray) erase(index uint64, shift, sibs uint) Entry {
 		case e == 0:
 			return 0
 		case e.isSibling():
-			return xa.eraseCovering(n, level, e.siblingOffset())
+			return covering(e.siblingOffset())
 		case e.isNode():
 			n = xa.node(e)
 		default:
-			return xa.eraseCovering(n, level, off)
+			return covering(off)
 		}
 		level -= XAChunkShift
 	}
 	off := uint(index>>level) & XAChunkMask
 	e := n.slots[off]
 	if e.isSibling() {
-		return xa.eraseCovering(n, level, e.siblingOffset())
+		return covering(e.siblingOffset())
 	}
 	if e != 0 && !e.isNode() && n.siblingsAfter(off) >= sibs {
-		return xa.eraseCovering(n, level, off)
+		return covering(off)
 	}
 	old := e
 	if e.isNode() {
@@ -596,7 +723,16 @@ func (xa *XArray) erase(index uint64, shift, sibs uint) Entry {
 		}
 	}
 	xa.deleteNode(n)
+	xa.setHint(n, index)
 	return old
+}
+
+// setHint makes n, in which an operation at index ended, the hint, unless
+// the operation freed it.
+func (xa *XArray) setHint(n *xaNode, index uint64) {
+	if n.shift != freedShift {
+		xa.hint, xa.hintBase = n.id, index&^maxIndex(uint(n.shift))
+	}
 }
 
 // eraseCovering erases the whole multi-index entry at canonical slot c of n.
@@ -655,7 +791,7 @@ func (xa *XArray) expand(last uint64, shift uint) {
 		}
 		rootID, rootShift := root.id, uint(root.shift)
 		n := xa.allocNode(rootShift+XAChunkShift, 0, 0)
-		root = &xa.nodes[rootID] // the arena may have moved
+		root = xa.at(rootID)
 		n.slots[0] = nodeEntry(rootID)
 		n.count = 1
 		for m := range xaMarkCount {
@@ -672,6 +808,11 @@ func (xa *XArray) expand(last uint64, shift uint) {
 // deleteNode models xas_delete_node(): frees n and every ancestor left
 // empty by its removal, then shrinks the tree (xas_shrink()).
 func (xa *XArray) deleteNode(n *xaNode) {
+	if n.count != 0 && n.parent != 0 {
+		// Nothing to free, and n is not the root: the tree above is as
+		// it was, and was shrunk already.
+		return
+	}
 	for n.count == 0 {
 		p := xa.parentOf(n)
 		if p == nil {

@@ -211,7 +211,7 @@ func TestShrinkToEmptyReusesNodes(t *testing.T) {
 		}
 	}
 	mustCheck(t, &xa)
-	nodes, arena := xa.nrNodes, len(xa.nodes)
+	nodes, arena := xa.nrNodes, int(xa.nrIDs)
 	if nodes != 1+2+128 { // shift 12 root, two shift-6 nodes, 128 leaves
 		t.Fatalf("%d nodes for %d dense entries", nodes, n)
 	}
@@ -229,8 +229,8 @@ func TestShrinkToEmptyReusesNodes(t *testing.T) {
 		xa.Store(i, folio(i), 0)
 	}
 	mustCheck(t, &xa)
-	if len(xa.nodes) != arena {
-		t.Fatalf("refill grew the arena from %d to %d ids", arena, len(xa.nodes))
+	if int(xa.nrIDs) != arena {
+		t.Fatalf("refill grew the arena from %d to %d ids", arena, int(xa.nrIDs))
 	}
 }
 
@@ -495,7 +495,7 @@ func TestCheckDetectsCorruption(t *testing.T) {
 		{"free list", func(xa *XArray) { xa.Erase(1 << 20); xa.nrFree++ }, "xa-node-arena"},
 		{"free list cycle", func(xa *XArray) {
 			xa.Erase(1 << 20)
-			xa.nodes[xa.free].parent = xa.free
+			xa.at(xa.free).parent = xa.free
 		}, "xa-node-arena"},
 		{"unshrunk root", func(xa *XArray) {
 			n := xa.allocNode(uint(xa.root().shift)+XAChunkShift, 0, 0)
@@ -514,5 +514,23 @@ func TestCheckDetectsCorruption(t *testing.T) {
 		if !errors.As(err, &v) || v.Invariant != c.want || v.Dump == "" {
 			t.Errorf("%s: CheckInvariants() = %v, want violation %q", c.name, err, c.want)
 		}
+	}
+}
+
+// TestArenaSlots: arena ids fill the chunks in order, without gaps or
+// overlaps, the first chunks doubling up to arenaMax nodes.
+func TestArenaSlots(t *testing.T) {
+	c, off := 0, uint32(0)
+	for id := uint32(0); id < 20000; id++ {
+		gc, goff := arenaSlot(id)
+		if gc != c || goff != off {
+			t.Fatalf("id %d: chunk %d offset %d, want %d %d", id, gc, goff, c, off)
+		}
+		if off++; int(off) == arenaChunkSize(c) {
+			c, off = c+1, 0
+		}
+	}
+	if arenaChunkSize(0) != arenaFirst || arenaChunkSize(arenaDoubled-1) != arenaMax || arenaChunkSize(100) != arenaMax {
+		t.Fatal("chunk sizes")
 	}
 }

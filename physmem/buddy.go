@@ -140,10 +140,12 @@ func (z *Zone) ManagedPages() uint64 { return z.managed }
 //   - pfn is a valid frame; otherwise panics with "pfn-in-range".
 func (z *Zone) PageblockMigratetype(pfn PFN) MigrateType {
 	if uint64(pfn>>PageblockOrder) >= uint64(len(z.pageblockMT)) {
-		bug(invPFNInRange, "", "no pageblock for %v", pfn)
+		badPageblock(pfn)
 	}
 	return z.pageblockMT[pfn>>PageblockOrder]
 }
+
+func badPageblock(pfn PFN) { bug(invPFNInRange, "", "no pageblock for %v", pfn) }
 
 // String formats the free lists as show_free_areas() does, the total and
 // cma counting the buddy lists only, then the per-CPU lists:
@@ -302,9 +304,13 @@ func (mm *MM) prepNewPage(pfn PFN, order uint, gfp GFP) {
 	head.refcount = 1
 	if order > 0 {
 		head.flags = PGHead | PageFlags(order)<<flagsOrderShift
+		// prep_compound_tail for every tail: the bulk of restoring a
+		// large folio (a 2 MiB folio has 511 tails). A tight loop over
+		// a subslice, without per-page bounds checks.
 		tail := Page{flags: PGTail, lru: [2]uint32{pfnLink(pfn), 0}}
-		for i := pfn + 1; i < pfn+1<<order; i++ {
-			pages[i] = tail
+		tails := pages[pfn+1 : pfn+1<<order]
+		for i := range tails {
+			tails[i] = tail
 		}
 	}
 	if gfp&GFPZero != 0 {

@@ -7,7 +7,7 @@ import "khosim/errno"
 // ("folio-not-free").
 func (mm *MM) folioPage(f Folio, op string) *Page {
 	p := mm.Memmap.Page(PFN(f))
-	if p.flags&(PGTail|PGBuddy) != 0 || p.lru != [2]uint32{} { // a tail, or free (buddy or per-CPU list)
+	if p.flags&(PGTail|PGBuddy) != 0 || p.lru[0]|p.lru[1] != 0 { // a tail, or free (buddy or per-CPU list)
 		mm.badFolio(f, op)
 	}
 	return p
@@ -70,9 +70,15 @@ func (mm *MM) FolioGet(f Folio) { mm.FolioRefAdd(f, 1) }
 func (mm *MM) FolioRefAdd(f Folio, refs int32) {
 	p := mm.folioPage(f, "folio_ref_add")
 	if refs <= 0 || p.refcount <= 0 || p.refcount+refs < p.refcount {
-		bug(invRefCount, mm.dumpPage(PFN(f)), "folio_ref_add(%v, %d) on refcount %d", f, refs, p.refcount)
+		mm.badRef(f, "folio_ref_add", refs)
 	}
 	p.refcount += refs
+}
+
+// badRef reports a broken refcount precondition (kept out of line so that
+// the reference helpers stay small enough to inline).
+func (mm *MM) badRef(f Folio, op string, refs int32) {
+	bug(invRefCount, mm.dumpPage(PFN(f)), "%s(%v, %d) on refcount %d", op, f, refs, mm.Memmap.pages[f].refcount)
 }
 
 // FolioRefSub drops refs references that are known not to be the last
@@ -81,7 +87,7 @@ func (mm *MM) FolioRefAdd(f Folio, refs int32) {
 func (mm *MM) FolioRefSub(f Folio, refs int32) {
 	p := mm.folioPage(f, "folio_ref_sub")
 	if refs <= 0 || p.refcount <= refs {
-		bug(invRefCount, mm.dumpPage(PFN(f)), "folio_ref_sub(%v, %d) on refcount %d", f, refs, p.refcount)
+		mm.badRef(f, "folio_ref_sub", refs)
 	}
 	p.refcount -= refs
 }

@@ -24,6 +24,9 @@ import (
 type Frames struct {
 	mem     []byte
 	nframes uint64
+	// spareMemmap is the host mapping of the last closed kernel's
+	// memmap, kept for the next kernel's (see newMemmap); nil if none.
+	spareMemmap []byte
 }
 
 // zeroDiscardFrames is the span from which Zero discards host pages
@@ -116,6 +119,19 @@ func (f *Frames) Zero(pfn PFN, n uint64) {
 	clear(b)
 }
 
+// Discard drops n frames from pfn from the host (MADV_DONTNEED,
+// whatever the span): they read as zeros afterwards and cost no host
+// memory until written again. For frames that hold nothing worth
+// clearing byte by byte, most of all frames the host may never have
+// committed, which madvise skips at no cost.
+// Preconditions:
+//   - the frames exist; otherwise panics with "pfn-in-range".
+func (f *Frames) Discard(pfn PFN, n uint64) {
+	if b := f.Span(pfn, n); len(b) > 0 {
+		discard(b)
+	}
+}
+
 // Fill writes the 64-bit little-endian pattern over n frames from pfn, as
 // a kexec that scrubs memory poisons the frames nobody preserved. It
 // touches, and so commits, every host page of the range.
@@ -139,7 +155,10 @@ func (f *Frames) Close() error {
 		return errno.EBADF
 	}
 	err := syscall.Munmap(f.mem)
-	f.mem, f.nframes = nil, 0
+	if f.spareMemmap != nil {
+		_ = syscall.Munmap(f.spareMemmap)
+	}
+	f.mem, f.nframes, f.spareMemmap = nil, 0, nil
 	if err != nil {
 		return errno.EINVAL
 	}

@@ -143,3 +143,48 @@ func TestFramesCloseTwice(t *testing.T) {
 	noErr(t, f.Close())
 	wantErr(t, f.Close(), errno.EBADF)
 }
+
+func TestFramesDiscard(t *testing.T) {
+	f := newTestFrames(t, 4)
+	f.Fill(0, 4, ^uint64(0))
+	f.Discard(1, 2) // below zeroDiscardFrames: discarded all the same
+	isTrue(t, bytes.Equal(f.Span(1, 2), make([]byte, 2*PageSize)), "discarded frames read zero")
+	eq(t, f.Frame(0)[PageSize-1], byte(0xFF), "frame before kept")
+	eq(t, f.Frame(3)[0], byte(0xFF), "frame after kept")
+	f.Discard(3, 0) // nothing
+	eq(t, f.Frame(3)[0], byte(0xFF), "empty discard")
+}
+
+// TestMemmapRecycled: a closed MM leaves its memmap's host memory to the
+// frames, and the next MM's memmap is that memory, all zero again,
+// whatever the old kernel left in it.
+func TestMemmapRecycled(t *testing.T) {
+	frames := newTestFrames(t, 4096)
+	mm1, err := NewMM(frames, nil)
+	noErr(t, err)
+	noErr(t, mm1.MemblockFreeAll())
+	f, err := mm1.FolioAlloc(GFPKernel, 3)
+	noErr(t, err)
+	mm1.Page(f.PFN()).Set(PGDirty | PGUptodate)
+	for i := range mm1.Memmap.pages {
+		if i%7 == 0 {
+			mm1.Memmap.pages[i].index = ^uint64(0)
+		}
+	}
+	old := uintptrOf(mm1.Memmap.mem)
+	noErr(t, mm1.Close())
+	isTrue(t, frames.spareMemmap != nil, "memmap kept for the next kernel")
+
+	mm2, err := NewMM(frames, nil)
+	noErr(t, err)
+	defer mm2.Close()
+	eq(t, uintptrOf(mm2.Memmap.mem), old, "the same host memory")
+	isTrue(t, frames.spareMemmap == nil, "taken")
+	for i := range mm2.Memmap.pages {
+		if mm2.Memmap.pages[i] != (Page{}) {
+			t.Fatalf("page %d of the recycled memmap: %v", i, &mm2.Memmap.pages[i])
+		}
+	}
+	noErr(t, mm2.MemblockFreeAll())
+	noErr(t, mm2.CheckInvariants())
+}

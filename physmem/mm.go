@@ -27,6 +27,7 @@ type MM struct {
 	Memmap   Memmap    // struct pages, this kernel's
 	Zone     Zone      // the buddy allocator's lists and counters
 	faults   *fault.Injector
+	restored []uint64 // a bit per frame RestoreFolio initialised (allocated at the first)
 }
 
 // NewMM boots a kernel's memory model over frames: a fresh all-zero memmap
@@ -44,7 +45,7 @@ func NewMM(frames *Frames, faults *fault.Injector) (*MM, error) {
 		return nil, errno.EINVAL
 	}
 	n := frames.NumFrames()
-	memmap, err := newMemmap(n)
+	memmap, err := newMemmap(frames, n)
 	if err != nil {
 		return nil, err
 	}
@@ -59,15 +60,17 @@ func NewMM(frames *Frames, faults *fault.Injector) (*MM, error) {
 		faults: faults,
 	}
 	if err := mm.Memblock.Add(0, frames.Size()); err != nil {
-		mm.Memmap.close()
+		_ = mm.Memmap.close(frames)
 		return nil, err
 	}
 	return mm, nil
 }
 
-// Close unmaps the memmap; no *Page obtained from this MM may be used
-// afterwards. The Frames are not closed. Closing twice returns EBADF.
-func (mm *MM) Close() error { return mm.Memmap.close() }
+// Close ends the memmap; no *Page obtained from this MM may be used
+// afterwards (its host memory is cleared and reused for the next kernel's
+// memmap on the same Frames, or unmapped). The Frames are not closed.
+// Closing twice returns EBADF.
+func (mm *MM) Close() error { return mm.Memmap.close(mm.Frames) }
 
 // Page returns the struct page of frame pfn (pfn_to_page).
 // Preconditions:
@@ -157,14 +160,41 @@ func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 		!mm.Memblock.IsReservedNoinit(pfn.Phys(), uint64(nr)*PageSize) {
 		return 0, errno.EINVAL
 	}
-	for i := pfn; i < pfn+nr; i++ {
-		if mm.Memmap.pages[i] != (Page{}) || mm.pageIsFree(i) {
-			return 0, errno.EINVAL
-		}
+	// Restored before (then perhaps freed, split or reallocated)? Only
+	// RestoreFolio initialises the struct pages of noinit memory, so its
+	// record of what it restored is exact; the head must still be
+	// uninitialised too.
+	if mm.restored == nil {
+		mm.restored = make([]uint64, (mm.Memmap.NumPages()+63)/64)
+	}
+	if !mm.Memmap.pages[pfn].uninitialised() || !bitsClearSet(mm.restored, uint64(pfn), uint64(pfn+nr)) {
+		return 0, errno.EINVAL
 	}
 	mm.prepNewPage(pfn, order, 0)
 	mm.Zone.managed += uint64(nr)
 	return Folio(pfn), nil
+}
+
+// bitsClearSet sets bits [s, e) of b if none of them is set, and reports
+// whether it did; b is unchanged otherwise.
+func bitsClearSet(b []uint64, s, e uint64) bool {
+	mask := func(w uint64) uint64 {
+		lo, hi := max(s, w<<6)-w<<6, min(e, w<<6+64)-w<<6
+		m := ^uint64(0) << lo
+		if hi < 64 {
+			m &= 1<<hi - 1
+		}
+		return m
+	}
+	for w := s >> 6; w<<6 < e; w++ {
+		if b[w]&mask(w) != 0 {
+			return false
+		}
+	}
+	for w := s >> 6; w<<6 < e; w++ {
+		b[w] |= mask(w)
+	}
+	return true
 }
 
 // FreeReservedPages gives n reserved frames from pfn to the buddy allocator

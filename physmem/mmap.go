@@ -3,6 +3,7 @@ package physmem
 import (
 	"math"
 	"syscall"
+	"unsafe"
 
 	"khosim/errno"
 )
@@ -41,4 +42,34 @@ func discard(b []byte) {
 	}
 	clear(b[:start])
 	clear(b[end:])
+}
+
+// clearResident zeroes b, which must be a whole host mapping (page
+// aligned): the host pages the host has in memory (mincore) are cleared,
+// the others are dropped (MADV_DONTNEED, which costs next to nothing for
+// pages never committed and also drops any the host swapped out), so
+// that clearing commits no page that was not committed already.
+func clearResident(b []byte) {
+	hp := syscall.Getpagesize()
+	npages := (len(b) + hp - 1) / hp
+	vec := make([]byte, npages)
+	_, _, e := syscall.Syscall(syscall.SYS_MINCORE, uintptrOf(b), uintptr(len(b)), uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
+	if e != 0 {
+		clear(b)
+		return
+	}
+	for i := 0; i < npages; {
+		in := vec[i] & 1
+		j := i + 1
+		for j < npages && vec[j]&1 == in {
+			j++
+		}
+		run := b[i*hp : min(j*hp, len(b))]
+		if in != 0 {
+			clear(run)
+		} else if err := syscall.Madvise(run, syscall.MADV_DONTNEED); err != nil {
+			clear(run)
+		}
+		i = j
+	}
 }

@@ -125,9 +125,13 @@ func (p *Page) Clear(flags PageFlags) {
 
 func (p *Page) checkFlagOwner(flags PageFlags) {
 	// Non-zero links: a tail, or a free block's head on a per-CPU list.
-	if flags&^flagsMask != 0 || flags&allocatorFlags != 0 || p.flags&(PGTail|PGBuddy) != 0 || p.lru != [2]uint32{} {
-		bug(invPageFlagOwner, p.String(), "setting/clearing %v on a page with flags %v", flags, p.Flags())
+	if flags&(^PageFlags(flagsMask)|allocatorFlags) != 0 || p.flags&(PGTail|PGBuddy) != 0 || p.lru[0]|p.lru[1] != 0 {
+		p.badFlagOwner(flags)
 	}
+}
+
+func (p *Page) badFlagOwner(flags PageFlags) {
+	bug(invPageFlagOwner, p.String(), "setting/clearing %v on a page with flags %v", flags, p.Flags())
 }
 
 // RefCount returns the page's reference count (page_ref_count); 0 for a
@@ -173,6 +177,13 @@ func (p *Page) Private() uint64 { return p.private }
 func (p *Page) SetPrivate(v uint64) {
 	p.checkFlagOwner(0)
 	p.private = v
+}
+
+// uninitialised reports whether the page is all zero, as the memmap
+// starts (field by field: cheaper than comparing with Page{}).
+func (p *Page) uninitialised() bool {
+	return uint64(p.flags)|uint64(uint32(p.refcount))|uint64(uint32(p.mapcount))|uint64(p.mapping)|
+		p.index|p.private|uint64(p.lru[0])|uint64(p.lru[1]) == 0
 }
 
 // order returns the folio order of a head page, 0 for any other page.

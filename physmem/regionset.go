@@ -66,6 +66,12 @@ type regionSet struct {
 	name  string
 	tree  *btree.BTreeG[MemblockRegion]
 	total uint64 // memblock_type.total_size
+	// hint is the region the last successful covers found covering the
+	// whole range on its own (zero size: none). Every mutation goes
+	// through replace, which forgets it; after memblock_free_all the set
+	// no longer changes, so restore-time lookups (KHO claims, one folio
+	// after the other inside one reserved region) cost no tree walk.
+	hint MemblockRegion
 }
 
 func newRegionSet(name string) regionSet {
@@ -97,6 +103,7 @@ func (s *regionSet) touching(base, end PhysAddr) []MemblockRegion {
 // replace swaps the regions old (as returned by touching) for pieces,
 // merging adjacent pieces of equal flags.
 func (s *regionSet) replace(old, pieces []MemblockRegion) {
+	s.hint = MemblockRegion{}
 	for _, r := range old {
 		s.tree.Delete(r)
 		s.total -= r.Size
@@ -208,6 +215,9 @@ func (s *regionSet) overlaps(base, end PhysAddr) bool {
 // covers reports whether [base, end) lies wholly within regions that all
 // have every flag in want.
 func (s *regionSet) covers(base, end PhysAddr, want MemblockFlags) bool {
+	if h := s.hint; h.Size != 0 && h.Base <= base && end <= h.End() && h.Flags&want == want {
+		return true
+	}
 	cur := base
 	for _, r := range s.touching(base, end) {
 		if r.End() <= cur {
@@ -215,6 +225,9 @@ func (s *regionSet) covers(base, end PhysAddr, want MemblockFlags) bool {
 		}
 		if r.Base > cur || r.Flags&want != want {
 			return false
+		}
+		if cur == base && r.End() >= end {
+			s.hint = r
 		}
 		cur = r.End()
 		if cur >= end {

@@ -14,7 +14,7 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		args:    "[--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--json] [-v]",
+		args:    "[--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--warmup N] [--json] [-v]",
 		summary: "measure KHO+FDBox serialize/restore against a copy-out/copy-in baseline (docs/performance.md)",
 		run: func(e *env, args []string) int {
 			return benchMain(args, e.stdout, e.stderr)
@@ -27,13 +27,14 @@ type benchFlags struct {
 	sizes   []uint64
 	orders  []int
 	runs    int
+	warmup  int
 	json    bool
 	verbose bool
 }
 
 // parseBenchFlags parses khosim bench's command line.
 func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
-	f := benchFlags{sizes: bench.DefaultSizes, orders: bench.DefaultOrders, runs: bench.DefaultRuns}
+	f := benchFlags{sizes: bench.DefaultSizes, orders: bench.DefaultOrders, runs: bench.DefaultRuns, warmup: bench.DefaultWarmup}
 	fs := flag.NewFlagSet("khosim bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Func("sizes", "comma-separated memfd `SIZES`, multiples of 2MiB (default 64MiB,256MiB,1GiB,4GiB)", func(s string) error {
@@ -47,10 +48,11 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 		return err
 	})
 	fs.IntVar(&f.runs, "runs", bench.DefaultRuns, "handover cycles per row; the row reports medians")
+	fs.IntVar(&f.warmup, "warmup", bench.DefaultWarmup, "untimed handover cycles per row before the measured ones")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per row on stdout (the summary goes to stderr)")
 	fs.BoolVar(&f.verbose, "v", false, "print every step's time on stderr")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: khosim bench [--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--json] [-v]\n")
+		fmt.Fprintf(stderr, "usage: khosim bench [--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--warmup N] [--json] [-v]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -63,6 +65,10 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	}
 	if f.runs < 1 {
 		fmt.Fprintf(stderr, "khosim bench: --runs must be at least 1\n")
+		return f, errors.New("usage")
+	}
+	if f.warmup < 0 {
+		fmt.Fprintf(stderr, "khosim bench: --warmup must not be negative\n")
 		return f, errors.New("usage")
 	}
 	return f, nil
@@ -87,7 +93,7 @@ func benchMain(args []string, stdout, stderr io.Writer) (status int) {
 		}
 		return exitUsage
 	}
-	opts := bench.Options{Runs: f.runs, Seed: 1}
+	opts := bench.Options{Runs: f.runs, Warmup: f.warmup, Seed: 1}
 	if f.verbose {
 		opts.Log = stderr
 	}
@@ -128,7 +134,7 @@ func benchMain(args []string, stdout, stderr io.Writer) (status int) {
 			bench.WriteTable(stdout, rows)
 			fmt.Fprintln(stdout)
 			sum.Write(stdout)
-			fmt.Fprintf(stdout, "(%d handover cycles per row, medians; times are wall clock on this machine; KHO/COPY 1/N: the handover took 1/N of the copies' time)\n", f.runs)
+			fmt.Fprintf(stdout, "(%d handover cycles per row after %d untimed warm-up cycles, medians; times are wall clock on this machine; KHO/COPY 1/N: the handover took 1/N of the copies' time)\n", f.runs, f.warmup)
 		}
 	}
 	if failed != nil {

@@ -12,15 +12,15 @@ import (
 
 func TestBenchFlags(t *testing.T) {
 	f, err := parseBenchFlags(nil, io.Discard)
-	if err != nil || len(f.sizes) != 4 || len(f.orders) != 2 || f.runs != bench.DefaultRuns || f.json {
+	if err != nil || len(f.sizes) != 4 || len(f.orders) != 2 || f.runs != bench.DefaultRuns || f.warmup != bench.DefaultWarmup || f.json {
 		t.Fatalf("defaults: %+v, %v", f, err)
 	}
-	f, err = parseBenchFlags([]string{"--sizes", "2MiB,1GiB", "--orders", "9", "--runs", "1", "--json"}, io.Discard)
-	if err != nil || len(f.sizes) != 2 || f.sizes[1] != bench.GiB || len(f.orders) != 1 || f.orders[0] != 9 || f.runs != 1 || !f.json {
+	f, err = parseBenchFlags([]string{"--sizes", "2MiB,1GiB", "--orders", "9", "--runs", "1", "--warmup", "0", "--json"}, io.Discard)
+	if err != nil || len(f.sizes) != 2 || f.sizes[1] != bench.GiB || len(f.orders) != 1 || f.orders[0] != 9 || f.runs != 1 || f.warmup != 0 || !f.json {
 		t.Fatalf("parsed: %+v, %v", f, err)
 	}
 	for _, bad := range [][]string{
-		{"--sizes", "1MiB"}, {"--sizes", "lots"}, {"--orders", "3"}, {"--runs", "0"}, {"extra"}, {"--nope"},
+		{"--sizes", "1MiB"}, {"--sizes", "lots"}, {"--orders", "3"}, {"--runs", "0"}, {"--warmup", "-1"}, {"extra"}, {"--nope"},
 	} {
 		var errb bytes.Buffer
 		if status := benchMain(bad, io.Discard, &errb); status != exitUsage {

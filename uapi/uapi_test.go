@@ -1,0 +1,44 @@
+package uapi
+
+import "testing"
+
+// The FDBox ioctls are _IO('.', n) as the RFC's include/uapi/linux/fdbox.h
+// defines them.
+func TestFdboxIoctlNumbers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		got  uint32
+		nr   uint32
+	}{
+		{"FDBOX_CREATE_BOX", FDBOX_CREATE_BOX, 0}, {"FDBOX_DELETE_BOX", FDBOX_DELETE_BOX, 1},
+		{"FDBOX_PUT_FD", FDBOX_PUT_FD, 2}, {"FDBOX_GET_FD", FDBOX_GET_FD, 3},
+		{"FDBOX_SEAL", FDBOX_SEAL, 4}, {"FDBOX_UNSEAL", FDBOX_UNSEAL, 5}, {"FDBOX_LIST", FDBOX_LIST, 6},
+	} {
+		if want := uint32('.')<<8 | tc.nr; tc.got != want {
+			t.Errorf("%s = %#x, want %#x", tc.name, tc.got, want)
+		}
+		if Constants()[tc.name] != uint64(tc.got) {
+			t.Errorf("Constants()[%s] = %#x", tc.name, Constants()[tc.name])
+		}
+	}
+}
+
+func TestSetName(t *testing.T) {
+	var buf [FDBOX_NAME_LEN]byte
+	if !SetName(&buf, "vm1") || string(buf[:4]) != "vm1\x00" {
+		t.Fatalf("SetName(vm1) = %q", buf[:4])
+	}
+	full := make([]byte, FDBOX_NAME_LEN)
+	for i := range full {
+		full[i] = 'a'
+	}
+	if SetName(&buf, string(full)) {
+		t.Fatal("a 256-byte name fits with no room for its NUL")
+	}
+	if buf[FDBOX_NAME_LEN-1] != 'a' {
+		t.Fatal("an unterminated name must fill the buffer, as a user could pass it")
+	}
+	if !SetName(&buf, string(full[:FDBOX_NAME_LEN-1])) || buf[FDBOX_NAME_LEN-1] != 0 {
+		t.Fatal("a 255-byte name fits with its NUL")
+	}
+}

@@ -400,7 +400,7 @@ func TestReviewHostileHandover(t *testing.T) {
 		{"mem-odd-length", editProp("vm2", "ram", "mem", make([]byte, 17)), []string{"vm2/ram"}, false},
 		{"mem-huge-count", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
 			s := storeOf(t, root, "vm2", "ram")
-			ms, idx := mems(t, s), indices(s)
+			ms := mems(t, s)
 			var bm []kexec.Mem
 			var bi []uint64
 			for i := range 40000 {
@@ -411,7 +411,6 @@ func TestReviewHostileHandover(t *testing.T) {
 			setIndices(s, bi)
 			s.set("flags", bytesOf(len(bm), 3))
 			s.resum("ram")
-			_ = idx
 		}, []string{"vm2/ram"}, false},
 		{"size-2^63", editProp("vm2", "ram", "size", le64(1<<63)), []string{"vm2/ram"}, false},
 		{"size-max-lfs", editProp("vm2", "ram", "size", le64(math.MaxInt64)), []string{"vm2/ram"}, true},

@@ -71,11 +71,11 @@ type XArray struct {
 	head  Entry // xa_head: NULL, the entry at index 0, or the root node
 	marks uint8 // XA_FLAGS_MARK(): which marks are set anywhere
 
-	chunks  [][]xaNode // node arena, indexed by id (see at); id 0 is unused
-	nrIDs   uint32     // ids handed out so far, 0 included
-	free    uint32     // first freed node, reused first; 0: none
-	nrFree  int        // freed nodes, chained through their parent field
-	nrNodes int        // nodes in the tree
+	nodes   []xaNode // node arena, indexed by id; nodes[0] is unused
+	nrIDs   uint32   // ids handed out so far, 0 included: len(nodes)
+	free    uint32   // first freed node, reused first; 0: none
+	nrFree  int      // freed nodes, chained through their parent field
+	nrNodes int      // nodes in the tree
 
 	// hint is the node the last store or erase ended in, and hintBase the
 	// index its slot 0 covers: what an xa_state keeps in xa_node between
@@ -117,41 +117,14 @@ func (n *xaNode) entryOrder(c uint) uint {
 	return uint(n.shift) + uint(bits.Len(n.siblingsAfter(c)))
 }
 
-// The node arena grows in chunks that never move, so that growing it
-// copies nothing (a 4 GiB file of 4 KiB pages needs 16,000 nodes, 9 MiB)
-// and a *xaNode stays valid until its node is freed. The first chunks
-// double in size (arenaFirst, 2*arenaFirst, ... nodes) so that a small
-// file's arena stays small; from arenaMax nodes on they are all that size.
-const (
-	arenaFirst   = 4
-	arenaMax     = 256                                // nodes per chunk, at most
-	arenaDoubled = 7                                  // chunks of 4, 8, ..., 256 nodes
-	arenaLinear  = arenaFirst * (1<<arenaDoubled - 1) // the ids they hold
-)
-
-// arenaSlot returns the chunk and the offset in it of arena id id.
-func arenaSlot(id uint32) (c int, off uint32) {
-	if id >= arenaLinear {
-		id -= arenaLinear
-		return arenaDoubled + int(id/arenaMax), id % arenaMax
-	}
-	c = bits.Len32(id/arenaFirst+1) - 1
-	return c, id - arenaFirst*(1<<c-1)
-}
-
-// arenaChunkSize returns the number of nodes of chunk c.
-func arenaChunkSize(c int) int {
-	if c >= arenaDoubled {
-		return arenaMax
-	}
-	return arenaFirst << c
-}
-
 // at returns the node with arena id id.
-func (xa *XArray) at(id uint32) *xaNode {
-	c, off := arenaSlot(id)
-	return &xa.chunks[c][off]
-}
+//
+// The arena is one slice, so that a walk down the tree costs one indexed
+// load per level (Load is the page cache's hottest path). Growing it may
+// move every node: a *xaNode obtained before allocNode is stale after it,
+// so code that allocates holds node ids across the call and looks nodes
+// up again.
+func (xa *XArray) at(id uint32) *xaNode { return &xa.nodes[id] }
 
 // node returns the node a node entry names.
 func (xa *XArray) node(e Entry) *xaNode { return xa.at(e.nodeID()) }
@@ -169,7 +142,7 @@ func (xa *XArray) parentOf(n *xaNode) *xaNode {
 
 // allocNode models xas_alloc(): a zeroed node of the given shift, to be
 // hung from slot off of node parent (0: none) by the caller. It reuses a
-// freed node first. Nodes never move: pointers to other nodes stay valid.
+// freed node first. The arena may move (see at).
 func (xa *XArray) allocNode(shift uint, parent uint32, off uint) *xaNode {
 	var id uint32
 	if xa.free != 0 {
@@ -177,17 +150,12 @@ func (xa *XArray) allocNode(shift uint, parent uint32, off uint) *xaNode {
 		xa.free = xa.at(id).parent
 		xa.nrFree--
 	} else {
-		if xa.nrIDs == 0 {
-			xa.nrIDs = 1 // id 0 stays unused
+		if len(xa.nodes) == 0 {
+			xa.nodes = append(xa.nodes, xaNode{shift: freedShift}) // id 0 stays unused
 		}
-		id = xa.nrIDs
-		if c, _ := arenaSlot(id); c >= len(xa.chunks) {
-			xa.chunks = append(xa.chunks, make([]xaNode, arenaChunkSize(c)))
-			if c == 0 {
-				xa.chunks[0][0].shift = freedShift
-			}
-		}
-		xa.nrIDs++
+		id = uint32(len(xa.nodes))
+		xa.nodes = append(xa.nodes, xaNode{})
+		xa.nrIDs = uint32(len(xa.nodes))
 	}
 	n := xa.at(id)
 	*n = xaNode{id: id, shift: uint8(shift), parent: parent, offset: uint8(off)}

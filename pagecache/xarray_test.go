@@ -516,21 +516,3 @@ func TestCheckDetectsCorruption(t *testing.T) {
 		}
 	}
 }
-
-// TestArenaSlots: arena ids fill the chunks in order, without gaps or
-// overlaps, the first chunks doubling up to arenaMax nodes.
-func TestArenaSlots(t *testing.T) {
-	c, off := 0, uint32(0)
-	for id := uint32(0); id < 20000; id++ {
-		gc, goff := arenaSlot(id)
-		if gc != c || goff != off {
-			t.Fatalf("id %d: chunk %d offset %d, want %d %d", id, gc, goff, c, off)
-		}
-		if off++; int(off) == arenaChunkSize(c) {
-			c, off = c+1, 0
-		}
-	}
-	if arenaChunkSize(0) != arenaFirst || arenaChunkSize(arenaDoubled-1) != arenaMax || arenaChunkSize(100) != arenaMax {
-		t.Fatal("chunk sizes")
-	}
-}

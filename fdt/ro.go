@@ -681,15 +681,25 @@ func badValue(fn, name, format string, args ...any) error {
 	return fdtErr(errno.EBADMSG, fn, "FDT_ERR_BADVALUE", "property %q: "+format, append([]any{name}, args...)...)
 }
 
+// fixedProp returns the value of a property that must be exactly n bytes
+// long; EBADMSG otherwise.
+func (f *FDT) fixedProp(off int, name string, n int) ([]byte, error) {
+	v, err := f.GetProp(off, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(v) != n {
+		return nil, badValue("fdt_getprop", name, "%d bytes, want %d", len(v), n)
+	}
+	return v, nil
+}
+
 // GetPropU32 reads a one-cell big-endian property (fdt32_to_cpu of
 // fdt_getprop); EBADMSG unless it is 4 bytes long.
 func (f *FDT) GetPropU32(off int, name string) (uint32, error) {
-	v, err := f.GetProp(off, name)
+	v, err := f.fixedProp(off, name, 4)
 	if err != nil {
 		return 0, err
-	}
-	if len(v) != 4 {
-		return 0, badValue("fdt_getprop", name, "%d bytes, want 4", len(v))
 	}
 	return binary.BigEndian.Uint32(v), nil
 }
@@ -697,12 +707,9 @@ func (f *FDT) GetPropU32(off int, name string) (uint32, error) {
 // GetPropU64 reads a big-endian 64-bit property (fdt64_to_cpu of
 // fdt_getprop); EBADMSG unless it is 8 bytes long.
 func (f *FDT) GetPropU64(off int, name string) (uint64, error) {
-	v, err := f.GetProp(off, name)
+	v, err := f.fixedProp(off, name, 8)
 	if err != nil {
 		return 0, err
-	}
-	if len(v) != 8 {
-		return 0, badValue("fdt_getprop", name, "%d bytes, want 8", len(v))
 	}
 	return binary.BigEndian.Uint64(v), nil
 }
@@ -711,12 +718,9 @@ func (f *FDT) GetPropU64(off int, name string) (uint64, error) {
 // RFC reads pos and size (a u64 copied out of fdt_getprop); EBADMSG unless
 // it is 8 bytes long.
 func (f *FDT) GetPropLE64(off int, name string) (uint64, error) {
-	v, err := f.GetProp(off, name)
+	v, err := f.fixedProp(off, name, 8)
 	if err != nil {
 		return 0, err
-	}
-	if len(v) != 8 {
-		return 0, badValue("fdt_getprop", name, "%d bytes, want 8", len(v))
 	}
 	return binary.LittleEndian.Uint64(v), nil
 }

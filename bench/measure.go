@@ -82,16 +82,19 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 	// restored file's frames, so that both see the same conditions on a
 	// shared machine.
 	sealed := true // NewRig seals the box
+	r.CycleLabel = "warmup"
 	for i := range row.Warmup {
 		a, k, re, _, err := r.Cycle()
 		if err != nil {
 			return row, fmt.Errorf("warm-up cycle %d: %w", i+1, err)
 		}
-		logf("warm-up cycle %d (untimed): activate %s, kexec %s, restore %s", i+1, fmtDur(a.Nanoseconds()), fmtDur(k.Nanoseconds()), fmtDur(re.Nanoseconds()))
+		logf("warm-up cycle %d (untimed): activate %s, kexec %s, restore %s; host page faults %d, %d, %d", i+1,
+			fmtDur(a.Nanoseconds()), fmtDur(k.Nanoseconds()), fmtDur(re.Nanoseconds()), r.Faults[0], r.Faults[1], r.Faults[2])
 		if err := r.Reseal(); err != nil {
 			return row, err
 		}
 	}
+	r.CycleLabel = "measured"
 	var act, kx, rest, cout, cin []int64
 	for i := range runs {
 		if !sealed {
@@ -106,7 +109,8 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 		}
 		act, kx, rest = append(act, a.Nanoseconds()), append(kx, k.Nanoseconds()), append(rest, re.Nanoseconds())
 		row.MetadataBytes = meta
-		logf("cycle %d: activate %s, kexec %s, restore %s", i+1, fmtDur(a.Nanoseconds()), fmtDur(k.Nanoseconds()), fmtDur(re.Nanoseconds()))
+		logf("cycle %d: activate %s, kexec %s, restore %s; host page faults %d, %d, %d", i+1,
+			fmtDur(a.Nanoseconds()), fmtDur(k.Nanoseconds()), fmtDur(re.Nanoseconds()), r.Faults[0], r.Faults[1], r.Faults[2])
 
 		spans, err := r.Spans() // checks every page of the restored file
 		if err != nil {

@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"khosim/fdbox"
@@ -35,6 +37,15 @@ type Rig struct {
 	Size  uint64 // bytes of each memfd
 	Order int    // folio order of the memfds
 	Names []string
+
+	// Faults are the host page faults (MinorFaults) each timed phase of
+	// the last cycle took: activate, kexec, restore.
+	Faults [3]int64
+
+	// Cycle labels the samples of a CPU profile taken during the timed
+	// phases: pprof label "cycle" = Cycle, next to "phase" = activate,
+	// kexec or restore (see timed). Measure sets "warmup" or "measured".
+	CycleLabel string
 
 	task  *kernel.Task
 	boxfd int
@@ -189,12 +200,37 @@ func (r *Rig) Reseal() error {
 	return nil
 }
 
+// timed runs one timed phase of the cycle after a garbage collection
+// (so that no collection of earlier garbage lands in it), counts the host
+// page faults it takes in r.Faults, and returns its wall time. A CPU profile taken meanwhile sees its samples labelled
+// phase=PHASE and cycle=r.CycleLabel:
+//
+//	go tool pprof -tagfocus phase=kexec -tagfocus cycle=measured khosim cpu.prof
+func (r *Rig) timed(phase int, f func() error) (d time.Duration, err error) {
+	runtime.GC()
+	labels := pprof.Labels("phase", phaseNames[phase], "cycle", r.CycleLabel)
+	pprof.Do(context.Background(), labels, func(context.Context) {
+		faults := MinorFaults()
+		start := time.Now()
+		err = f()
+		d = time.Since(start)
+		r.Faults[phase] = MinorFaults() - faults
+	})
+	return d, err
+}
+
+// The timed phases of a cycle, indexes of Rig.Faults.
+const (
+	phaseActivate = iota
+	phaseKexec
+	phaseRestore
+)
+
+var phaseNames = [...]string{"activate", "kexec", "restore"}
+
 // Activate is KHO activation. It returns the wall time.
 func (r *Rig) Activate() (time.Duration, error) {
-	runtime.GC()
-	start := time.Now()
-	err := r.M.KHOActivate()
-	d := time.Since(start)
+	d, err := r.timed(phaseActivate, r.M.KHOActivate)
 	if err != nil {
 		return d, fmt.Errorf("bench: kho activate: %w", err)
 	}
@@ -220,11 +256,8 @@ func (r *Rig) Metadata() (uint64, error) {
 
 // Kexec kexecs into a new kernel. It returns the wall time.
 func (r *Rig) Kexec() (time.Duration, error) {
-	runtime.GC()
 	r.task = nil
-	start := time.Now()
-	err := r.M.Kexec()
-	d := time.Since(start)
+	d, err := r.timed(phaseKexec, r.M.Kexec)
 	if err != nil {
 		return d, fmt.Errorf("bench: kexec: %w", err)
 	}
@@ -236,25 +269,30 @@ func (r *Rig) Kexec() (time.Duration, error) {
 // process's creation is not counted).
 func (r *Rig) Restore() (time.Duration, error) {
 	t := r.newTask("restore", len(r.Names))
-	runtime.GC()
-	start := time.Now()
-	boxfd, err := t.Open(fdbox.DevDir+BoxName, uapi.O_RDWR)
-	if err != nil {
-		return 0, fmt.Errorf("bench: open box after kexec: %w", err)
-	}
-	if _, err := t.Ioctl(boxfd, uapi.FDBOX_UNSEAL, nil); err != nil {
-		return 0, fmt.Errorf("bench: FDBOX_UNSEAL: %w", err)
-	}
-	for _, name := range r.Names {
-		a := uapi.FdboxGetFD{}
-		uapi.SetName(&a.Name, name)
-		fd, err := t.Ioctl(boxfd, uapi.FDBOX_GET_FD, &a)
+	var boxfd int
+	d, err := r.timed(phaseRestore, func() error {
+		var err error
+		boxfd, err = t.Open(fdbox.DevDir+BoxName, uapi.O_RDWR)
 		if err != nil {
-			return 0, fmt.Errorf("bench: FDBOX_GET_FD %s: %w", name, err)
+			return fmt.Errorf("bench: open box after kexec: %w", err)
 		}
-		r.fds[name] = int(fd)
+		if _, err := t.Ioctl(boxfd, uapi.FDBOX_UNSEAL, nil); err != nil {
+			return fmt.Errorf("bench: FDBOX_UNSEAL: %w", err)
+		}
+		for _, name := range r.Names {
+			a := uapi.FdboxGetFD{}
+			uapi.SetName(&a.Name, name)
+			fd, err := t.Ioctl(boxfd, uapi.FDBOX_GET_FD, &a)
+			if err != nil {
+				return fmt.Errorf("bench: FDBOX_GET_FD %s: %w", name, err)
+			}
+			r.fds[name] = int(fd)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
-	d := time.Since(start)
 	r.boxfd = boxfd
 	return d, nil
 }

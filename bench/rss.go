@@ -7,7 +7,19 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 )
+
+// MinorFaults returns the host page faults the process has taken so far
+// that needed no I/O (getrusage ru_minflt): in khosim, first touches of
+// host memory, which physical memory never costs.
+func MinorFaults() int64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return ru.Minflt
+}
 
 // PeakRSS returns the process's peak resident set size in bytes: VmHWM of
 // /proc/self/status (Linux only).

@@ -459,31 +459,7 @@ func (m *memfdKHO) abort(bfd *BoxFD, committed bool) {
 // inode (the part of shmem_fdbox_kho_recover that follows
 // shmem_alloc_and_add_folio). The caller keeps its reference.
 func (m *memfdKHO) insertFolio(info *kernel.ShmemInodeInfo, f physmem.Folio, index uint64, flags uint8) error {
-	mm := m.k.MM
-	head := mm.Page(f.PFN())
-	set := physmem.PGSwapBacked
-	if flags&ShmemFolioUptodate != 0 {
-		set |= physmem.PGUptodate
-	}
-	if flags&ShmemFolioDirty != 0 {
-		set |= physmem.PGDirty
-	}
-	nr := int64(mm.FolioNrPages(f))
-	if err := kernel.ShmemInodeAcctBlocks(info, nr); err != nil {
-		return err
-	}
-	head.Set(set)
-	if err := m.k.ShmemAddToPageCache(info, f, index); err != nil {
-		head.Clear(set)
-		// Give back the blocks charged above: shmem_recalc_inode(inode,
-		// pages, 0) counts them as alloced, finds them missing from the
-		// page cache and unaccounts them (what shmem_alloc_and_add_folio's
-		// error path achieves). (0, 0) would leave the superblock charged.
-		kernel.ShmemRecalcInode(info, nr, 0)
-		return err
-	}
-	kernel.ShmemRecalcInode(info, nr, 0)
-	return nil
+	return m.k.ShmemRestoreFolio(info, f, index, flags&ShmemFolioUptodate != 0, flags&ShmemFolioDirty != 0)
 }
 
 // shmemNode is a parsed shmem node (v1 or v2).
@@ -685,6 +661,14 @@ func (m *memfdKHO) shmemRecover(s *shmemNode) (*kernel.File, error) {
 		return nil, fmt.Errorf("shmem: failed to setup file: %w", err)
 	}
 	info := kernel.ShmemInode(file)
+	if s.nr > 0 {
+		// Size the page cache's node arena for the whole file at once
+		// (exact for a dense file of one folio order; a sparse or mixed
+		// file grows it further as usual).
+		if order, ok := s.mem(0).FolioOrder(); ok {
+			info.Mapping().ReserveNodes(uint64(s.nr)<<order, order)
+		}
+	}
 	for i := range s.nr {
 		mem := s.mem(i)
 		order, ok := mem.FolioOrder()

@@ -307,6 +307,17 @@ func (k *Kernel) checkRefs() error {
 		return false
 	}
 	for pfn := physmem.PFN(0); uint64(pfn) < n; {
+		if !k.MM.PageInitialised(pfn) {
+			// A preserved frame not claimed yet: its struct page is
+			// uninitialised and holds nobody's reference.
+			if a.folios[pfn] != 0 || a.mapcount[pfn] != 0 {
+				return k.violation("folio-ref-owner", fmt.Sprintf("page %v: uninitialised", pfn),
+					"%d references and %d mappings reported on page %v, whose struct page is uninitialised",
+					a.folios[pfn], a.mapcount[pfn], pfn)
+			}
+			pfn++
+			continue
+		}
 		p := k.MM.Page(pfn)
 		if mc, want := p.MapCount(), a.mapcount[pfn]; mc != want {
 			return k.violation("page-mapcount", k.describeFolio(k.MM.PageFolio(pfn)),

@@ -92,14 +92,23 @@ func newKernel(bootID int, cmdline string) *Kernel {
 	}
 }
 
+// mustAlive panics, naming the invariant "kernel-alive", when k is nil or
+// was replaced by kexec or reboot: no Go object of a kernel that is gone
+// may be used.
 func (k *Kernel) mustAlive() {
 	if k == nil || k.gone {
-		why := "nil kernel"
-		if k != nil {
-			why = fmt.Sprintf("boot %d is gone (%s)", k.BootID, k.goneWhy)
-		}
-		panic("kernel: invariant \"kernel-alive\" broken: use of a kernel that is not running: " + why)
+		k.notAlive()
 	}
+}
+
+// notAlive is mustAlive's panic, out of line so that mustAlive inlines
+// into every hot entry point.
+func (k *Kernel) notAlive() {
+	why := "nil kernel"
+	if k != nil {
+		why = fmt.Sprintf("boot %d is gone (%s)", k.BootID, k.goneWhy)
+	}
+	panic("kernel: invariant \"kernel-alive\" broken: use of a kernel that is not running: " + why)
 }
 
 // Gone reports whether the kernel was replaced by kexec or reboot.

@@ -242,14 +242,14 @@ func TestShmemRestoreFolio(t *testing.T) {
 	folio, err := k.MM.FolioAlloc(physmem.GFPMovable, physmem.HPageOrder)
 	must(t, err)
 	pattern(9)(k.folioData(folio), 512*4096)
-	must(t, k.ShmemRestoreFolio(info, folio, 512, true))
+	must(t, k.ShmemRestoreFolio(info, folio, 512, true, true))
 	k.MM.FolioPut(folio)
 	fallocated, err := k.MM.FolioAlloc(physmem.GFPMovable, 0)
 	must(t, err)
 	k.MM.Frames.Fill(fallocated.PFN(), 1, 0x5555) // stale bytes: must read as zeros
-	must(t, k.ShmemRestoreFolio(info, fallocated, 2000, false))
+	must(t, k.ShmemRestoreFolio(info, fallocated, 2000, false, true))
 	k.MM.FolioPut(fallocated)
-	if err := k.ShmemRestoreFolio(info, fallocated, 3000, true); err == nil {
+	if err := k.ShmemRestoreFolio(info, fallocated, 3000, true, true); err == nil {
 		t.Fatal("a folio of a mapping was restored twice")
 	}
 	f.Inode.Size = 2001 * 4096

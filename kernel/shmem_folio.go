@@ -41,14 +41,6 @@ func shmemRecalcInode(info *ShmemInodeInfo, alloced, swapped int64) {
 	}
 }
 
-// ShmemRecalcInode is shmem_recalc_inode() for code that adds pages to a
-// shmem page cache itself (the KHO restore path): alloced and swapped are
-// the changes in pages.
-func ShmemRecalcInode(info *ShmemInodeInfo, alloced, swapped int64) {
-	info.inode.k.mustAlive()
-	shmemRecalcInode(info, alloced, swapped)
-}
-
 // shmemInodeAcctBlocks is shmem_inode_acct_blocks(): charges pages to the
 // superblock, failing with ENOSPC beyond its size limit. The
 // vm_enough_memory check of VM_NORESERVE inodes is not modelled: with the
@@ -61,13 +53,6 @@ func shmemInodeAcctBlocks(info *ShmemInodeInfo, pages int64) error {
 	}
 	sb.usedBlocks += uint64(pages)
 	return nil
-}
-
-// ShmemInodeAcctBlocks is shmem_inode_acct_blocks() for the KHO restore
-// path. Errors: ENOSPC beyond the superblock's size limit.
-func ShmemInodeAcctBlocks(info *ShmemInodeInfo, pages int64) error {
-	info.inode.k.mustAlive()
-	return shmemInodeAcctBlocks(info, pages)
 }
 
 // shmemInodeUnacctBlocks is shmem_inode_unacct_blocks().
@@ -130,12 +115,11 @@ func (k *Kernel) shmemAddToPageCache(info *ShmemInodeInfo, f physmem.Folio, inde
 	return nil
 }
 
-// ShmemAddToPageCache is shmem_add_to_page_cache() for the KHO restore
-// path: inserts a folio the caller holds a reference on at index of an
-// empty range. The page cache takes its own folio_nr_pages() references;
-// the caller keeps its reference and must put it. Then account the pages
-// with ShmemInodeAcctBlocks and ShmemRecalcInode (see ShmemRestoreFolio,
-// which does all three).
+// ShmemAddToPageCache is shmem_add_to_page_cache() for fdbox's migration
+// of folios out of KHO scratch: inserts a folio the caller holds a
+// reference on at index of an empty range. The page cache takes its own
+// folio_nr_pages() references; the caller keeps its reference and must
+// put it.
 //
 // Errors: EEXIST if anything is cached in the range; EINVAL if index is
 // not aligned to the folio's order.
@@ -146,40 +130,48 @@ func (k *Kernel) ShmemAddToPageCache(info *ShmemInodeInfo, f physmem.Folio, inde
 
 // ShmemRestoreFolio puts a preserved folio back into a shmem page cache
 // at index, as the RFC's shmem_fdbox_kho_recover() does for each
-// preserved page (following shmem_alloc_and_add_folio()): the folio
-// becomes swap-backed and dirty, uptodate if it was (a fallocated folio
-// that was never written stays !uptodate and reads as zeros), is added to
-// the page cache (shmem_add_to_page_cache), charged to the file system
-// (shmem_inode_acct_blocks) and accounted to the inode
+// preserved page (following shmem_alloc_and_add_folio()): it is charged
+// to the file system (shmem_inode_acct_blocks), becomes swap-backed,
+// uptodate and dirty as the handover recorded (a fallocated folio that
+// was never written stays !uptodate and reads as zeros), is added to the
+// page cache (shmem_add_to_page_cache) and accounted to the inode
 // (shmem_recalc_inode). Any order up to MAX_PAGE_ORDER is accepted.
 //
 // Preconditions: the caller holds a reference to f (e.g. from
 // physmem.MM.RestoreFolio) and f belongs to no mapping. On success the
 // page cache holds its own folio_nr_pages() references and the caller
 // still holds its one, which it must put; on failure the folio is as it
-// was given, apart from its flags.
+// was given (the flags set here are cleared again) and nothing stays
+// charged.
 //
 // Errors: EINVAL if f already belongs to a mapping or index is not
 // aligned to its order; EEXIST if the range is not empty; ENOSPC beyond
 // the file system's size.
-func (k *Kernel) ShmemRestoreFolio(info *ShmemInodeInfo, f physmem.Folio, index uint64, uptodate bool) error {
+func (k *Kernel) ShmemRestoreFolio(info *ShmemInodeInfo, f physmem.Folio, index uint64, uptodate, dirty bool) error {
 	k.mustAlive()
 	head := k.folioHead(f)
 	if head.Mapping() != 0 {
 		return errno.EINVAL
 	}
-	head.Set(physmem.PGSwapBacked | physmem.PGDirty)
-	if uptodate {
-		head.Set(physmem.PGUptodate)
-	} else {
-		head.Clear(physmem.PGUptodate)
-	}
-	if err := k.shmemAddToPageCache(info, f, index, 0); err != nil {
-		return err
-	}
 	nr := int64(k.folioNrPages(f))
 	if err := shmemInodeAcctBlocks(info, nr); err != nil {
-		k.filemapRemoveFolio(info, f)
+		return err
+	}
+	set := physmem.PGSwapBacked
+	if uptodate {
+		set |= physmem.PGUptodate
+	}
+	if dirty {
+		set |= physmem.PGDirty
+	}
+	head.Set(set)
+	if err := k.shmemAddToPageCache(info, f, index, 0); err != nil {
+		head.Clear(set)
+		// Give back the blocks charged above: shmem_recalc_inode(inode,
+		// pages, 0) counts them as alloced, finds them missing from the
+		// page cache and unaccounts them (what shmem_alloc_and_add_folio's
+		// error path achieves). (0, 0) would leave the superblock charged.
+		shmemRecalcInode(info, nr, 0)
 		return err
 	}
 	shmemRecalcInode(info, nr, 0)

@@ -67,9 +67,12 @@ func (h *KHO) violation(name, format string, args ...any) error {
 //     corrupted (MarkTampered);
 //   - kho-idle-clean: while idle, nothing is preserved and no FDT buffer
 //     is allocated;
-//   - kho-range-reserved: every incoming range still reserved has all its
-//     struct pages uninitialised — the allocator never handed out a
-//     preserved frame before it was claimed;
+//   - kho-range-reserved: every incoming range still reserved has none of
+//     its frames initialised: RestoreFolio never ran on them, so the
+//     allocator never handed out a preserved frame before it was claimed.
+//     (Their struct pages are not read: until RestoreFolio initialises
+//     them they hold stale bytes, the previous kernel's struct pages, which
+//     this kernel must never look at; physmem tracks what it restored.)
 //   - kho-ranges-disjoint: incoming ranges are sorted, disjoint, outside
 //     scratch and the FDT;
 //   - kho-range-accounting: the counters agree with the range states, and
@@ -122,11 +125,8 @@ func (h *KHO) CheckInvariants() error {
 		switch r.State {
 		case RangeReserved:
 			reserved += r.NrPages()
-			for pfn := r.PFN(); pfn < r.PFN()+physmem.PFN(r.NrPages()); pfn++ {
-				if *mm.Page(pfn) != (physmem.Page{}) {
-					return h.violation("kho-range-reserved", "frame %v of unclaimed preserved range %v was initialised: %v",
-						pfn, r.Mem, mm.Page(pfn))
-				}
+			if mm.Restored(r.PFN(), r.NrPages()) {
+				return h.violation("kho-range-reserved", "unclaimed preserved range %v has frames RestoreFolio initialised", r.Mem)
 			}
 		case RangeClaimed:
 			claimed++

@@ -130,8 +130,11 @@ func Scrub(k *kernel.Kernel, keep []Mem) uint64 {
 			pfn += 1 << order
 			continue
 		}
+		// A frame of an incoming range nobody claimed holds an
+		// uninitialised struct page (garbage): it is in use, one frame at
+		// a time, and poisoned like any other.
 		step := physmem.PFN(1)
-		if p := mm.Page(pfn); p.Test(physmem.PGHead) {
+		if mm.PageInitialised(pfn) && mm.Page(pfn).Test(physmem.PGHead) {
 			step = 1 << mm.FolioOrder(physmem.Folio(pfn))
 		}
 		end := min(pfn+step, nextKeep, n)

@@ -125,9 +125,12 @@ type KHO struct {
 	// each preserved folio's head (mainline KHO's own answer, its
 	// preserved-memory bitmaps), so that membership is one bit test and
 	// the set comes out sorted by address; and the recorded order of
-	// each folio of order > 0 (order-0 folios, the many, record none).
+	// each folio of order > 0 (order-0 folios, the many, record none),
+	// a byte per frame in chunks of orderChunk frames allocated as
+	// folios in them are preserved (a map cost a hash insert per 2 MiB
+	// folio, a third of an order-9 activation).
 	preservedBits   []uint64
-	preservedOrders map[physmem.Folio]uint8
+	preservedOrders [][]uint8
 	nrPreserved     int
 	preservedPages  uint64
 	fdtBlocks       []fdtBlock // the FDT buffer's allocations
@@ -159,11 +162,10 @@ func New(k *kernel.Kernel, faults *fault.Injector, format PreservedFormat) *KHO 
 		format = MemProps{}
 	}
 	h := &KHO{
-		k:               k,
-		mm:              k.MM,
-		faults:          faults,
-		format:          format,
-		preservedOrders: map[physmem.Folio]uint8{},
+		k:      k,
+		mm:     k.MM,
+		faults: faults,
+		format: format,
 	}
 	return h
 }
@@ -468,7 +470,7 @@ func (h *KHO) PreserveFolio(f physmem.Folio) (Mem, error) {
 	}
 	h.preservedBits[f>>6] |= 1 << (f & 63)
 	if order > 0 {
-		h.preservedOrders[f] = uint8(order)
+		h.setPreservedOrder(f, uint8(order))
 	}
 	h.nrPreserved++
 	h.preservedPages += 1 << order
@@ -492,19 +494,39 @@ func (h *KHO) UnpreserveFolio(f physmem.Folio) error {
 func (h *KHO) unpreserve(f physmem.Folio) {
 	order := h.preservedOrder(f)
 	h.preservedBits[f>>6] &^= 1 << (f & 63)
-	delete(h.preservedOrders, f)
+	if order > 0 {
+		h.setPreservedOrder(f, 0)
+	}
 	h.nrPreserved--
 	h.preservedPages -= 1 << order
 	h.format.Unpreserve(FolioMem(f, order))
 	h.mm.FolioPut(f)
 }
 
+// orderChunkShift sizes the chunks of KHO.preservedOrders: 4096 frames.
+const orderChunkShift = 12
+
 // preservedOrder returns the order recorded for preserved folio f.
 func (h *KHO) preservedOrder(f physmem.Folio) uint {
-	if o, ok := h.preservedOrders[f]; ok {
-		return uint(o)
+	if c := f >> orderChunkShift; int(c) < len(h.preservedOrders) && h.preservedOrders[c] != nil {
+		return uint(h.preservedOrders[c][f&(1<<orderChunkShift-1)])
 	}
 	return 0
+}
+
+// setPreservedOrder records order o for folio f (0: none).
+func (h *KHO) setPreservedOrder(f physmem.Folio, o uint8) {
+	c := int(f >> orderChunkShift)
+	if h.preservedOrders == nil {
+		h.preservedOrders = make([][]uint8, h.mm.Memmap.NumPages()>>orderChunkShift+1)
+	}
+	if h.preservedOrders[c] == nil {
+		if o == 0 {
+			return
+		}
+		h.preservedOrders[c] = make([]uint8, 1<<orderChunkShift)
+	}
+	h.preservedOrders[c][f&(1<<orderChunkShift-1)] = o
 }
 
 // IsPreserved reports whether f is preserved for the next kernel.

@@ -43,6 +43,15 @@ func NewAddressSpace(id physmem.MappingID) (*AddressSpace, error) {
 	return &AddressSpace{id: id}, nil
 }
 
+// ReserveNodes prepares the page cache for a burst of insertions at
+// every aligned index of [0, span) of folios of the given order, such as
+// a restore rebuilding a whole file: it sizes the XArray's node arena
+// once (XArray.ReserveNodes) instead of growing it as nodes are
+// allocated. Nothing observable changes.
+func (a *AddressSpace) ReserveNodes(span uint64, order uint) {
+	a.iPages.ReserveNodes(NodesFor(span, order))
+}
+
 // ID returns the mapping's ID.
 func (a *AddressSpace) ID() physmem.MappingID { return a.id }
 

@@ -154,13 +154,64 @@ func (xa *XArray) allocNode(shift uint, parent uint32, off uint) *xaNode {
 			xa.nodes = append(xa.nodes, xaNode{shift: freedShift}) // id 0 stays unused
 		}
 		id = uint32(len(xa.nodes))
-		xa.nodes = append(xa.nodes, xaNode{})
+		if len(xa.nodes) == cap(xa.nodes) {
+			xa.growArena()
+		}
+		xa.nodes = xa.nodes[:id+1]
 		xa.nrIDs = uint32(len(xa.nodes))
 	}
 	n := xa.at(id)
 	*n = xaNode{id: id, shift: uint8(shift), parent: parent, offset: uint8(off)}
 	xa.nrNodes++
 	return n
+}
+
+// growArena doubles the node arena's capacity. append's own policy grows
+// a large slice by only 1.25x, which for a page cache filled in one go
+// (a restore inserts a million folios) copies the arena about twenty
+// times; doubling copies it at most once per size class. The spare
+// capacity costs no host memory until used: fresh large allocations come
+// zeroed from the OS.
+func (xa *XArray) growArena() {
+	nodes := make([]xaNode, len(xa.nodes), max(2*cap(xa.nodes), 8))
+	copy(nodes, xa.nodes)
+	xa.nodes = nodes
+}
+
+// ReserveNodes makes room in the node arena for n more nodes, so that the
+// next n allocations neither grow nor copy it. It changes nothing a
+// caller can observe: the tree, its counts and every walk stay as they
+// were. Like filling a slab cache ahead of a known burst of
+// allocations, it is for a caller about to store many entries in one
+// go, which can size the burst with NodesFor.
+func (xa *XArray) ReserveNodes(n int) {
+	if n <= 0 || cap(xa.nodes)-len(xa.nodes) >= n {
+		return
+	}
+	nodes := make([]xaNode, len(xa.nodes), max(len(xa.nodes), 1)+n)
+	copy(nodes, xa.nodes)
+	xa.nodes = nodes
+}
+
+// NodesFor returns how many nodes a tree needs to hold entries of the
+// given order at every aligned index of [0, span): one leaf per 64 slots
+// at the lowest level the order is stored at, and the levels above them.
+func NodesFor(span uint64, order uint) int {
+	if span == 0 {
+		return 0
+	}
+	// An entry of order o lives in a node of shift o rounded down to a
+	// multiple of XAChunkShift.
+	shift := order / XAChunkShift * XAChunkShift
+	nodes := 0
+	for {
+		n := (span-1)>>(shift+XAChunkShift) + 1
+		nodes += int(n)
+		if n == 1 {
+			return nodes
+		}
+		shift += XAChunkShift
+	}
 }
 
 // freeNode models xa_node_free(): the node is wiped and put on the free

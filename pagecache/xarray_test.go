@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"khosim/errno"
 	"khosim/invariant"
@@ -513,6 +514,50 @@ func TestCheckDetectsCorruption(t *testing.T) {
 		var v *invariant.Violation
 		if !errors.As(err, &v) || v.Invariant != c.want || v.Dump == "" {
 			t.Errorf("%s: CheckInvariants() = %v, want violation %q", c.name, err, c.want)
+		}
+	}
+}
+
+// TestNodesForAndReserve checks that NodesFor counts exactly the nodes a
+// dense file needs, and that ReserveNodes sizes the arena so that filling
+// it neither grows nor moves the arena, leaving the tree as it would be.
+func TestNodesForAndReserve(t *testing.T) {
+	for _, tc := range []struct {
+		span  uint64
+		order uint
+	}{
+		{1, 0}, {64, 0}, {65, 0}, {4096, 0}, {4097, 0}, {300000, 0},
+		{512, 9}, {4096, 9}, {1 << 20, 9}, {64, 6}, {8192, 6},
+	} {
+		var plain, reserved AddressSpace
+		plain.id, reserved.id = 1, 1
+		want := NodesFor(tc.span, tc.order)
+		reserved.ReserveNodes(tc.span, tc.order)
+		nodes := reserved.iPages.nodes
+		for index := uint64(0); index < tc.span; index += 1 << tc.order {
+			pfn := physmem.PFN(index + 1<<tc.order)
+			if err := plain.InsertFolio(pfn, index, tc.order); err != nil {
+				t.Fatal(err)
+			}
+			if err := reserved.InsertFolio(pfn, index, tc.order); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := plain.iPages.nrNodes
+		if tc.span <= 1 && tc.order == 0 {
+			want = 0 // a lone entry at index 0 lives in the head
+		}
+		if got != want {
+			t.Errorf("span %d order %d: the tree has %d nodes, NodesFor says %d", tc.span, tc.order, got, want)
+		}
+		if want > 0 && unsafe.SliceData(reserved.iPages.nodes) != unsafe.SliceData(nodes) {
+			t.Errorf("span %d order %d: the arena moved after ReserveNodes", tc.span, tc.order)
+		}
+		if plain.iPages.Counts() != reserved.iPages.Counts() || plain.iPages.nrNodes != reserved.iPages.nrNodes {
+			t.Errorf("span %d order %d: reserving changed the tree", tc.span, tc.order)
+		}
+		if err := reserved.iPages.CheckInvariants(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -296,8 +296,13 @@ func (mm *MM) FolioAlloc(gfp GFP, order uint) (Folio, error) {
 	return Folio(pfn), err
 }
 
-// prepNewPage gives a block just taken from the free lists its first
-// reference and compound metadata (prep_new_page + prep_compound_page).
+// prepNewPage gives a block its first reference and compound metadata
+// (prep_new_page + prep_compound_page). The head must be all zero (it only
+// sets its refcount and flags); every tail is written whole, whatever it
+// held, and none is read. So it serves both a block just taken from the
+// free lists (AllocPages: all its pages are zero) and frames whose struct
+// pages hold stale bytes once RestoreFolio has cleared the head (as
+// kho_init_folio initialises head and tails).
 func (mm *MM) prepNewPage(pfn PFN, order uint, gfp GFP) {
 	pages := mm.Memmap.pages
 	head := &pages[pfn]
@@ -383,6 +388,9 @@ func (mm *MM) freeOnePage(pfn PFN, order uint) {
 		buddy := pfn ^ 1<<order
 		if buddy+1<<order > n {
 			break
+		}
+		if mm.uninitialised(buddy) {
+			break // preserved, not restored: not free, and its struct page is not to be read
 		}
 		bp := &pages[buddy]
 		if bp.flags != PGBuddy || bp.private != uint64(order) {

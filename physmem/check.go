@@ -1,6 +1,7 @@
 package physmem
 
 import (
+	"math/bits"
 	"unsafe"
 
 	"khosim/invariant"
@@ -8,16 +9,26 @@ import (
 
 // CheckInvariants verifies the kernel's memory model and returns the first
 // broken invariant as an *invariant.Violation, or nil. It runs in
-// O(frames + regions), reading the memmap once:
+// O(frames + regions), reading the memmap once, and never reads a struct
+// page that is not initialised:
 //   - memblock: region arrays sorted, disjoint, merged, inside memory;
-//   - before memblock_free_all: every page uninitialised, allocator empty;
-//   - after: every frame in exactly one state — in a free block on the
+//   - before memblock_free_all: allocator empty, and every page all zero
+//     unless the memmap is recycled (its stale bytes are not checked);
+//   - after: the record of noinit frames (wholly inside
+//     MEMBLOCK_RSRV_NOINIT reserved regions) agrees with memblock, and
+//     what RestoreFolio restored lies within it;
+//   - every frame in exactly one state — in a free block on the
 //     buddy lists (PG_buddy head, refcount 0, aligned to its order,
 //     interior pages untouched) or on a per-CPU list (head with refcount 0
 //     and no flags, a cached order, aligned, interior untouched), allocated
 //     (refcount > 0; a large folio's tails point to its head), PG_reserved
-//     (overlapping a reserved region or a hole), or uninitialised
-//     (overlapping a MEMBLOCK_RSRV_NOINIT region);
+//     (overlapping a reserved region or a hole), all zero (overlapping a
+//     noinit region without being wholly inside it), or uninitialised (a
+//     noinit frame RestoreFolio has not restored: skipped unread, since
+//     its struct page holds stale bytes);
+//   - no free block (buddy or per-CPU) and no allocated folio covers an
+//     uninitialised frame, and no free or per-CPU list links to one: the
+//     allocator never hands out a preserved frame before it is restored;
 //   - free blocks on the buddy lists coalesced (no buddy of the same order
 //     and migratetype free on the buddy lists: a buddy on a per-CPU list
 //     legitimately blocks merging), of their pageblocks' migratetype;
@@ -32,6 +43,9 @@ func (mm *MM) CheckInvariants() error {
 	}
 	if !mm.Memblock.handedOver {
 		return mm.checkBeforeFreeAll()
+	}
+	if v := mm.checkNoinitRecord(); v != nil {
+		return v
 	}
 	if v := mm.checkPageblocks(); v != nil {
 		return v
@@ -69,8 +83,67 @@ func (mm *MM) checkBeforeFreeAll() error {
 			return mm.violation(invPageblockMT, PFN(pb)<<PageblockOrder, "pageblock %d is %v before memblock_free_all", pb, mt)
 		}
 	}
+	if mm.noinit != nil || mm.restored != nil {
+		return invariant.New(pkg, invNoinitReserved, z.String(), "noinit frames recorded before memblock_free_all")
+	}
+	// A recycled memmap holds the previous kernel's struct pages until
+	// memblock_free_all initialises it: nothing to check in them.
+	if mm.Memmap.stale {
+		return nil
+	}
 	if i := firstNonZero(mm.Memmap.pages); i >= 0 {
 		return mm.violation(invFrameState, PFN(i), "page initialised before memblock_free_all")
+	}
+	return nil
+}
+
+// checkNoinitRecord compares the noinit bitmap, which the allocator goes
+// by to avoid uninitialised struct pages, with memblock's noinit regions,
+// and checks that RestoreFolio restored only noinit frames. It reads no
+// struct page.
+func (mm *MM) checkNoinitRecord() *invariant.Violation {
+	n := mm.Memmap.NumPages()
+	words := (n + 63) / 64
+	var want []uint64
+	for r := range mm.noinitFrames() {
+		if want == nil {
+			want = make([]uint64, words)
+		}
+		bitsSet(want, uint64(r.start), uint64(r.end))
+	}
+	dump := func() string { return mm.Memblock.String() + mm.Zone.String() }
+	if (want == nil) != (mm.noinit == nil) || (mm.noinit != nil && (uint64(len(mm.noinit)) != words || len(mm.restored) != len(mm.noinit))) {
+		return invariant.New(pkg, invNoinitReserved, dump(), "noinit bitmap of %d words (restored %d), memblock's noinit regions need %d",
+			len(mm.noinit), len(mm.restored), len(want))
+	}
+	for w := range mm.noinit {
+		if mm.noinit[w] != want[w] {
+			return invariant.New(pkg, invNoinitReserved, dump(), "noinit bitmap word %d is %#x, memblock's noinit regions make it %#x",
+				w, mm.noinit[w], want[w])
+		}
+		if x := mm.restored[w] &^ mm.noinit[w]; x != 0 {
+			return invariant.New(pkg, invNoinitReserved, dump(), "%v restored, but it is not noinit",
+				PFN(uint64(w)<<6+uint64(bits.TrailingZeros64(x))))
+		}
+	}
+	return nil
+}
+
+// coversUninitialised checks that the block or folio of 2^order frames at
+// pfn covers no frame whose struct page is uninitialised, before anything
+// reads the struct pages of its interior. (Small enough to inline: the
+// walk calls it for every block.)
+func (c *checker) coversUninitialised(pfn PFN, order uint, what string) *invariant.Violation {
+	if c.mm.noinit == nil {
+		return nil
+	}
+	return c.coversUninitialisedSlow(pfn, order, what)
+}
+
+func (c *checker) coversUninitialisedSlow(pfn PFN, order uint, what string) *invariant.Violation {
+	if u, ok := c.mm.firstUninitialised(pfn, pfn+1<<order); ok {
+		return c.mm.violation(invNoinitReserved, pfn, "%s of order %d at %v covers %v, preserved (noinit) and not restored",
+			what, order, pfn, u)
 	}
 	return nil
 }
@@ -110,7 +183,15 @@ func (c *checker) walkMemmap() *invariant.Violation {
 	pages := mm.Memmap.pages
 	n := PFN(len(pages))
 	reserved, noinit := mm.pfnRanges()
+	anyNoinit := mm.noinit != nil
 	for pfn := PFN(0); pfn < n; {
+		// Preserved and not restored: its struct page holds stale bytes
+		// (see Memmap.stale) and is skipped unread. Blocks and folios
+		// that would cover it are caught at their heads.
+		if anyNoinit && mm.uninitialised(pfn) {
+			pfn++
+			continue
+		}
 		p := &pages[pfn]
 		if p.mapcount < 0 {
 			return mm.violation(invMapcount, pfn, "negative mapcount")
@@ -151,7 +232,10 @@ func (c *checker) walkMemmap() *invariant.Violation {
 			c.allocated++
 			pfn++
 		case *p == Page{}:
-			if !noinit.overlaps(pfn, pfn+1) {
+			// Only a frame partly in a noinit region (which
+			// memblock_free_all neither reserves nor frees) stays all
+			// zero; a restored frame is wholly noinit and always owned.
+			if !noinit.overlaps(pfn, pfn+1) || mm.Restored(pfn, 1) {
 				return mm.violation(invFrameState, pfn, "frame neither free, allocated, reserved nor preserved (leaked)")
 			}
 			pfn++
@@ -175,6 +259,9 @@ func (c *checker) checkFreeBlock(pfn PFN) (uint, *invariant.Violation) {
 	if p.private > MaxPageOrder || pfn&(nr-1) != 0 || pfn+nr > PFN(len(pages)) {
 		return 0, mm.violation(invFreeBlock, pfn, "free block of order %d misaligned or beyond the zone", p.private)
 	}
+	if v := c.coversUninitialised(pfn, order, "free block"); v != nil {
+		return 0, v
+	}
 	mt := mm.Zone.pageblockMT[pfn>>PageblockOrder]
 	for i := pfn; i < pfn+nr; i += PageblockNrPages {
 		if mm.Zone.pageblockMT[i>>PageblockOrder] != mt {
@@ -185,11 +272,9 @@ func (c *checker) checkFreeBlock(pfn PFN) (uint, *invariant.Violation) {
 	if i := firstNonZero(pages[pfn+1 : pfn+nr]); i >= 0 {
 		return 0, mm.violation(invFreeBlock, pfn+1+PFN(i), "page inside the free block at %v is not clear", pfn)
 	}
-	if order < MaxPageOrder {
-		buddy := pfn ^ nr
-		bp := &pages[min(buddy, PFN(len(pages))-1)]
-		if buddy+nr <= PFN(len(pages)) && bp.flags == PGBuddy && bp.private == uint64(order) &&
-			mm.Zone.pageblockMT[buddy>>PageblockOrder] == mt {
+	if buddy := pfn ^ nr; order < MaxPageOrder && buddy+nr <= PFN(len(pages)) && !mm.uninitialised(buddy) {
+		bp := &pages[buddy]
+		if bp.flags == PGBuddy && bp.private == uint64(order) && mm.Zone.pageblockMT[buddy>>PageblockOrder] == mt {
 			return 0, mm.violation(invCoalesced, pfn, "free buddies %v and %v of order %d not merged", pfn, buddy, order)
 		}
 	}
@@ -207,6 +292,9 @@ func (c *checker) checkFolio(pfn PFN) (uint, *invariant.Violation) {
 	nr := PFN(1) << order
 	if order == 0 || order > MaxPageOrder || pfn&(nr-1) != 0 || pfn+nr > PFN(len(pages)) {
 		return 0, mm.violation(invCompound, pfn, "large folio of order %d misaligned or beyond the zone", order)
+	}
+	if v := c.coversUninitialised(pfn, order, "folio"); v != nil {
+		return 0, v
 	}
 	if p.refcount <= 0 || p.flags&(PGTail|PGBuddy|PGReserved) != 0 || p.lru != [2]uint32{} {
 		return 0, mm.violation(invCompound, pfn, "large folio head with refcount %d or allocator state", p.refcount)
@@ -238,6 +326,9 @@ func (c *checker) checkFreeLists() *invariant.Violation {
 				pfn := linkPFN(l)
 				if uint64(pfn) >= uint64(len(pages)) {
 					return mm.violation(invFreeList, linkPFN(prev), "free_area[%d] %v links to %v beyond the zone", order, mt, pfn)
+				}
+				if mm.uninitialised(pfn) {
+					return mm.violation(invNoinitReserved, pfn, "free_area[%d] %v links to %v, preserved (noinit) and not restored", order, mt, pfn)
 				}
 				p := &pages[pfn]
 				if p.flags != PGBuddy || p.private != uint64(order) || z.pageblockMT[pfn>>PageblockOrder] != mt {
@@ -278,6 +369,9 @@ func (c *checker) checkPcpBlock(pfn PFN) (uint, *invariant.Violation) {
 	if pfn&(nr-1) != 0 || pfn+nr > PFN(len(pages)) {
 		return 0, mm.violation(invPcpBlock, pfn, "per-CPU block of order %d misaligned or beyond the zone", order)
 	}
+	if v := c.coversUninitialised(pfn, order, "per-CPU block"); v != nil {
+		return 0, v
+	}
 	if i := firstNonZero(pages[pfn+1 : pfn+nr]); i >= 0 {
 		return 0, mm.violation(invPcpBlock, pfn+1+PFN(i), "page inside the per-CPU block at %v is not clear", pfn)
 	}
@@ -310,6 +404,9 @@ func (c *checker) checkPcpLists() *invariant.Violation {
 			pfn := linkPFN(link)
 			if uint64(pfn) >= uint64(len(pages)) {
 				return invariant.New(pkg, invPcpList, z.String(), "pcp list %d (order %d %v) links to %v beyond the zone", pindex, order, mt, pfn)
+			}
+			if mm.uninitialised(pfn) {
+				return mm.violation(invNoinitReserved, pfn, "pcp list %d (order %d %v) links to %v, preserved (noinit) and not restored", pindex, order, mt, pfn)
 			}
 			p := &pages[pfn]
 			if !p.onPcpList() || p.flags != 0 || p.private != uint64(order) || z.pageblockMT[pfn>>PageblockOrder] != mt {

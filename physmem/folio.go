@@ -3,10 +3,14 @@ package physmem
 import "khosim/errno"
 
 // folioPage returns the head page of f, checking that f names a folio:
-// a valid frame ("pfn-in-range"), not a tail ("folio-is-head"), not free
+// a valid frame ("pfn-in-range") whose struct page is initialised
+// ("page-initialised"), not a tail ("folio-is-head"), not free
 // ("folio-not-free").
 func (mm *MM) folioPage(f Folio, op string) *Page {
 	p := mm.Memmap.Page(PFN(f))
+	if mm.uninitialised(PFN(f)) {
+		mm.badUninitialised(PFN(f), op)
+	}
 	if p.flags&(PGTail|PGBuddy) != 0 || p.lru[0]|p.lru[1] != 0 { // a tail, or free (buddy or per-CPU list)
 		mm.badFolio(f, op)
 	}
@@ -20,12 +24,25 @@ func (mm *MM) badFolio(f Folio, op string) {
 	bug(invFolioNotFree, mm.dumpPage(PFN(f)), "%s on free page %v", op, PFN(f))
 }
 
+// badUninitialised reports an operation on a frame whose struct page was
+// never initialised: reserved MEMBLOCK_RSRV_NOINIT and not restored. Linux
+// catches such reads of a poisoned memmap with PF_POISONED_CHECK
+// (CONFIG_DEBUG_VM_PGFLAGS).
+func (mm *MM) badUninitialised(pfn PFN, op string) {
+	bug(invPageInit, mm.dumpPage(pfn), "%s on %v, whose struct page is not initialised (preserved, not restored)", op, pfn)
+}
+
 // PageFolio returns the folio a page belongs to (page_folio /
 // compound_head), in O(1): a tail page records its head.
 // Preconditions:
-//   - pfn is a valid frame; otherwise panics with "pfn-in-range".
+//   - pfn is a valid frame; otherwise panics with "pfn-in-range";
+//   - its struct page is initialised (see PageInitialised); otherwise
+//     panics with "page-initialised".
 func (mm *MM) PageFolio(pfn PFN) Folio {
 	p := mm.Memmap.Page(pfn)
+	if mm.uninitialised(pfn) {
+		mm.badUninitialised(pfn, "page_folio")
+	}
 	if p.flags&PGTail != 0 {
 		return Folio(linkPFN(p.lru[0]))
 	}

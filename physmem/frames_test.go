@@ -156,12 +156,14 @@ func TestFramesDiscard(t *testing.T) {
 }
 
 // TestMemmapRecycled: a closed MM leaves its memmap's host memory to the
-// frames, and the next MM's memmap is that memory, all zero again,
-// whatever the old kernel left in it.
+// frames, and the next MM's memmap is that memory, holding whatever the
+// old kernel left in it (stale, not read) until memblock_free_all
+// initialises every struct page.
 func TestMemmapRecycled(t *testing.T) {
 	frames := newTestFrames(t, 4096)
 	mm1, err := NewMM(frames, nil)
 	noErr(t, err)
+	isTrue(t, !mm1.Memmap.stale, "a fresh memmap is all zero, not stale")
 	noErr(t, mm1.MemblockFreeAll())
 	f, err := mm1.FolioAlloc(GFPKernel, 3)
 	noErr(t, err)
@@ -180,11 +182,34 @@ func TestMemmapRecycled(t *testing.T) {
 	defer mm2.Close()
 	eq(t, uintptrOf(mm2.Memmap.mem), old, "the same host memory")
 	isTrue(t, frames.spareMemmap == nil, "taken")
+	isTrue(t, mm2.Memmap.stale, "recycled memmap is stale")
+	eq(t, mm2.Memmap.pages[7].index, ^uint64(0), "not cleared at NewMM")
+	noErr(t, mm2.CheckInvariants()) // stale bytes are not checked before memblock_free_all
+	noErr(t, mm2.MemblockFreeAll())
+	isTrue(t, !mm2.Memmap.stale, "initialised by memblock_free_all")
 	for i := range mm2.Memmap.pages {
-		if mm2.Memmap.pages[i] != (Page{}) {
-			t.Fatalf("page %d of the recycled memmap: %v", i, &mm2.Memmap.pages[i])
+		if p := &mm2.Memmap.pages[i]; p.index != 0 || p.flags&^PGBuddy != 0 || p.refcount != 0 {
+			t.Fatalf("page %d of the recycled memmap after memblock_free_all: %v", i, p)
 		}
 	}
-	noErr(t, mm2.MemblockFreeAll())
 	noErr(t, mm2.CheckInvariants())
+}
+
+// TestClearResident clears unaligned parts of a mapping: whole host pages,
+// resident or not, read zero; the partial host pages at the edges are
+// cleared only within the range.
+func TestClearResident(t *testing.T) {
+	f := newTestFrames(t, 6)
+	f.Fill(0, 6, ^uint64(0))
+	b := f.Span(0, 6)
+	discard(b[2*PageSize : 3*PageSize]) // one host page not resident
+	clearResident(b[100 : 5*PageSize+50])
+	isTrue(t, bytes.Equal(b[100:5*PageSize+50], make([]byte, 5*PageSize-50)), "cleared bytes read zero")
+	eq(t, b[99], byte(0xFF), "byte before kept")
+	eq(t, b[5*PageSize+50], byte(0xFF), "byte after kept")
+	clearResident(b[5*PageSize+60 : 5*PageSize+70]) // inside one host page
+	eq(t, b[5*PageSize+59]&b[5*PageSize+70], byte(0xFF), "neighbours of a small clear kept")
+	isTrue(t, bytes.Equal(b[5*PageSize+60:5*PageSize+70], make([]byte, 10)), "small clear reads zero")
+	clearResident(b[:PageSize]) // aligned
+	isTrue(t, bytes.Equal(b[:PageSize], make([]byte, PageSize)), "aligned clear reads zero")
 }

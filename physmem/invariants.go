@@ -36,6 +36,16 @@ const (
 	// Every frame is in exactly one state: free in the buddy allocator,
 	// allocated, reserved, or (reserved noinit) not yet initialised.
 	invFrameState = "frame-state"
+	// No operation reads the struct page of a frame that is not
+	// initialised: wholly inside MEMBLOCK_RSRV_NOINIT reserved memory and
+	// not yet restored by RestoreFolio (Linux: PF_POISONED_CHECK).
+	invPageInit = "page-initialised"
+	// Frames wholly inside MEMBLOCK_RSRV_NOINIT reserved memory stay out
+	// of the allocator until RestoreFolio initialises their struct pages:
+	// no free block (buddy or per-CPU) and no allocated folio covers one
+	// that is not restored, no list links to one, and the record of them
+	// (and of what RestoreFolio restored) agrees with memblock.
+	invNoinitReserved = "noinit-reserved"
 	// Free blocks: PG_buddy head with its order in private, aligned to its
 	// order, inside the zone, of the pageblocks' migratetype, interior pages
 	// untouched.

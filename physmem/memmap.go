@@ -9,8 +9,16 @@ import (
 )
 
 // Memmap models the memmap (mem_map / the vmemmap): one struct page per
-// frame, indexed by PFN (pfn_to_page). It belongs to one kernel instance
-// and is rebuilt, all zero, at every boot; nothing in it survives kexec.
+// frame, indexed by PFN (pfn_to_page). It belongs to one kernel instance;
+// nothing in it survives kexec as far as the kernels are concerned.
+//
+// Its struct pages are not initialised when the memmap is allocated, as
+// Linux's are not: memmap_alloc / memblock_alloc_try_nid_raw leave
+// whatever the memory held.
+// MM.MemblockFreeAll initialises every one of them except those of frames
+// inside MEMBLOCK_RSRV_NOINIT reserved memory, which RestoreFolio
+// initialises, a folio at a time, when KHO restores what they hold. Until
+// then such a struct page holds bytes nobody may read (see stale).
 //
 // The array lives in an anonymous MAP_NORESERVE host mapping: the pages of
 // the memmap nobody writes cost no host memory, and the garbage collector
@@ -19,28 +27,46 @@ import (
 type Memmap struct {
 	pages []Page
 	mem   []byte
+	// stale is set while the memmap holds bytes it did not write: the
+	// mapping was recycled from the previous kernel's memmap and
+	// memblock_free_all has not initialised it yet. A fresh mapping is
+	// all zero, not stale.
+	//
+	// The stale bytes are the previous kernel's struct pages for the
+	// very same frames (the simulator recycles the host memory of a
+	// memmap of the same size). The new kernel must never read them:
+	// the honest boundary is that kernel #2 learns nothing from kernel
+	// #1 but the bytes of physical memory and the boot parameters, and
+	// khosim's memmap is not in simulated physical memory at all. Only
+	// memblock_free_all's initialisation, and for MEMBLOCK_RSRV_NOINIT
+	// frames RestoreFolio's full write of every struct page of the
+	// folio, make them meaningful; until then they are garbage, as a
+	// real memmap is before memmap_init.
+	stale bool
 }
 
-// newMemmap returns an all-zero memmap for the n frames of frames: the
-// mapping the previous kernel's memmap left behind (Frames.spareMemmap),
-// cleared, or a fresh one.
+// newMemmap returns the memmap for the n frames of frames, its struct
+// pages not initialised: the mapping the previous kernel's memmap left
+// behind (Frames.spareMemmap), as it is (stale), or a fresh, all-zero one.
 //
 // Reusing the host memory of the memmap is a simulator matter, invisible
-// to the kernels: the new memmap is all zero either way, and a fresh
-// mapping would cost a host page fault for every 4 KiB of it the kernel
-// writes (one per 102 struct pages: 10,000 for a 4 GiB memfd), which
-// Linux, whose memmap is ordinary RAM, never pays. Only the host pages the
-// old memmap had committed are cleared (mincore); the others read as zero.
+// to the kernels, which never read a struct page before initialising it.
+// A fresh mapping would cost a host page fault for every 4 KiB of it the
+// kernel writes (one per 102 struct pages: 10,000 for a 4 GiB memfd),
+// which Linux, whose memmap is ordinary RAM, never pays. Nor is the
+// recycled mapping cleared here: MM.MemblockFreeAll clears only what
+// memblock_free_all initialises (and only the host pages the old memmap
+// committed), and RestoreFolio writes the struct pages of preserved
+// folios whole, so none of them is written twice at boot.
 func newMemmap(frames *Frames, n uint64) (Memmap, error) {
 	if n == 0 || n > maxLinkPFN {
 		return Memmap{}, errno.EINVAL
 	}
-	size := n * uint64(unsafe.Sizeof(Page{}))
+	size := n * pageBytes
 	mem := frames.spareMemmap
 	frames.spareMemmap = nil
-	if uint64(len(mem)) == size {
-		clearResident(mem)
-	} else {
+	stale := uint64(len(mem)) == size
+	if !stale {
 		if mem != nil {
 			_ = syscall.Munmap(mem)
 		}
@@ -50,7 +76,20 @@ func newMemmap(frames *Frames, n uint64) (Memmap, error) {
 		}
 	}
 	pages := unsafe.Slice((*Page)(unsafe.Pointer(unsafe.SliceData(mem))), n)
-	return Memmap{pages: pages, mem: mem}, nil
+	return Memmap{pages: pages, mem: mem, stale: stale}, nil
+}
+
+// pageBytes is sizeof(struct page) in the memmap.
+const pageBytes = uint64(unsafe.Sizeof(Page{}))
+
+// zero clears the struct pages of frames [start, end) (memmap_init and
+// deferred_init_memmap initialise them): the host pages the memmap has
+// committed are cleared, the others dropped (clearResident), so that
+// initialising commits no host memory.
+func (m *Memmap) zero(start, end PFN) {
+	if start < end {
+		clearResident(m.mem[uint64(start)*pageBytes : uint64(end)*pageBytes])
+	}
 }
 
 // NumPages returns the number of struct pages.

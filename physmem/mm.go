@@ -2,6 +2,8 @@ package physmem
 
 import (
 	"fmt"
+	"iter"
+	"math/bits"
 
 	"khosim/errno"
 	"khosim/fault"
@@ -14,10 +16,15 @@ import (
 //
 // Boot sequence, as start_kernel / mm_core_init:
 //
-//	NewMM            memmap all uninitialised; memblock.memory = all frames (e820)
+//	NewMM            memmap allocated, not initialised (stale bytes if its
+//	                 host memory is recycled, zeros if fresh);
+//	                 memblock.memory = all frames (e820)
 //	Memblock.*       reserve, allocate, mark scratch, scratch-only mode
-//	MemblockFreeAll  the buddy allocator takes every unreserved frame
-//	AllocPages, Folio*, RestoreFolio, ...  the running kernel
+//	MemblockFreeAll  every struct page initialised but those of
+//	                 MEMBLOCK_RSRV_NOINIT frames; the buddy allocator takes
+//	                 every unreserved frame
+//	RestoreFolio     initialises the struct pages of a preserved (noinit) folio
+//	AllocPages, Folio*, ...  the running kernel
 //	Close            the memmap is gone (kexec, or the end of the simulation)
 //
 // MM is not safe for concurrent use.
@@ -27,13 +34,22 @@ type MM struct {
 	Memmap   Memmap    // struct pages, this kernel's
 	Zone     Zone      // the buddy allocator's lists and counters
 	faults   *fault.Injector
-	restored []uint64 // a bit per frame RestoreFolio initialised (allocated at the first)
+	// noinit has a bit for every frame wholly inside MEMBLOCK_RSRV_NOINIT
+	// reserved memory, whose struct page memblock_free_all leaves
+	// uninitialised; restored a bit for every such frame RestoreFolio
+	// has initialised since. Both are set up by MemblockFreeAll, and are
+	// nil if no frame is noinit. A frame whose noinit bit is set and
+	// restored bit clear has a struct page nobody may read (uninitialised).
+	noinit   []uint64
+	restored []uint64
 }
 
-// NewMM boots a kernel's memory model over frames: a fresh all-zero memmap
-// (every page uninitialised, as memmap_init leaves pages reserved until
-// memblock_free_all), a memblock whose memory is the whole machine
-// (e820__memblock_setup; Remove makes holes), and an empty buddy allocator.
+// NewMM boots a kernel's memory model over frames: a memmap whose struct
+// pages are not initialised yet (the previous kernel's memmap recycled,
+// holding its stale bytes, or a fresh all-zero one; see newMemmap), a
+// memblock whose memory is the whole machine (e820__memblock_setup; Remove
+// makes holes), and an empty buddy allocator. MemblockFreeAll initialises
+// the memmap.
 // Every page allocation, from memblock or the buddy allocator, reports to
 // faults (may be nil) at fault.PageAlloc first.
 //
@@ -67,18 +83,110 @@ func NewMM(frames *Frames, faults *fault.Injector) (*MM, error) {
 }
 
 // Close ends the memmap; no *Page obtained from this MM may be used
-// afterwards (its host memory is cleared and reused for the next kernel's
+// afterwards (its host memory is reused, as it is, for the next kernel's
 // memmap on the same Frames, or unmapped). The Frames are not closed.
 // Closing twice returns EBADF.
 func (mm *MM) Close() error { return mm.Memmap.close(mm.Frames) }
 
 // Page returns the struct page of frame pfn (pfn_to_page).
+//
+// The struct page of a frame inside MEMBLOCK_RSRV_NOINIT reserved memory
+// that RestoreFolio has not restored is not initialised: it holds stale
+// bytes (the previous kernel's struct page, or zeros), which the caller
+// must not read (see PageInitialised).
 // Preconditions:
 //   - pfn is a valid frame; otherwise panics with "pfn-in-range".
 func (mm *MM) Page(pfn PFN) *Page { return mm.Memmap.Page(pfn) }
 
+// PageInitialised reports whether the struct page of frame pfn holds this
+// kernel's state: memblock_free_all has run and the frame is not inside
+// MEMBLOCK_RSRV_NOINIT reserved memory, or RestoreFolio restored it.
+// Preconditions:
+//   - pfn is a valid frame; otherwise panics with "pfn-in-range".
+func (mm *MM) PageInitialised(pfn PFN) bool {
+	mm.Memmap.Page(pfn)
+	return mm.Memblock.handedOver && !mm.uninitialised(pfn)
+}
+
+// Restored reports whether RestoreFolio has initialised the struct page of
+// any of the n frames from pfn: whether any of them, preserved by the
+// previous kernel and reserved MEMBLOCK_RSRV_NOINIT, has been handed to
+// this kernel's allocator.
+// Preconditions:
+//   - the frames exist; otherwise panics with "pfn-in-range".
+func (mm *MM) Restored(pfn PFN, n uint64) bool {
+	if !mm.Frames.rangeOK(pfn, n) {
+		mm.Frames.badRange(pfn, n)
+	}
+	return mm.restored != nil && bitsAny(mm.restored, uint64(pfn), uint64(pfn)+n)
+}
+
+// uninitialised reports whether the struct page of pfn, a valid frame, is
+// one memblock_free_all left uninitialised (MEMBLOCK_RSRV_NOINIT) and
+// RestoreFolio has not initialised since: it must not be read.
+func (mm *MM) uninitialised(pfn PFN) bool {
+	if mm.noinit == nil {
+		return false
+	}
+	w := pfn >> 6
+	return (mm.noinit[w]&^mm.restored[w])>>(pfn&63)&1 != 0
+}
+
+// firstUninitialised returns the first frame of [start, end) whose struct
+// page is uninitialised (see uninitialised), if any.
+func (mm *MM) firstUninitialised(start, end PFN) (PFN, bool) {
+	if mm.noinit == nil || start >= end {
+		return 0, false
+	}
+	s, e := uint64(start), uint64(end)
+	for w := s >> 6; w<<6 < e; w++ {
+		if x := (mm.noinit[w] &^ mm.restored[w]) & wordMask(w, s, e); x != 0 {
+			return PFN(w<<6 + uint64(bits.TrailingZeros64(x))), true
+		}
+	}
+	return 0, false
+}
+
+// noinitFrames yields, in address order, the runs of frames wholly inside
+// MEMBLOCK_RSRV_NOINIT reserved memory, up to the end of the memmap.
+// Adjacent noinit regions count as one, so a frame they share is inside.
+func (mm *MM) noinitFrames() iter.Seq[pfnRange] {
+	return func(yield func(pfnRange) bool) {
+		n := PFN(mm.Memmap.NumPages())
+		var base, end PhysAddr // the current run of noinit regions
+		flush := func() bool {
+			if s, e := base.PFNUp(), min(end.PFN(), n); s < e {
+				return yield(pfnRange{s, e})
+			}
+			return true
+		}
+		for r := range mm.Memblock.Reserved() {
+			if r.Flags&MemblockRsrvNoinit == 0 {
+				continue
+			}
+			if r.Base != end || end == 0 {
+				if !flush() {
+					return
+				}
+				base = r.Base
+			}
+			end = r.End()
+		}
+		flush()
+	}
+}
+
 // MemblockFreeAll hands memory to the buddy allocator at the end of early
 // boot (memblock_free_all). It
+//   - initialises the struct page of every frame except those wholly inside
+//     MEMBLOCK_RSRV_NOINIT reserved regions, if the memmap holds stale
+//     bytes: the work of memmap_init (the early part of memory),
+//     deferred_init_memmap (free ranges, CONFIG_DEFERRED_STRUCT_PAGE_INIT)
+//     and memmap_init_reserved_pages -> reserve_bootmem_region (reserved
+//     ranges, which skips MEMBLOCK_RSRV_NOINIT ones). Initialising clears
+//     the struct pages (Memmap.zero); the noinit frames keep whatever the
+//     memmap held until RestoreFolio initialises them (kho_restore_folio),
+//     and nothing reads them before;
 //   - tags every pageblock that overlaps KHO scratch memory MIGRATE_CMA
 //     (kho_release_scratch), leaving the rest MIGRATE_MOVABLE;
 //   - marks each page that overlaps a reserved region PG_reserved with
@@ -99,6 +207,22 @@ func (mm *MM) MemblockFreeAll() error {
 		return errno.EINVAL
 	}
 	n := PFN(mm.Memmap.NumPages())
+	next := PFN(0)
+	for r := range mm.noinitFrames() {
+		if mm.noinit == nil {
+			mm.noinit = make([]uint64, (n+63)/64)
+			mm.restored = make([]uint64, (n+63)/64)
+		}
+		bitsSet(mm.noinit, uint64(r.start), uint64(r.end))
+		if mm.Memmap.stale {
+			mm.Memmap.zero(next, r.start)
+		}
+		next = r.end
+	}
+	if mm.Memmap.stale {
+		mm.Memmap.zero(next, n)
+		mm.Memmap.stale = false
+	}
 	for r := range mb.Memory() {
 		if r.Flags&MemblockKHOScratch == 0 {
 			continue
@@ -143,11 +267,14 @@ func (mm *MM) reserveBootmemRegion(start, end PFN) {
 }
 
 // RestoreFolio turns preserved frames back into a folio after kexec: the
-// struct page initialisation of kho_restore_folio() / kho_restore_page().
-// The frames [pfn, pfn+2^order) must have been reserved MEMBLOCK_RSRV_NOINIT
-// before memblock_free_all and not restored since. The folio gets refcount
-// 1, which the caller owns (drop it with FolioPut; at zero the frames go to
-// the buddy allocator), and counts as managed memory
+// struct page initialisation of kho_restore_folio() / kho_restore_page()
+// (kho_init_folio / kho_init_pages in recent kernels). The frames
+// [pfn, pfn+2^order) must have been reserved MEMBLOCK_RSRV_NOINIT before
+// memblock_free_all and not restored since. Their struct pages were never
+// initialised (they hold stale bytes: see Memmap); RestoreFolio writes
+// every one of them whole, head and tails, and never reads them. The folio
+// gets refcount 1, which the caller owns (drop it with FolioPut; at zero
+// the frames go to the buddy allocator), and counts as managed memory
 // (adjust_managed_page_count).
 //
 // Errors: EINVAL before memblock_free_all, for an order above MaxPageOrder,
@@ -162,39 +289,54 @@ func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 	}
 	// Restored before (then perhaps freed, split or reallocated)? Only
 	// RestoreFolio initialises the struct pages of noinit memory, so its
-	// record of what it restored is exact; the head must still be
-	// uninitialised too.
-	if mm.restored == nil {
-		mm.restored = make([]uint64, (mm.Memmap.NumPages()+63)/64)
-	}
-	if !mm.Memmap.pages[pfn].uninitialised() || !bitsClearSet(mm.restored, uint64(pfn), uint64(pfn+nr)) {
+	// record of what it restored is exact, and the only thing to go by:
+	// the struct pages themselves hold stale bytes (MemblockFreeAll set
+	// up both bitmaps, since the frames are noinit).
+	if !bitsClearSet(mm.restored, uint64(pfn), uint64(pfn+nr)) {
 		return 0, errno.EINVAL
 	}
+	mm.Memmap.pages[pfn] = Page{} // the head whole; prepNewPage writes the tails whole
 	mm.prepNewPage(pfn, order, 0)
 	mm.Zone.managed += uint64(nr)
 	return Folio(pfn), nil
 }
 
+// wordMask returns the bits of word w of a bitmap that fall in [s, e),
+// which must overlap the word.
+func wordMask(w, s, e uint64) uint64 {
+	lo, hi := max(s, w<<6)-w<<6, min(e, w<<6+64)-w<<6
+	m := ^uint64(0) << lo
+	if hi < 64 {
+		m &= 1<<hi - 1
+	}
+	return m
+}
+
 // bitsClearSet sets bits [s, e) of b if none of them is set, and reports
 // whether it did; b is unchanged otherwise.
 func bitsClearSet(b []uint64, s, e uint64) bool {
-	mask := func(w uint64) uint64 {
-		lo, hi := max(s, w<<6)-w<<6, min(e, w<<6+64)-w<<6
-		m := ^uint64(0) << lo
-		if hi < 64 {
-			m &= 1<<hi - 1
-		}
-		return m
+	if bitsAny(b, s, e) {
+		return false
 	}
-	for w := s >> 6; w<<6 < e; w++ {
-		if b[w]&mask(w) != 0 {
-			return false
-		}
-	}
-	for w := s >> 6; w<<6 < e; w++ {
-		b[w] |= mask(w)
-	}
+	bitsSet(b, s, e)
 	return true
+}
+
+// bitsAny reports whether any of bits [s, e) of b is set.
+func bitsAny(b []uint64, s, e uint64) bool {
+	for w := s >> 6; w<<6 < e; w++ {
+		if b[w]&wordMask(w, s, e) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// bitsSet sets bits [s, e) of b.
+func bitsSet(b []uint64, s, e uint64) {
+	for w := s >> 6; w<<6 < e; w++ {
+		b[w] |= wordMask(w, s, e)
+	}
 }
 
 // FreeReservedPages gives n reserved frames from pfn to the buddy allocator
@@ -247,7 +389,13 @@ func (mm *MM) pageblockInScratch(pfn PFN) bool {
 	return false
 }
 
+// allReservedClean reports whether frames [pfn, pfn+n) are all PG_reserved
+// with refcount 1 and otherwise clean; never, without reading them, if any
+// has an uninitialised struct page.
 func (mm *MM) allReservedClean(pfn PFN, n uint64) bool {
+	if _, ok := mm.firstUninitialised(pfn, pfn+PFN(n)); ok {
+		return false
+	}
 	for _, p := range mm.Memmap.pages[pfn : pfn+PFN(n)] {
 		if p != (Page{flags: PGReserved, refcount: 1}) {
 			return false
@@ -256,11 +404,16 @@ func (mm *MM) allReservedClean(pfn PFN, n uint64) bool {
 	return true
 }
 
-// dumpPage describes a page for a Violation, as dump_page() does.
+// dumpPage describes a page for a Violation, as dump_page() does. It only
+// prints: an uninitialised struct page is shown as it is, marked so.
 func (mm *MM) dumpPage(pfn PFN) string {
 	if uint64(pfn) >= mm.Memmap.NumPages() {
 		return fmt.Sprintf("%v: no struct page", pfn)
 	}
-	return fmt.Sprintf("page %v: %v (pageblock %v)", pfn, &mm.Memmap.pages[pfn],
-		mm.Zone.pageblockMT[pfn>>PageblockOrder])
+	uninit := ""
+	if mm.uninitialised(pfn) {
+		uninit = " [uninitialised: MEMBLOCK_RSRV_NOINIT, not restored]"
+	}
+	return fmt.Sprintf("page %v: %v (pageblock %v)%s", pfn, &mm.Memmap.pages[pfn],
+		mm.Zone.pageblockMT[pfn>>PageblockOrder], uninit)
 }

@@ -25,14 +25,23 @@ func mmapAnon(size uint64) ([]byte, error) {
 	return b, nil
 }
 
+// hostPagesIn returns the part of b made of whole host pages, as offsets:
+// b[start:end] is host page aligned at both ends and b[:start], b[end:]
+// each lie within one host page. start >= end if b covers no host page
+// whole.
+func hostPagesIn(b []byte) (start, end int) {
+	hp := uintptr(syscall.Getpagesize())
+	base := uintptrOf(b)
+	start = int((hp - base%hp) % hp)
+	end = len(b) - int((base+uintptr(len(b)))%hp)
+	return start, end
+}
+
 // discard drops the host pages wholly inside b (MADV_DONTNEED): they read
 // back as zeroes and stop counting in the host's RSS. The parts of b that
 // only partly cover a host page are cleared instead.
 func discard(b []byte) {
-	hp := syscall.Getpagesize()
-	base := uintptrOf(b)
-	start := int((uintptr(hp) - base%uintptr(hp)) % uintptr(hp))
-	end := len(b) - int((base+uintptr(len(b)))%uintptr(hp))
+	start, end := hostPagesIn(b)
 	if start >= end {
 		clear(b)
 		return
@@ -44,14 +53,24 @@ func discard(b []byte) {
 	clear(b[end:])
 }
 
-// clearResident zeroes b, which must be a whole host mapping (page
-// aligned): the host pages the host has in memory (mincore) are cleared,
-// the others are dropped (MADV_DONTNEED, which costs next to nothing for
-// pages never committed and also drops any the host swapped out), so
-// that clearing commits no page that was not committed already.
+// clearResident zeroes b, any part of a host mapping, committing no host
+// page that is not committed already. Of the host pages wholly inside b,
+// those the host has in memory (mincore) are cleared, the others are
+// dropped (MADV_DONTNEED, which costs next to nothing for pages never
+// committed and also drops any the host swapped out). The parts of b that
+// only partly cover a host page, at either end, are cleared: the rest of
+// such a host page is not b's to drop.
 func clearResident(b []byte) {
+	start, end := hostPagesIn(b)
+	if start >= end {
+		clear(b)
+		return
+	}
+	clear(b[:start])
+	clear(b[end:])
+	b = b[start:end]
 	hp := syscall.Getpagesize()
-	npages := (len(b) + hp - 1) / hp
+	npages := len(b) / hp
 	vec := make([]byte, npages)
 	_, _, e := syscall.Syscall(syscall.SYS_MINCORE, uintptrOf(b), uintptr(len(b)), uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
 	if e != 0 {
@@ -64,7 +83,7 @@ func clearResident(b []byte) {
 		for j < npages && vec[j]&1 == in {
 			j++
 		}
-		run := b[i*hp : min(j*hp, len(b))]
+		run := b[i*hp : j*hp]
 		if in != 0 {
 			clear(run)
 		} else if err := syscall.Madvise(run, syscall.MADV_DONTNEED); err != nil {

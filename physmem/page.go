@@ -71,10 +71,14 @@ func (f PageFlags) String() string {
 // per frame. It holds no Go pointers and is 40 bytes, so the memmap can
 // live in sparsely committed host memory the garbage collector never scans.
 //
-// States of a page (the memmap starts all zero, "uninitialised"):
+// States of a page (the memmap starts "uninitialised": all zero if its host
+// memory is fresh, the previous kernel's stale bytes if recycled, and in
+// neither case to be read):
 //
 //	uninitialised --memblock_free_all--> free (in the buddy allocator)
 //	uninitialised --memblock_free_all--> reserved (PG_reserved, refcount 1)
+//	uninitialised --memblock_free_all--> all zero (unusable: part of the
+//	                 frame is reserved noinit, part free)
 //	uninitialised (reserved noinit) --RestoreFolio--> allocated
 //	free --alloc_pages--> allocated (refcount 1) --last put--> free
 //	reserved --FreeReservedPages/InitCMAReservedPageblock--> free
@@ -177,13 +181,6 @@ func (p *Page) Private() uint64 { return p.private }
 func (p *Page) SetPrivate(v uint64) {
 	p.checkFlagOwner(0)
 	p.private = v
-}
-
-// uninitialised reports whether the page is all zero, as the memmap
-// starts (field by field: cheaper than comparing with Page{}).
-func (p *Page) uninitialised() bool {
-	return uint64(p.flags)|uint64(uint32(p.refcount))|uint64(uint32(p.mapcount))|uint64(p.mapping)|
-		p.index|p.private|uint64(p.lru[0])|uint64(p.lru[1]) == 0
 }
 
 // order returns the folio order of a head page, 0 for any other page.

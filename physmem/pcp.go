@@ -21,7 +21,7 @@ import "math/bits"
 // memmap walk can tell the block's size) and the list threaded through
 // page->pcp_list (lru here). The lists are circular as Linux's list_head
 // is, so a page on one always has a non-zero link (pcpListHead stands for
-// the list head), which tells it from an uninitialised page.
+// the list head), which tells it from an all-zero page.
 //
 // Linux keeps one list per order and MIGRATE_PCPTYPES migratetype and puts
 // MIGRATE_CMA pages on the MIGRATE_MOVABLE list (free_unref_page), which
@@ -319,6 +319,9 @@ func (p *Page) onPcpList() bool {
 //   - pfn is a valid frame; otherwise panics with "pfn-in-range".
 func (mm *MM) FreeBlockAt(pfn PFN) (order uint, ok bool) {
 	p := mm.Memmap.Page(pfn)
+	if mm.uninitialised(pfn) {
+		return 0, false // preserved, not restored: not free, and not to be read
+	}
 	if p.flags == PGBuddy || p.onPcpList() {
 		return uint(p.private), true
 	}
@@ -335,10 +338,16 @@ func (mm *MM) PageIsFree(pfn PFN) bool {
 }
 
 // pageIsFree is PageIsFree for a valid pfn: a free block's head at an
-// aligned PFN at or below it whose block reaches it.
+// aligned PFN at or below it whose block reaches it. A candidate head whose
+// struct page is uninitialised ends the search unread: no free block holds
+// such a frame, and every larger candidate block holds it too.
 func (mm *MM) pageIsFree(pfn PFN) bool {
 	for order := uint(0); order <= MaxPageOrder; order++ {
-		head := &mm.Memmap.pages[pfn&^(1<<order-1)]
+		hp := pfn &^ (1<<order - 1)
+		if mm.uninitialised(hp) {
+			return false
+		}
+		head := &mm.Memmap.pages[hp]
 		if (head.flags == PGBuddy || head.onPcpList()) && head.private >= uint64(order) {
 			return true
 		}

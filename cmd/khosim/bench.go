@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 
 	"khosim/bench"
@@ -14,7 +16,7 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		args:    "[--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--warmup N] [--json] [-v]",
+		args:    "[--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]",
 		summary: "measure KHO+FDBox serialize/restore against a copy-out/copy-in baseline (docs/performance.md)",
 		run: func(e *env, args []string) int {
 			return benchMain(args, e.stdout, e.stderr)
@@ -30,6 +32,7 @@ type benchFlags struct {
 	warmup  int
 	json    bool
 	verbose bool
+	cpuprof string
 }
 
 // parseBenchFlags parses khosim bench's command line.
@@ -51,8 +54,9 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.IntVar(&f.warmup, "warmup", bench.DefaultWarmup, "untimed handover cycles per row before the measured ones")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per row on stdout (the summary goes to stderr)")
 	fs.BoolVar(&f.verbose, "v", false, "print every step's time on stderr")
+	fs.StringVar(&f.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to `FILE`; timed phases carry pprof labels phase=activate|kexec|restore and cycle=warmup|measured")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: khosim bench [--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--warmup N] [--json] [-v]\n")
+		fmt.Fprintf(stderr, "usage: khosim bench [--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -92,6 +96,19 @@ func benchMain(args []string, stdout, stderr io.Writer) (status int) {
 			return exitOK
 		}
 		return exitUsage
+	}
+	if f.cpuprof != "" {
+		pf, err := os.Create(f.cpuprof)
+		if err != nil {
+			fmt.Fprintf(stderr, "khosim bench: %v\n", err)
+			return exitFail
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			fmt.Fprintf(stderr, "khosim bench: %v\n", err)
+			return exitFail
+		}
+		defer pprof.StopCPUProfile()
 	}
 	opts := bench.Options{Runs: f.runs, Warmup: f.warmup, Seed: 1}
 	if f.verbose {

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 
+	"khosim/bench"
 	"khosim/scenarios"
 )
 
@@ -65,6 +66,9 @@ func lookup(name string) *command {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "bench" {
+		bench.Reexec() // returns unless it replaced the process (see bench.GODEBUG)
+	}
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, tty: isTerminal(os.Stderr)}
 	os.Exit(khosim(e, os.Args[1:]))
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -71,5 +73,31 @@ func TestBenchTiny(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), "peak RSS") {
 		t.Errorf("--json: the summary goes to stderr: %q", errb.String())
+	}
+}
+
+// TestBenchProfileAndFaults runs a tiny bench with --cpuprofile and -v:
+// the profile is written (a gzipped protobuf), -v reports host page
+// faults per timed phase, and an unwritable profile path fails cleanly.
+func TestBenchProfileAndFaults(t *testing.T) {
+	prof := filepath.Join(t.TempDir(), "cpu.prof")
+	var out, errb bytes.Buffer
+	status := benchMain([]string{"--sizes", "2MiB", "--orders", "0", "--runs", "1", "--warmup", "1", "-v", "--cpuprofile", prof}, &out, &errb)
+	if status != exitOK {
+		t.Fatalf("exit %d: %s", status, errb.String())
+	}
+	b, err := os.ReadFile(prof)
+	if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("profile %s: %d bytes, %v", prof, len(b), err)
+	}
+	for _, want := range []string{"warm-up cycle 1 (untimed)", "cycle 1: activate", "host page faults"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("-v output lacks %q:\n%s", want, errb.String())
+		}
+	}
+	errb.Reset()
+	bad := filepath.Join(t.TempDir(), "no", "such", "dir", "cpu.prof")
+	if status := benchMain([]string{"--sizes", "2MiB", "--runs", "1", "--cpuprofile", bad}, io.Discard, &errb); status != exitFail {
+		t.Errorf("unwritable profile: exit %d, want %d (%s)", status, exitFail, errb.String())
 	}
 }

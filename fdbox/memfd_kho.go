@@ -665,7 +665,7 @@ func (m *memfdKHO) shmemRecover(s *shmemNode) (*kernel.File, error) {
 		// Size the page cache's node arena for the whole file at once
 		// (exact for a dense file of one folio order; a sparse or mixed
 		// file grows it further as usual).
-		if order, ok := s.mem(0).FolioOrder(); ok {
+		if order, ok := s.mem(0).FolioOrder(); ok && (s.v2 || order == 0) {
 			info.Mapping().ReserveNodes(uint64(s.nr)<<order, order)
 		}
 	}

@@ -252,6 +252,20 @@ func TestShmemRestoreFolio(t *testing.T) {
 	if err := k.ShmemRestoreFolio(info, fallocated, 3000, true, true); err == nil {
 		t.Fatal("a folio of a mapping was restored twice")
 	}
+	// A failed restore leaves the folio as it was given: flags it had
+	// stay, flags it did not have are not left behind, nothing charged.
+	spare, err := k.MM.FolioAlloc(physmem.GFPMovable, 0)
+	must(t, err)
+	k.folioHead(spare).Set(physmem.PGUptodate)
+	used := info.sb.usedBlocks
+	if err := k.ShmemRestoreFolio(info, spare, 2000, true, true); err == nil {
+		t.Fatal("a folio was restored over an occupied index")
+	}
+	if fl := k.folioHead(spare).Flags(); fl&physmem.PGUptodate == 0 || fl&(physmem.PGDirty|physmem.PGSwapBacked) != 0 ||
+		info.sb.usedBlocks != used {
+		t.Fatalf("after a failed restore: flags %v, %d blocks used (was %d)", fl, info.sb.usedBlocks, used)
+	}
+	k.MM.FolioPut(spare)
 	f.Inode.Size = 2001 * 4096
 	f.Pos = 100
 	must(t, MemfdSetupFile(f, uapi.MFD_ALLOW_SEALING))

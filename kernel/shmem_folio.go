@@ -149,11 +149,11 @@ func (k *Kernel) ShmemAddToPageCache(info *ShmemInodeInfo, f physmem.Folio, inde
 // the file system's size.
 func (k *Kernel) ShmemRestoreFolio(info *ShmemInodeInfo, f physmem.Folio, index uint64, uptodate, dirty bool) error {
 	k.mustAlive()
+	nr := int64(k.folioNrPages(f)) // checks f names an initialised folio head first
 	head := k.folioHead(f)
 	if head.Mapping() != 0 {
 		return errno.EINVAL
 	}
-	nr := int64(k.folioNrPages(f))
 	if err := shmemInodeAcctBlocks(info, nr); err != nil {
 		return err
 	}
@@ -164,9 +164,10 @@ func (k *Kernel) ShmemRestoreFolio(info *ShmemInodeInfo, f physmem.Folio, index 
 	if dirty {
 		set |= physmem.PGDirty
 	}
-	head.Set(set)
+	added := set &^ head.Flags()
+	head.Set(added)
 	if err := k.shmemAddToPageCache(info, f, index, 0); err != nil {
-		head.Clear(set)
+		head.Clear(added)
 		// Give back the blocks charged above: shmem_recalc_inode(inode,
 		// pages, 0) counts them as alloced, finds them missing from the
 		// page cache and unaccounts them (what shmem_alloc_and_add_folio's

@@ -98,7 +98,8 @@ func (mm *MM) checkBeforeFreeAll() error {
 }
 
 // checkNoinitRecord compares the noinit bitmap, which the allocator goes
-// by to avoid uninitialised struct pages, with memblock's noinit regions,
+// by to avoid uninitialised struct pages, with memblock's noinit regions
+// less the holes in memory,
 // and checks that RestoreFolio restored only noinit frames. It reads no
 // struct page.
 func (mm *MM) checkNoinitRecord() *invariant.Violation {
@@ -110,6 +111,13 @@ func (mm *MM) checkNoinitRecord() *invariant.Violation {
 			want = make([]uint64, words)
 		}
 		bitsSet(want, uint64(r.start), uint64(r.end))
+	}
+	if want != nil {
+		mm.forEachHole(func(start, end PFN) {
+			if start < end {
+				bitsClear(want, uint64(start), uint64(end))
+			}
+		})
 	}
 	dump := func() string { return mm.Memblock.String() + mm.Zone.String() }
 	if (want == nil) != (mm.noinit == nil) || (mm.noinit != nil && (uint64(len(mm.noinit)) != words || len(mm.restored) != len(mm.noinit))) {

@@ -236,16 +236,10 @@ func (mm *MM) MemblockFreeAll() error {
 			mm.reserveBootmemRegion(r.Base.PFN(), min(r.End().PFNUp(), n))
 		}
 	}
-	hole := PhysAddr(0)
-	for r := range mb.Memory() {
-		if hole < r.Base {
-			mm.reserveBootmemRegion(hole.PFN(), r.Base.PFNUp())
-		}
-		hole = r.End()
-	}
-	if hole < mb.limit {
-		mm.reserveBootmemRegion(hole.PFN(), n)
-	}
+	// Frames outside memory are initialised PG_reserved
+	// (init_unavailable_range) even under a noinit reservation: they are
+	// no preserved memory RestoreFolio could give out.
+	mm.forEachHole(mm.reserveHole)
 	for r := range mb.FreeRanges() {
 		start, end := r.Base.PFNUp(), r.End().PFN()
 		if start < end {
@@ -256,6 +250,31 @@ func (mm *MM) MemblockFreeAll() error {
 	mm.zonePcpUpdate()
 	mb.handedOver = true
 	return nil
+}
+
+// forEachHole calls f for each run [start, end) of frames outside
+// memblock.memory, in address order.
+func (mm *MM) forEachHole(f func(start, end PFN)) {
+	mb := mm.Memblock
+	hole := PhysAddr(0)
+	for r := range mb.Memory() {
+		if hole < r.Base {
+			f(hole.PFN(), r.Base.PFNUp())
+		}
+		hole = r.End()
+	}
+	if hole < mb.limit {
+		f(hole.PFN(), PFN(mm.Memmap.NumPages()))
+	}
+}
+
+// reserveHole marks the frames [start, end) outside memory PG_reserved
+// and takes them out of the noinit set.
+func (mm *MM) reserveHole(start, end PFN) {
+	if mm.noinit != nil && start < end {
+		bitsClear(mm.noinit, uint64(start), uint64(end))
+	}
+	mm.reserveBootmemRegion(start, end)
 }
 
 // reserveBootmemRegion marks [start, end) PG_reserved with one reference
@@ -278,13 +297,16 @@ func (mm *MM) reserveBootmemRegion(start, end PFN) {
 // (adjust_managed_page_count).
 //
 // Errors: EINVAL before memblock_free_all, for an order above MaxPageOrder,
-// a pfn not aligned to the order or beyond memory, frames not wholly in
-// noinit reserved memory, or frames already initialised.
+// a pfn not aligned to the order or beyond the frames, frames not wholly
+// in noinit reserved memory (a hole under a noinit reservation is not
+// memory), or frames already initialised.
 func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 	nr := PFN(1) << order
+	// The noinit bitmap holds exactly the frames of memory wholly inside
+	// MEMBLOCK_RSRV_NOINIT reservations (MemblockFreeAll).
 	if !mm.Memblock.handedOver || order > MaxPageOrder || pfn&(nr-1) != 0 ||
 		!mm.Frames.rangeOK(pfn, uint64(nr)) ||
-		!mm.Memblock.IsReservedNoinit(pfn.Phys(), uint64(nr)*PageSize) {
+		mm.noinit == nil || !bitsAll(mm.noinit, uint64(pfn), uint64(pfn+nr)) {
 		return 0, errno.EINVAL
 	}
 	// Restored before (then perhaps freed, split or reallocated)? Only
@@ -330,6 +352,23 @@ func bitsAny(b []uint64, s, e uint64) bool {
 		}
 	}
 	return false
+}
+
+// bitsAll reports whether every one of bits [s, e) of b is set.
+func bitsAll(b []uint64, s, e uint64) bool {
+	for w := s >> 6; w<<6 < e; w++ {
+		if m := wordMask(w, s, e); b[w]&m != m {
+			return false
+		}
+	}
+	return true
+}
+
+// bitsClear clears bits [s, e) of b.
+func bitsClear(b []uint64, s, e uint64) {
+	for w := s >> 6; w<<6 < e; w++ {
+		b[w] &^= wordMask(w, s, e)
+	}
 }
 
 // bitsSet sets bits [s, e) of b.
@@ -410,10 +449,12 @@ func (mm *MM) dumpPage(pfn PFN) string {
 	if uint64(pfn) >= mm.Memmap.NumPages() {
 		return fmt.Sprintf("%v: no struct page", pfn)
 	}
-	uninit := ""
 	if mm.uninitialised(pfn) {
-		uninit = " [uninitialised: MEMBLOCK_RSRV_NOINIT, not restored]"
+		// Its bytes are the previous kernel's: not this kernel's to read,
+		// not even in a dump.
+		return fmt.Sprintf("page %v: uninitialised (MEMBLOCK_RSRV_NOINIT, not restored) (pageblock %v)",
+			pfn, mm.Zone.pageblockMT[pfn>>PageblockOrder])
 	}
-	return fmt.Sprintf("page %v: %v (pageblock %v)%s", pfn, &mm.Memmap.pages[pfn],
-		mm.Zone.pageblockMT[pfn>>PageblockOrder], uninit)
+	return fmt.Sprintf("page %v: %v (pageblock %v)", pfn, &mm.Memmap.pages[pfn],
+		mm.Zone.pageblockMT[pfn>>PageblockOrder])
 }

@@ -1,6 +1,7 @@
 package physmem
 
 import (
+	"strings"
 	"testing"
 
 	"khosim/errno"
@@ -236,4 +237,36 @@ func TestFreshMemmapNoinit(t *testing.T) {
 	mm.FolioPut(f)
 	noErr(t, mm.CheckInvariants())
 	eq(t, mm.Zone.NrFreePages(), uint64(1024), "all memory free")
+}
+
+// TestNoinitHoleAndDump: a noinit reservation over a hole in memory gives
+// RestoreFolio nothing (a hole is no preserved memory), and a dump of an
+// unrestored noinit page shows none of the previous kernel's bytes.
+func TestNoinitHoleAndDump(t *testing.T) {
+	mm := newTestMM(t, 1024, nil)
+	mb := mm.Memblock
+	noErr(t, mb.Remove(PFN(512).Phys(), 4*PageSize))
+	noErr(t, mb.Reserve(PFN(512).Phys(), 4*PageSize))
+	noErr(t, mb.ReservedMarkNoinit(PFN(512).Phys(), 4*PageSize))
+	noErr(t, mm.MemblockFreeAll())
+	if _, err := mm.RestoreFolio(512, 2); err != errno.EINVAL {
+		t.Fatalf("RestoreFolio of a hole under a noinit reservation: %v, want EINVAL", err)
+	}
+	isTrue(t, mm.PageInitialised(512), "a hole's struct page is initialised (PG_reserved)")
+	noErr(t, mm.CheckInvariants())
+
+	// Kernel 1 leaves a page with a mapping and an index; kernel 2
+	// reserves it noinit: a dump says "uninitialised", nothing more.
+	f, err := mm.FolioAlloc(GFPHighUserMovable, 0)
+	noErr(t, err)
+	p := mm.Page(f.PFN())
+	p.SetMapping(0x1234)
+	p.SetIndex(0xdead)
+	next := kexecMM(t, mm, func(mb *Memblock) {
+		noErr(t, mb.Reserve(f.PFN().Phys(), PageSize))
+		noErr(t, mb.ReservedMarkNoinit(f.PFN().Phys(), PageSize))
+	})
+	d := next.dumpPage(f.PFN())
+	isTrue(t, strings.Contains(d, "uninitialised") && !strings.Contains(d, "0xdead") && !strings.Contains(d, "4660"),
+		"dump of an unrestored noinit page: %s", d)
 }

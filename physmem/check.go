@@ -103,22 +103,8 @@ func (mm *MM) checkBeforeFreeAll() error {
 // and checks that RestoreFolio restored only noinit frames. It reads no
 // struct page.
 func (mm *MM) checkNoinitRecord() *invariant.Violation {
-	n := mm.Memmap.NumPages()
-	words := (n + 63) / 64
-	var want []uint64
-	for r := range mm.noinitFrames() {
-		if want == nil {
-			want = make([]uint64, words)
-		}
-		bitsSet(want, uint64(r.start), uint64(r.end))
-	}
-	if want != nil {
-		mm.forEachHole(func(start, end PFN) {
-			if start < end {
-				bitsClear(want, uint64(start), uint64(end))
-			}
-		})
-	}
+	words := (mm.Memmap.NumPages() + 63) / 64
+	want := mm.noinitBitmap()
 	dump := func() string { return mm.Memblock.String() + mm.Zone.String() }
 	if (want == nil) != (mm.noinit == nil) || (mm.noinit != nil && (uint64(len(mm.noinit)) != words || len(mm.restored) != len(mm.noinit))) {
 		return invariant.New(pkg, invNoinitReserved, dump(), "noinit bitmap of %d words (restored %d), memblock's noinit regions need %d",

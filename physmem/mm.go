@@ -176,6 +176,29 @@ func (mm *MM) noinitFrames() iter.Seq[pfnRange] {
 	}
 }
 
+// noinitBitmap returns a bit per frame set for the frames RestoreFolio
+// may restore: those of memory wholly inside MEMBLOCK_RSRV_NOINIT
+// reserved regions (noinitFrames less the holes, which are no preserved
+// memory), or nil if there are none. MemblockFreeAll records it in
+// mm.noinit; the invariant check recomputes it to compare.
+func (mm *MM) noinitBitmap() []uint64 {
+	var b []uint64
+	for r := range mm.noinitFrames() {
+		if b == nil {
+			b = make([]uint64, (mm.Memmap.NumPages()+63)/64)
+		}
+		bitsSet(b, uint64(r.start), uint64(r.end))
+	}
+	if b != nil {
+		mm.forEachHole(func(start, end PFN) {
+			if start < end {
+				bitsClear(b, uint64(start), uint64(end))
+			}
+		})
+	}
+	return b
+}
+
 // MemblockFreeAll hands memory to the buddy allocator at the end of early
 // boot (memblock_free_all). It
 //   - initialises the struct page of every frame except those wholly inside
@@ -207,19 +230,17 @@ func (mm *MM) MemblockFreeAll() error {
 		return errno.EINVAL
 	}
 	n := PFN(mm.Memmap.NumPages())
-	next := PFN(0)
-	for r := range mm.noinitFrames() {
-		if mm.noinit == nil {
-			mm.noinit = make([]uint64, (n+63)/64)
-			mm.restored = make([]uint64, (n+63)/64)
-		}
-		bitsSet(mm.noinit, uint64(r.start), uint64(r.end))
-		if mm.Memmap.stale {
-			mm.Memmap.zero(next, r.start)
-		}
-		next = r.end
+	if mm.noinit = mm.noinitBitmap(); mm.noinit != nil {
+		mm.restored = make([]uint64, len(mm.noinit))
 	}
 	if mm.Memmap.stale {
+		// Frames of a hole under a noinit region are skipped here too:
+		// reserveBootmemRegion below writes their struct pages whole.
+		next := PFN(0)
+		for r := range mm.noinitFrames() {
+			mm.Memmap.zero(next, r.start)
+			next = r.end
+		}
 		mm.Memmap.zero(next, n)
 		mm.Memmap.stale = false
 	}
@@ -239,7 +260,7 @@ func (mm *MM) MemblockFreeAll() error {
 	// Frames outside memory are initialised PG_reserved
 	// (init_unavailable_range) even under a noinit reservation: they are
 	// no preserved memory RestoreFolio could give out.
-	mm.forEachHole(mm.reserveHole)
+	mm.forEachHole(mm.reserveBootmemRegion)
 	for r := range mb.FreeRanges() {
 		start, end := r.Base.PFNUp(), r.End().PFN()
 		if start < end {
@@ -266,15 +287,6 @@ func (mm *MM) forEachHole(f func(start, end PFN)) {
 	if hole < mb.limit {
 		f(hole.PFN(), PFN(mm.Memmap.NumPages()))
 	}
-}
-
-// reserveHole marks the frames [start, end) outside memory PG_reserved
-// and takes them out of the noinit set.
-func (mm *MM) reserveHole(start, end PFN) {
-	if mm.noinit != nil && start < end {
-		bitsClear(mm.noinit, uint64(start), uint64(end))
-	}
-	mm.reserveBootmemRegion(start, end)
 }
 
 // reserveBootmemRegion marks [start, end) PG_reserved with one reference

@@ -1,6 +1,8 @@
 package fdbox
 
 import (
+	"github.com/stretchr/testify/require"
+
 	"slices"
 
 	"khosim/errno"
@@ -272,4 +274,13 @@ func (e *env) names(boxfd int) []string {
 		out = append(out, en.Name)
 	}
 	return out
+}
+
+// tb is what the test environment needs of *testing.T and *rapid.T:
+// testify's require.TestingT plus Helper and Cleanup.
+type tb interface {
+	require.TestingT
+	Fatalf(format string, args ...any)
+	Helper()
+	Cleanup(func())
 }

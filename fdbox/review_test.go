@@ -1,6 +1,8 @@
 package fdbox
 
 import (
+	"github.com/stretchr/testify/require"
+
 	"testing"
 
 	"khosim/errno"

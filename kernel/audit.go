@@ -1,7 +1,9 @@
 package kernel
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -141,7 +143,9 @@ func (a *refAudit) collect() {
 		}
 	}
 	for _, t := range k.Tasks() {
-		for pfn, n := range t.MM.presentPTEs() {
+		ptes := t.MM.presentPTEs()
+		for _, pfn := range slices.Sorted(maps.Keys(ptes)) {
+			n := ptes[pfn]
 			a.mapcount[pfn] += n
 			a.Folio(k.MM.PageFolio(pfn).PFN(), int64(n), fmt.Sprintf("page tables of task %d (%s)", t.PID, t.Name))
 		}
@@ -240,7 +244,7 @@ func (k *Kernel) checkShmem() error {
 			slotUsers[swap.Offset()]++
 		}
 		var writable int
-		for v := range info.mmaps {
+		for _, v := range sortedVMAs(info.mmaps) {
 			if v.unmapped || !slices.Contains(v.mm.vmas, v) {
 				return k.violation("i-mmap", v.String(), "inode %d lists a mapping that is gone", info.inode.Ino)
 			}
@@ -279,7 +283,8 @@ func (k *Kernel) checkShmem() error {
 			return k.violation("swap-map", k.swapString(), "inuse_pages %d, %d slots used", si.inuse, inuse)
 		}
 	}
-	for name, in := range k.tmpDir {
+	for _, name := range slices.Sorted(maps.Keys(k.tmpDir)) {
+		in := k.tmpDir[name]
 		if in.Nlink != 1 || !k.inodeLive(in) {
 			return k.violation("tmpfs-dentry", fmt.Sprintf("/tmp/%s: inode %d nlink %d", name, in.Ino, in.Nlink), "a /tmp name points at a dead inode")
 		}
@@ -363,10 +368,14 @@ func (k *Kernel) checkRefs() error {
 		}
 		delete(a.files, f)
 	}
-	for f, n := range a.files {
-		return k.violation("file-live", k.describeFile(f), "%d references reported to a released file %s", n, f.Name)
+	if len(a.files) > 0 {
+		// Report the oldest released file, not whichever the map yields
+		// first: the audit's answer must not depend on map order.
+		dead := slices.SortedFunc(maps.Keys(a.files), func(x, y *File) int { return cmp.Compare(x.id, y.id) })
+		f := dead[0]
+		return k.violation("file-live", k.describeFile(f), "%d references reported to a released file %s", a.files[f], f.Name)
 	}
-	for in := range k.inodes {
+	for _, in := range k.Inodes() {
 		live := 0
 		for f := range k.files {
 			if f.Inode == in {
@@ -425,3 +434,14 @@ func (k *Kernel) describeFile(f *File) string {
 
 // compile-time check: the kernel is a FolioOwner for its page caches.
 var _ pagecache.FolioOwner = (*Kernel)(nil)
+
+// sortedVMAs returns the mappings of an i_mmap set ordered by task and
+// address, so that the audit reports the same violation on every run.
+func sortedVMAs(set map[*VMA]struct{}) []*VMA {
+	return slices.SortedFunc(maps.Keys(set), func(a, b *VMA) int {
+		if c := cmp.Compare(a.mm.t.PID, b.mm.t.PID); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Start, b.Start)
+	})
+}

@@ -9,8 +9,8 @@ import (
 	"khosim/invariant"
 )
 
-// The tests use small local assertions: testify v1.12's assert package
-// needs go.yaml.in/yaml/v3, which go.sum does not list.
+// The tests use small local assertions that name the errno they expect
+// (errors.Is) and work with *testing.T, *testing.B and *rapid.T alike.
 
 // tb is what the assertions need: *testing.T, *testing.B and *rapid.T.
 type tb interface {

@@ -113,7 +113,7 @@ func readHandover(blob []byte) (int, error) {
 		return 0, err
 	}
 	var bad error
-	mems := slices.Collect(kexec.MemProps{}.Collect(f, func(path string, err error) { bad = fmt.Errorf("%s: %w", path, err) }))
+	mems := slices.Collect(kexec.CollectMemProps(f, func(path string, err error) { bad = fmt.Errorf("%s: %w", path, err) }))
 	if bad != nil {
 		return 0, bad
 	}

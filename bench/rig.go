@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"khosim/fdbox"
+	"khosim/kbuild"
 	"khosim/kernel"
 	"khosim/machine"
 	"khosim/physmem"
@@ -106,7 +107,9 @@ func NewRig(c RigConfig) (*Rig, error) {
 	if c.Order == MaxOrder {
 		huge = "always"
 	}
-	if err := m.Boot(huge); err != nil {
+	b := kbuild.Default()
+	b.ShmemHuge = huge
+	if err := m.Boot(b); err != nil {
 		return nil, fmt.Errorf("bench: boot: %w", err)
 	}
 	t := r.newTask("bench", c.Files)
@@ -257,7 +260,7 @@ func (r *Rig) Metadata() (uint64, error) {
 // Kexec kexecs into a new kernel. It returns the wall time.
 func (r *Rig) Kexec() (time.Duration, error) {
 	r.task = nil
-	d, err := r.timed(phaseKexec, r.M.Kexec)
+	d, err := r.timed(phaseKexec, func() error { return r.M.Kexec(r.M.Build()) })
 	if err != nil {
 		return d, fmt.Errorf("bench: kexec: %w", err)
 	}

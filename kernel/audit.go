@@ -46,14 +46,18 @@ func (k *Kernel) RegisterFrameCounter(state string, count func() uint64) {
 
 // FrameCounts is the frames of the running kernel by state.
 //
-// Free, Used, Preserved and Reserved partition the machine's frames: free
-// in the buddy allocator; used (allocated: managed and not free);
-// preserved (registered counters: KHO's handed-over frames not yet claimed
-// or returned); reserved (the rest: memblock reservations such as the
-// kernel image, the memmap, the low 1 MiB). Scratch is another view: the
-// frames of KHO scratch memory, whatever their state.
+// Free, Used, Slab, Tracker, Preserved and Reserved partition the
+// machine's frames: free in the buddy allocator; slab (registered
+// counters: frames holding kernel metadata — slab pages, kvmalloc'd
+// records); tracker (registered counters: frames holding this kernel's
+// KHO tracker record); used (every other allocated frame: file data, the
+// FDT buffer, ...); preserved (registered counters: KHO's handed-over
+// frames not yet claimed or returned); reserved (the rest: memblock
+// reservations such as the kernel image, the memmap, the low 1 MiB).
+// Scratch is another view: the frames of KHO scratch memory, whatever
+// their state.
 type FrameCounts struct {
-	Total, Free, Used, Reserved, Preserved, Scratch uint64
+	Total, Free, Used, Slab, Tracker, Reserved, Preserved, Scratch uint64
 }
 
 // FrameCounts returns the frame counts (the scenario function frames()).
@@ -61,7 +65,9 @@ func (k *Kernel) FrameCounts() FrameCounts {
 	k.mustAlive()
 	z := &k.MM.Zone
 	c := FrameCounts{Total: k.MM.Frames.NumFrames(), Free: z.NrFreePages()}
-	c.Used = z.ManagedPages() - c.Free
+	c.Slab = k.counted("slab")
+	c.Tracker = k.counted("tracker")
+	c.Used = z.ManagedPages() - c.Free - c.Slab - c.Tracker
 	c.Preserved = k.counted("preserved")
 	c.Reserved = c.Total - z.ManagedPages() - min(c.Preserved, c.Total-z.ManagedPages())
 	for _, r := range k.Scratch {

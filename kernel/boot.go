@@ -9,6 +9,7 @@ import (
 
 	"khosim/errno"
 	"khosim/fault"
+	"khosim/kbuild"
 	"khosim/physmem"
 )
 
@@ -34,6 +35,10 @@ type BootParams struct {
 	// Scratch is the KHO scratch memory the previous kernel handed over
 	// (kexec boot), or nil for a cold boot.
 	Scratch []physmem.MemblockRegion
+	// Build is the kernel build booted: what this kernel speaks across a
+	// live update (its KHO tracker, front-ends and serializations).
+	// The zero value means kbuild.Default().
+	Build kbuild.Build
 	// EarlyInit runs while memblock is still the allocator, after the
 	// early allocations (KHO's kho_populate/kho_memory_init: read the
 	// handover FDT and memblock-reserve what it preserves). May be nil.
@@ -86,6 +91,10 @@ func Boot(hw Hardware, params BootParams) (*Kernel, error) {
 	}
 	k := newKernel(params.BootID, params.Cmdline)
 	k.hw = hw
+	k.build = params.Build
+	if k.build == (kbuild.Build{}) {
+		k.build = kbuild.Default()
+	}
 	mm, err := physmem.NewMM(hw.Frames, hw.Faults)
 	if err != nil {
 		return nil, err

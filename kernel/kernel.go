@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strings"
 
+	"khosim/kbuild"
 	"khosim/physmem"
 )
 
@@ -52,6 +53,7 @@ type Kernel struct {
 	Scratch []physmem.MemblockRegion
 
 	hw       Hardware
+	build    kbuild.Build
 	swap     *swapInfo
 	shm      *shmemSB // the internal shm_mnt: memfds and shmem_file_setup
 	tmp      *shmemSB // the tmpfs mounted on /tmp
@@ -110,6 +112,9 @@ func (k *Kernel) notAlive() {
 	}
 	panic("kernel: invariant \"kernel-alive\" broken: use of a kernel that is not running: " + why)
 }
+
+// Build returns the kernel build this kernel was booted as.
+func (k *Kernel) Build() kbuild.Build { return k.build }
 
 // Gone reports whether the kernel was replaced by kexec or reboot.
 func (k *Kernel) Gone() bool { return k.gone }

@@ -2,10 +2,8 @@ package kexec
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
-	"khosim/fdt"
 	"khosim/invariant"
 	"khosim/kernel"
 	"khosim/physmem"
@@ -27,6 +25,9 @@ func (h *KHO) VisitRefs(v kernel.RefVisitor) {
 	}
 	for _, b := range h.fdtBlocks {
 		v.Folio(b.pfn, 1, "kho: handover FDT buffer")
+	}
+	for m := range h.tracker.MetadataPages() {
+		v.Folio(m.PFN(), 1, "kho: "+string(h.tracker.Name())+" tracker")
 	}
 	if h.in.fdt != nil {
 		v.Frames(h.in.fdtMem.PFN(), h.in.fdtMem.NrPages(), "kho: incoming handover FDT")
@@ -50,6 +51,15 @@ func (h *KHO) FramesPreserved() uint64 {
 	return h.in.reserved
 }
 
+// FramesTracker counts frames(tracker): the frames holding this kernel's
+// tracker record (the previous kernel's are freed once read).
+func (h *KHO) FramesTracker() uint64 {
+	if h.state == HandedOver {
+		return 0
+	}
+	return h.tracker.MetadataFrames()
+}
+
 func (h *KHO) violation(name, format string, args ...any) error {
 	return invariant.New("kexec", name, h.Dump(), format, args...)
 }
@@ -60,13 +70,14 @@ func (h *KHO) violation(name, format string, args ...any) error {
 //   - kho-preserved-folio: every preserved folio is an allocated folio
 //     head of its recorded order, outside KHO scratch, holding KHO's
 //     reference (refcount >= 1);
-//   - kho-fdt-describes-preserved: while active, the FDT checks, its root
-//     is "kho-v1", and the ranges the format collects from it are exactly
-//     the preserved folios, each once (so the next kernel will reserve
-//     every one of them and nothing else) — unless the FDT was deliberately
-//     corrupted (MarkTampered);
-//   - kho-idle-clean: while idle, nothing is preserved and no FDT buffer
-//     is allocated;
+//   - the tracker's own invariants (Tracker.Check): its record describes
+//     exactly the preserved folios, each once, so the next kernel will
+//     reserve every one of them and nothing else (arrays:
+//     kho-fdt-describes-preserved, while active, unless the FDT was
+//     deliberately corrupted with MarkTampered);
+//   - kho-idle-clean: while idle, no FDT buffer is allocated and no folio
+//     an activation preserved is left preserved (what clients preserve
+//     outside an activation, LUO's files, stays);
 //   - kho-range-reserved: every incoming range still reserved has none of
 //     its frames initialised: RestoreFolio never ran on them, so the
 //     allocator never handed out a preserved frame before it was claimed.
@@ -96,18 +107,12 @@ func (h *KHO) CheckInvariants() error {
 			return h.violation("kho-preserved-folio", "preserved %v lies in KHO scratch", f)
 		}
 	}
-	switch h.state {
-	case Active:
-		if h.fdtTampered {
-			break
-		}
-		if err := h.checkOutgoingFDT(); err != nil {
-			return err
-		}
-	case Idle:
-		if !h.dumping && (h.nrPreserved > 0 || len(h.fdtBlocks) > 0) {
-			return h.violation("kho-idle-clean", "idle with %d folios preserved and %d FDT blocks", h.nrPreserved, len(h.fdtBlocks))
-		}
+	if h.state == Idle && !h.dumping && (len(h.fdtBlocks) > 0 || len(h.dumpPreserved) > 0) {
+		return h.violation("kho-idle-clean", "idle with %d FDT blocks and %d folios preserved by an activation",
+			len(h.fdtBlocks), len(h.dumpPreserved))
+	}
+	if err := h.tracker.Check(h.preservedSeq()); err != nil {
+		return err
 	}
 
 	var reserved uint64
@@ -144,57 +149,15 @@ func (h *KHO) CheckInvariants() error {
 	return nil
 }
 
-// checkOutgoingFDT checks that the active FDT describes exactly the
-// preserved folios.
-func (h *KHO) checkOutgoingFDT() error {
-	_, blob, _ := h.FDT()
-	f, err := fdt.Open(blob)
-	if err != nil {
-		return h.violation("kho-fdt-describes-preserved", "the active FDT does not check: %v", err)
-	}
-	if ok, _ := f.NodeCheckCompatible(f.Root(), KHOCompatible); !ok {
-		return h.violation("kho-fdt-describes-preserved", "the active FDT's root is not %q", KHOCompatible)
-	}
-	var bad error
-	mems := slices.Collect(h.format.Collect(f, func(path string, err error) {
-		if bad == nil {
-			bad = fmt.Errorf("%s: %v", path, err)
-		}
-	}))
-	if bad != nil {
-		return h.violation("kho-fdt-describes-preserved", "malformed preservation record: %v", bad)
-	}
-	seen := make(map[physmem.Folio]bool, len(mems))
-	for _, m := range mems {
-		f := physmem.Folio(m.PFN())
-		if !h.IsPreserved(f) || FolioMem(f, h.preservedOrder(f)) != m {
-			return h.violation("kho-fdt-describes-preserved", "the FDT describes %v, which is not a preserved folio", m)
-		}
-		if seen[f] {
-			return h.violation("kho-fdt-describes-preserved", "the FDT describes %v twice", m)
-		}
-		seen[f] = true
-	}
-	if len(seen) != h.nrPreserved {
-		for _, f := range h.preservedSorted() {
-			if !seen[f] {
-				return h.violation("kho-fdt-describes-preserved", "preserved %v (order %d) is not described in the FDT: the next kernel would not reserve it",
-					f, h.preservedOrder(f))
-			}
-		}
-	}
-	return nil
-}
-
 // Dump describes the KHO state for violations and debugging.
 func (h *KHO) Dump() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "kho (boot %d, format %s): %v, %d notifiers, %d folios (%d pages) preserved",
-		h.k.BootID, h.format.Name(), h.state, len(h.notifiers), h.nrPreserved, h.preservedPages)
+	fmt.Fprintf(&b, "kho (boot %d, tracker %s): %v, %d notifiers, %d subtrees, %d folios (%d pages) preserved",
+		h.k.BootID, h.tracker.Name(), h.state, len(h.notifiers), len(h.subtrees), h.nrPreserved, h.preservedPages)
 	if len(h.fdtBlocks) > 0 {
 		fmt.Fprintf(&b, ", FDT buffer %v+%d pages (%d bytes used)", h.fdtBase, h.fdtPages, h.fdtSize)
 	}
-	b.WriteString("\n")
+	b.WriteString("\n  " + h.tracker.Dump() + "\n")
 	if h.in.handover != nil {
 		fmt.Fprintf(&b, "  incoming: FDT %#x+%d", uint64(h.in.handover.FDTAddr), h.in.handover.FDTSize)
 		if h.in.invalid != "" {

@@ -136,6 +136,12 @@ func (h *KHO) Populate(ho *Handover) {
 	base := ho.FDTAddr &^ (physmem.PageSize - 1)
 	end := (ho.FDTAddr + physmem.PhysAddr(size) + physmem.PageSize - 1) &^ (physmem.PageSize - 1)
 	h.in.fdtMem = Mem{Addr: base, Size: uint64(end - base)}
+	if err := h.tracker.Validate(f); err != nil {
+		h.in.invalid = fmt.Sprintf("the %s record of preserved memory is corrupt: %v", h.tracker.Name(), err)
+		h.k.Printk(kernel.LogErr, "kho: handover FDT at %#x: %s; nothing is handed over", uint64(ho.FDTAddr), h.in.invalid)
+		h.in.fdtMem = Mem{}
+		return
+	}
 	if err := mb.Reserve(base, uint64(end-base)); err != nil {
 		h.in.invalid = fmt.Sprintf("cannot reserve the FDT: %v", err)
 		h.k.Printk(kernel.LogErr, "kho: cannot reserve the handover FDT %v: %v; nothing is handed over", h.in.fdtMem, err)
@@ -151,9 +157,9 @@ func (h *KHO) Populate(ho *Handover) {
 	// valid (malformed records make it give up without a word); if any
 	// is not, a second pass handles them one by one, with messages.
 	malformed := false
-	pages, ok := h.reserveRuns(h.format.Collect(f, func(string, error) { malformed = true }), &malformed)
+	pages, ok := h.reserveRuns(h.tracker.Collect(f, func(string, error) { malformed = true }), &malformed)
 	if !ok {
-		pages = h.reserveEach(h.format.Collect(f, bad))
+		pages = h.reserveEach(h.tracker.Collect(f, bad))
 	}
 	h.in.reserved = pages
 	h.k.Printk(kernel.LogInfo, "kho: handover FDT at %#x (%d bytes): %d preserved ranges (%d pages) reserved, %d rejected",
@@ -298,9 +304,8 @@ func (h *KHO) openHandover(ho *Handover) (*fdt.FDT, string) {
 	if err != nil {
 		return nil, err.Error()
 	}
-	ok, err := f.NodeCheckCompatible(f.Root(), KHOCompatible)
-	if err != nil || !ok {
-		return nil, fmt.Sprintf("root node is not compatible with %q", KHOCompatible)
+	if why := h.tracker.Recognise(f); why != "" {
+		return nil, fmt.Sprintf("%s (this kernel's tracker is %s)", why, h.tracker.Name())
 	}
 	return f, ""
 }

@@ -1,6 +1,7 @@
 package kexec
 
 import (
+	"cmp"
 	"slices"
 
 	"khosim/kernel"
@@ -18,10 +19,10 @@ const PoisonPattern uint64 = 0x6b6b6b6b_dead4b1d
 // KHO (state HandedOver; no call is allowed afterwards) and returns what
 // the next kernel must be told (nil when KHO is not active: nothing is
 // handed over) and the frames the kexec must keep intact: the FDT's and
-// every preserved folio's, as sorted, disjoint ranges. Physically
-// contiguous preserved folios come out as one range (the preserved set is
-// a bitmap, scanned in address order); the FDT's range is always a range
-// of its own.
+// every preserved folio's and the tracker's pages, as sorted, disjoint
+// ranges. Physically contiguous preserved folios come out as one range
+// (the preserved set is a bitmap, scanned in address order); the FDT's
+// range and each tracker block are ranges of their own.
 func (h *KHO) PrepareKexec() (*Handover, []Mem) {
 	h.mustRunning("kexec")
 	defer func() { h.state = HandedOver }()
@@ -45,16 +46,10 @@ func (h *KHO) PrepareKexec() (*Handover, []Mem) {
 		keep = append(keep, m)
 	})
 	fdtPages := (h.fdtSize + physmem.PageSize - 1) &^ (physmem.PageSize - 1)
-	i, _ := slices.BinarySearchFunc(keep, addr, func(m Mem, a physmem.PhysAddr) int {
-		switch {
-		case m.Addr < a:
-			return -1
-		case m.Addr > a:
-			return 1
-		}
-		return 0
-	})
-	keep = slices.Insert(keep, i, Mem{Addr: addr, Size: fdtPages})
+	keep = insertKeep(keep, Mem{Addr: addr, Size: fdtPages})
+	for m := range h.tracker.MetadataPages() {
+		keep = insertKeep(keep, m)
+	}
 	return ho, keep
 }
 
@@ -146,4 +141,13 @@ func Scrub(k *kernel.Kernel, keep []Mem) uint64 {
 	}
 	flush()
 	return scrubbed
+}
+
+// insertKeep inserts m, which overlaps none of them, into the sorted keep
+// ranges.
+func insertKeep(keep []Mem, m Mem) []Mem {
+	i, _ := slices.BinarySearchFunc(keep, m.Addr, func(k Mem, a physmem.PhysAddr) int {
+		return cmp.Compare(k.Addr, a)
+	})
+	return slices.Insert(keep, i, m)
 }

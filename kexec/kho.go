@@ -2,6 +2,7 @@ package kexec
 
 import (
 	"fmt"
+	"iter"
 	"math/bits"
 	"slices"
 
@@ -112,15 +113,16 @@ type fdtBlock struct {
 // hands over) and kho_in (what it was handed). See the package
 // documentation for the state machines and references.
 type KHO struct {
-	k      *kernel.Kernel
-	mm     *physmem.MM
-	faults *fault.Injector
-	format PreservedFormat
+	k       *kernel.Kernel
+	mm      *physmem.MM
+	faults  *fault.Injector
+	tracker Tracker
 
 	// kho_out
 	state     State
 	dumping   bool // inside the DUMP notifiers
 	notifiers []*Notifier
+	subtrees  []Subtree // kho_add_subtree(), in the order added
 	// The preserved folios (one reference each): a bit per frame, set at
 	// each preserved folio's head (mainline KHO's own answer, its
 	// preserved-memory bitmaps), so that membership is one bit test and
@@ -139,6 +141,10 @@ type KHO struct {
 	fdtSize         uint64 // totalsize of the finished FDT (Active)
 	fdtTampered     bool   // the FDT's bytes were changed on purpose (MarkTampered)
 	activations     int
+	// dumpPreserved are the folios preserved inside the DUMP of the
+	// current activation: an abort releases those still preserved.
+	dumpPreserved []physmem.Folio
+	aborting      bool // inside abort: the notifiers' ABORT may unpreserve
 
 	// kho_in
 	in incoming
@@ -152,29 +158,40 @@ type KHO struct {
 func (h *KHO) MarkTampered() { h.fdtTampered = true }
 
 // New creates the KHO state of kernel k at its boot. faults is the
-// machine's injector (may be nil) and format how preserved memory is
-// recorded (nil: MemProps, KHO v4's "mem" properties). It is called from
-// the kernel's EarlyInit hook, once memblock exists; the caller then
-// registers VisitRefs with kernel.RegisterRefOwner and FramesPreserved
-// with kernel.RegisterFrameCounter("preserved").
-func New(k *kernel.Kernel, faults *fault.Injector, format PreservedFormat) *KHO {
-	if format == nil {
-		format = MemProps{}
-	}
+// machine's injector (may be nil) and newTracker makes the tracker that
+// records preserved memory (nil: the arrays of KHO v4, "mem" properties).
+// It is called from the kernel's EarlyInit hook, once memblock exists;
+// the caller then registers VisitRefs with kernel.RegisterRefOwner,
+// FramesPreserved with kernel.RegisterFrameCounter("preserved") and
+// FramesTracker with RegisterFrameCounter("tracker").
+func New(k *kernel.Kernel, faults *fault.Injector, newTracker func(h *KHO) Tracker) *KHO {
 	h := &KHO{
 		k:      k,
 		mm:     k.MM,
 		faults: faults,
-		format: format,
 	}
+	if newTracker == nil {
+		newTracker = func(h *KHO) Tracker { return arrays{h} }
+	}
+	h.tracker = newTracker(h)
 	return h
 }
 
 // Kernel returns the kernel this KHO belongs to.
 func (h *KHO) Kernel() *kernel.Kernel { return h.k }
 
-// Format returns how this kernel records preserved memory.
-func (h *KHO) Format() PreservedFormat { return h.format }
+// Tracker returns how this kernel records preserved memory.
+func (h *KHO) Tracker() Tracker { return h.tracker }
+
+// MM returns the memory model of KHO's kernel.
+func (h *KHO) MM() *physmem.MM { return h.mm }
+
+// Faults returns the machine's fault injector (may be nil).
+func (h *KHO) Faults() *fault.Injector { return h.faults }
+
+// Finalized reports whether preservation is closed: KHO is active and its
+// tracker finalizes (arrays, bitmaps).
+func (h *KHO) Finalized() bool { return h.state == Active && h.tracker.Finalizes() }
 
 // State returns the outgoing state.
 func (h *KHO) State() State { return h.state }
@@ -228,18 +245,22 @@ func (h *KHO) UnregisterNotifier(nb *Notifier) error {
 // notifiers' estimates plus RootEstimate and the format's root, rounded up
 // to whole pages.
 func (h *KHO) Estimate() uint64 {
-	n := uint64(RootEstimate) + h.format.EstimateRoot()
+	n := uint64(RootEstimate) + h.tracker.EstimateRoot()
 	for _, nb := range h.notifiers {
 		if nb.Estimate != nil {
 			n += nb.Estimate()
 		}
+	}
+	for _, st := range h.subtrees {
+		n += st.estimate()
 	}
 	return (n + physmem.PageSize - 1) &^ (physmem.PageSize - 1)
 }
 
 // Activate is writing 1 to /sys/kernel/kho/active (kho_out_active_set ->
 // kho_expose_dt in v4): it allocates the FDT buffer in physical memory,
-// writes the root node (compatible "kho-v1"), runs every notifier's DUMP in
+// writes the root node (the tracker's compatible and root properties),
+// runs every notifier's DUMP in
 // registration order, finishes the FDT, and then sends COMMIT.
 //
 // The buffer is unmovable kernel memory (GFP_KERNEL), so never in KHO
@@ -306,10 +327,10 @@ func (h *KHO) dump() ([]byte, error) {
 	if err := w.BeginNode(""); err != nil {
 		return nil, err
 	}
-	if err := w.PropertyString("compatible", KHOCompatible); err != nil {
+	if err := w.PropertyString("compatible", h.tracker.Compatible()); err != nil {
 		return nil, err
 	}
-	if err := h.format.WriteRoot(w); err != nil {
+	if err := h.tracker.WriteRoot(w); err != nil {
 		return nil, err
 	}
 	h.dumping = true
@@ -320,7 +341,13 @@ func (h *KHO) dump() ([]byte, error) {
 		}
 	}
 	h.dumping = false
-	if err := h.format.Finalize(); err != nil {
+	for _, st := range h.subtrees {
+		if err := h.writeSubtree(w, st); err != nil {
+			return nil, err
+		}
+	}
+	if err := h.tracker.Finalize(); err != nil {
+		h.tracker.Unfinalize()
 		return nil, err
 	}
 	if err := w.EndNode(); err != nil {
@@ -332,18 +359,25 @@ func (h *KHO) dump() ([]byte, error) {
 // abort sends KEXEC_KHO_ABORT to every notifier and releases whatever
 // preservation a client left behind (kho_abort).
 func (h *KHO) abort() {
+	h.aborting = true
+	defer func() { h.aborting = false }()
 	for _, nb := range h.notifiers {
 		if err := nb.Call(KEXEC_KHO_ABORT, nil); err != nil {
 			h.k.Printk(kernel.LogErr, "kho: notifier %s failed KEXEC_KHO_ABORT: %v", nb.Name, err)
 		}
 	}
-	if h.nrPreserved > 0 {
-		h.k.Printk(kernel.LogWarn, "kho: abort: releasing %d folios the clients left preserved", h.nrPreserved)
-		for _, f := range h.preservedSorted() {
+	h.tracker.Unfinalize()
+	left := 0
+	for _, f := range h.dumpPreserved {
+		if h.IsPreserved(f) {
+			left++
 			h.unpreserve(f)
 		}
 	}
-	h.format.Reset()
+	if left > 0 {
+		h.k.Printk(kernel.LogWarn, "kho: abort: released %d folios the clients left preserved", left)
+	}
+	h.dumpPreserved = nil
 }
 
 // Deactivate is writing 0 to /sys/kernel/kho/active (kho_abort): every
@@ -440,22 +474,30 @@ func (h *KHO) FDT() (addr physmem.PhysAddr, blob []byte, ok bool) {
 
 // PreserveFolio is kho_preserve_folio(): the folio will be handed over to
 // the next kernel. KHO takes one reference on it, which it holds until
-// UnpreserveFolio, an abort, or the kexec. The folio must not lie in KHO
-// scratch, which the next kernel allocates from before it knows what was
-// preserved: the caller migrates such folios out first (see InScratch).
-// The returned Mem (PAGE_SIZE << order at the folio's address) is what the
-// caller records in its "mem" property.
+// UnpreserveFolio, the abort of the activation that preserved it, or the
+// kexec. The tracker records it (and may need memory for that). The folio
+// must not lie in KHO scratch, which the next kernel allocates from before
+// it knows what was preserved: the caller migrates such folios out first
+// (see InScratch). The returned Mem (PAGE_SIZE << order at the folio's
+// address) is what a client records in its "mem" property where the
+// tracker wants client records (ClientRecords).
 //
-// Only DUMP notifiers may preserve (KHO v4 has no other time at which a
-// client learns it is being serialized). Errors: EINVAL outside a DUMP or
-// for a folio in scratch; EEXIST if already preserved.
+// A client may preserve while KHO is idle (LUO preserves at
+// LIVEUPDATE_SESSION_PRESERVE_FD), inside its DUMP notifier (FDBox), and,
+// with a tracker that does not finalize, while KHO is active. Folios
+// preserved inside a DUMP belong to that activation: an abort releases
+// any its notifier left preserved.
+//
+// Errors: EBUSY once preservation is closed (Finalized); EINVAL for a
+// folio in scratch; EEXIST if already preserved; the tracker's error
+// (ENOMEM, or an injected fault), with nothing preserved.
 //
 // Preconditions: f names an allocated folio the caller holds a reference
 // to.
 func (h *KHO) PreserveFolio(f physmem.Folio) (Mem, error) {
 	h.mustRunning("kho_preserve_folio")
-	if !h.dumping {
-		return Mem{}, errno.EINVAL
+	if h.Finalized() && !h.dumping {
+		return Mem{}, errno.EBUSY
 	}
 	order := h.mm.FolioOrder(f) // checks that f names an allocated folio
 	if h.IsPreserved(f) {
@@ -463,6 +505,9 @@ func (h *KHO) PreserveFolio(f physmem.Folio) (Mem, error) {
 	}
 	if h.InScratch(f.PFN(), 1<<order) {
 		return Mem{}, errno.EINVAL
+	}
+	if err := h.tracker.Preserve(f.PFN(), order); err != nil {
+		return Mem{}, err
 	}
 	h.mm.FolioGet(f)
 	if h.preservedBits == nil {
@@ -474,16 +519,21 @@ func (h *KHO) PreserveFolio(f physmem.Folio) (Mem, error) {
 	}
 	h.nrPreserved++
 	h.preservedPages += 1 << order
-	m := FolioMem(f, order)
-	h.format.Preserve(m)
-	return m, nil
+	if h.dumping {
+		h.dumpPreserved = append(h.dumpPreserved, f)
+	}
+	return FolioMem(f, order), nil
 }
 
-// UnpreserveFolio drops a preservation and KHO's reference to the folio
-// (the undo of kho_preserve_folio; the folio is freed if that was its last
-// reference). Errors: EINVAL if f is not preserved.
+// UnpreserveFolio is kho_unpreserve_folio(): it drops a preservation and
+// KHO's reference to the folio (which frees it if that was its last
+// reference). Errors: EBUSY once preservation is closed (outside the
+// abort of a DUMP); EINVAL if f is not preserved.
 func (h *KHO) UnpreserveFolio(f physmem.Folio) error {
 	h.mustRunning("kho_unpreserve_folio")
+	if h.Finalized() && !h.dumping && !h.aborting {
+		return errno.EBUSY
+	}
 	if !h.IsPreserved(f) {
 		return errno.EINVAL
 	}
@@ -499,7 +549,7 @@ func (h *KHO) unpreserve(f physmem.Folio) {
 	}
 	h.nrPreserved--
 	h.preservedPages -= 1 << order
-	h.format.Unpreserve(FolioMem(f, order))
+	h.tracker.Unpreserve(f.PFN(), order)
 	h.mm.FolioPut(f)
 }
 
@@ -555,6 +605,26 @@ func (h *KHO) forEachPreserved(fn func(f physmem.Folio, order uint)) {
 			word &= word - 1
 			f := physmem.Folio(uint64(w)<<6 | uint64(b))
 			fn(f, h.preservedOrder(f))
+		}
+	}
+}
+
+// preservedSeq yields every preserved folio with its order, in address
+// order.
+func (h *KHO) preservedSeq() iter.Seq2[physmem.Folio, uint] {
+	return func(yield func(physmem.Folio, uint) bool) {
+		if h.nrPreserved == 0 {
+			return
+		}
+		for w, word := range h.preservedBits {
+			for word != 0 {
+				b := bits.TrailingZeros64(word)
+				word &= word - 1
+				f := physmem.Folio(uint64(w)<<6 | uint64(b))
+				if !yield(f, h.preservedOrder(f)) {
+					return
+				}
+			}
 		}
 	}
 }

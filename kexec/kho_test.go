@@ -10,6 +10,7 @@ import (
 	"khosim/errno"
 	"khosim/fault"
 	"khosim/fdt"
+	"khosim/kbuild"
 	"khosim/kexec"
 	"khosim/machine"
 	"khosim/physmem"
@@ -53,7 +54,7 @@ func boot(t *testing.T, mem uint64) *machine.Machine {
 	m, err := machine.New(machine.Config{Memory: mem})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = m.Close() })
-	require.NoError(t, m.Boot(""))
+	require.NoError(t, m.Boot(kbuild.Default()))
 	return m
 }
 
@@ -122,10 +123,20 @@ func TestActivateDeactivateStates(t *testing.T) {
 	require.Equal(t, errno.EEXIST, errno.Of(kho.RegisterNotifier(nb)))
 	require.Equal(t, kexec.Idle, kho.State())
 	require.Equal(t, errno.EINVAL, errno.Of(m.KHODeactivate()))
+	// While idle a client may preserve (LUO does, at PRESERVE_FD) and
+	// unpreserve; nothing then stays preserved for the activation.
 	_, err = kho.PreserveFolio(f)
-	require.Equal(t, errno.EINVAL, errno.Of(err), "preserving outside a DUMP")
+	require.NoError(t, err, "preserving while idle")
+	require.NoError(t, kho.UnpreserveFolio(f))
+	require.Equal(t, int32(1), mm.FolioRefCount(f))
 
 	require.NoError(t, m.KHOActivate())
+	g, err := mm.FolioAlloc(physmem.GFPKernel, 0)
+	require.NoError(t, err)
+	_, err = kho.PreserveFolio(g)
+	require.Equal(t, errno.EBUSY, errno.Of(err), "preserving after finalize (the arrays tracker finalizes)")
+	require.Equal(t, errno.EBUSY, errno.Of(kho.UnpreserveFolio(f)), "unpreserving after finalize")
+	mm.FreePages(g.PFN(), 0)
 	require.Equal(t, kexec.Active, kho.State())
 	require.Equal(t, int32(2), mm.FolioRefCount(f), "ours + KHO's")
 	require.Equal(t, errno.EBUSY, errno.Of(m.KHOActivate()))
@@ -169,7 +180,7 @@ func TestGenericClientHandover(t *testing.T) {
 		mm.FolioPut(f)
 	}
 	require.NoError(t, m.CheckInvariants())
-	require.NoError(t, m.Kexec())
+	require.NoError(t, m.Kexec(m.Build()))
 	kho := m.KHO()
 	in := kho.Incoming()
 	require.Equal(t, 3, in.Ranges)

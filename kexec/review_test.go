@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"khosim/errno"
+	"khosim/kbuild"
 	"khosim/machine"
 )
 
@@ -18,7 +19,7 @@ func TestReviewNoScratchNoHandover(t *testing.T) {
 	m, err := machine.New(machine.Config{Memory: 128 * MiB, ScratchBytes: 512 * MiB})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = m.Close() })
-	require.NoError(t, m.Boot(""))
+	require.NoError(t, m.Boot(kbuild.Default()))
 	require.Empty(t, m.Kernel().Scratch)
 	c := &testClient{m: m}
 	require.NoError(t, m.KHO().RegisterNotifier(c.notifier()))
@@ -26,7 +27,7 @@ func TestReviewNoScratchNoHandover(t *testing.T) {
 	require.False(t, m.KHO().Active())
 	require.Empty(t, c.events, "no notifier ran")
 	require.NoError(t, m.CheckInvariants())
-	require.NoError(t, m.Kexec())
+	require.NoError(t, m.Kexec(m.Build()))
 	require.False(t, m.Stats().HandedOver)
 	require.NoError(t, m.CheckInvariants())
 }

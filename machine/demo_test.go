@@ -34,7 +34,7 @@ func TestDemo1GiB(t *testing.T) {
 			require.NoError(t, w.m.KHOActivate())
 			s := w.m.Stats()
 			require.Equal(t, uint64(GiB), s.PreservedBytes)
-			require.NoError(t, w.m.Kexec())
+			require.NoError(t, w.m.Kexec(w.m.Build()))
 			s2 := w.m.Stats()
 			t.Logf("transparent_hugepage_shmem=%s: %d folios, FDT %d bytes (%.1f bytes/folio); activate %v, kexec %v (scrubbed %d frames), restore %v",
 				huge, s.PreservedFolios, s.FDTBytes, float64(s.FDTBytes)/float64(s.PreservedFolios),

@@ -64,7 +64,7 @@ func corruptAndKexec(t *testing.T, off uint32, data []byte, xor bool) {
 			blob[o+i] = b
 		}
 	}
-	require.NoError(t, fx.m.Kexec())
+	require.NoError(t, fx.m.Kexec(fx.m.Build()))
 	require.NoError(t, fx.m.CheckInvariants())
 	c := fx.m.FrameCounts()
 	require.Zero(t, c["preserved"])

@@ -11,6 +11,7 @@ import (
 
 	"khosim/errno"
 	"khosim/fdbox"
+	"khosim/kbuild"
 	"khosim/kernel"
 	"khosim/physmem"
 	"khosim/uapi"
@@ -71,7 +72,9 @@ func newWorld(t testing.TB, cfg Config, huge string) *world {
 	m, err := New(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = m.Close() })
-	require.NoError(t, m.Boot(huge))
+	b := kbuild.Default()
+	b.ShmemHuge = huge
+	require.NoError(t, m.Boot(b))
 	return &world{t: t, m: m}
 }
 
@@ -210,7 +213,7 @@ func (w *world) openBox(t *kernel.Task, name string) int {
 
 func (w *world) kexec() {
 	w.t.Helper()
-	require.NoError(w.t, w.m.Kexec())
+	require.NoError(w.t, w.m.Kexec(w.m.Build()))
 	w.check()
 	require.Zero(w.t, w.m.FrameCounts()["preserved"], "frames(preserved) after boot")
 }

@@ -27,6 +27,7 @@ import (
 	"khosim/errno"
 	"khosim/fault"
 	"khosim/fdbox"
+	"khosim/kbuild"
 	"khosim/kernel"
 	"khosim/kexec"
 	"khosim/physmem"
@@ -89,10 +90,14 @@ type Machine struct {
 	booted  bool // Boot ran (the machine has been switched on)
 	bootID  int
 
-	k      *kernel.Kernel
-	kho    *kexec.KHO
-	box    *fdbox.Driver
-	boxKHO *fdbox.KHOClient
+	build kbuild.Build // the build of the running kernel (or of the last one booted)
+
+	k   *kernel.Kernel
+	kho *kexec.KHO
+	// fe holds what each front-end built into the running kernel left
+	// for the machine's accessors (FDBox, FDBoxKHO, ...), by front-end
+	// name; it is dropped with the kernel.
+	fe map[string]any
 
 	// The FDT the last kexec handed over, for HandoverFDT: a copy, or,
 	// while it lies intact in the frames, where it lies (lastFDTAt; the
@@ -144,11 +149,9 @@ func (m *Machine) Faults() *fault.Injector { return m.faults }
 // whose new kernel failed to boot).
 func (m *Machine) Kernel() *kernel.Kernel { return m.k }
 
-// FDBox returns the running kernel's FDBox driver, or nil.
-func (m *Machine) FDBox() *fdbox.Driver { return m.box }
-
-// FDBoxKHO returns the running kernel's FDBox KHO client, or nil.
-func (m *Machine) FDBoxKHO() *fdbox.KHOClient { return m.boxKHO }
+// Build returns the build of the running kernel, or of the last kernel
+// booted if none runs; the zero Build before Boot.
+func (m *Machine) Build() kbuild.Build { return m.build }
 
 // KHO returns the running kernel's KHO state, or nil.
 func (m *Machine) KHO() *kexec.KHO { return m.kho }
@@ -159,25 +162,29 @@ func (m *Machine) Cmdline() string { return m.cmdline }
 // Stats returns the machine's counters and last timings.
 func (m *Machine) Stats() Stats { return m.stats }
 
-var shmemHugeValues = []string{"never", "always", "within_size", "advise", "deny", "force"}
-
-// Boot cold-boots the first kernel. shmemHuge is the
-// transparent_hugepage_shmem= policy ("" means never). Every later kernel
-// (kexec, reboot) boots with the same command line.
+// Boot cold-boots the first kernel, of build b. Every later kernel boots
+// with the machine's command line for its own build: kexec with the build
+// it is given, reboot with the build of the kernel it replaces.
 //
-// Errors: EBUSY if the machine was already booted; EINVAL for an unknown
-// policy; a boot failure (a machine under 128 MiB, a boot-time allocation
-// failure).
-func (m *Machine) Boot(shmemHuge string) error {
+// Errors: EBUSY if the machine was already booted; EINVAL for an invalid
+// build; ENOSYS for a build khosim cannot make yet (a tracker or
+// front-end not built: see Supported); a boot failure (a machine under
+// 128 MiB, a boot-time allocation failure).
+func (m *Machine) Boot(b kbuild.Build) error {
 	if m.booted {
 		return errno.EBUSY
 	}
-	if shmemHuge == "" {
-		shmemHuge = "never"
+	if err := Supported(b); err != nil {
+		return err
 	}
-	if !slices.Contains(shmemHugeValues, shmemHuge) {
-		return fmt.Errorf("machine: transparent_hugepage_shmem=%s: %w", shmemHuge, errno.EINVAL)
-	}
+	m.booted = true
+	return m.bootKernel(nil, b)
+}
+
+// cmdlineFor returns the command line a kernel of build b boots with on
+// this machine: the machine's scratch size (kho_scratch=), the build's
+// transparent_hugepage_shmem= and, for a LUO build, liveupdate=1.
+func (m *Machine) cmdlineFor(b kbuild.Build) string {
 	args := []string{"console=ttyS0"}
 	switch {
 	case m.cfg.ScratchBytes != 0:
@@ -185,23 +192,29 @@ func (m *Machine) Boot(shmemHuge string) error {
 	case m.cfg.ScratchPercent != 0:
 		args = append(args, fmt.Sprintf("kho_scratch=%d%%", m.cfg.ScratchPercent))
 	}
-	args = append(args, "transparent_hugepage_shmem="+shmemHuge)
-	m.cmdline = strings.Join(args, " ")
-	m.booted = true
-	return m.bootKernel(nil)
+	args = append(args, "transparent_hugepage_shmem="+b.Value("shmem_huge"))
+	if b.LUO {
+		args = append(args, "liveupdate=1")
+	}
+	return strings.Join(args, " ")
 }
 
-// bootKernel boots a kernel on the machine with the given handover (nil:
-// cold boot) and runs its initcalls.
-func (m *Machine) bootKernel(ho *kexec.Handover) error {
+// bootKernel boots a kernel of build b on the machine with the given
+// handover (nil: cold boot), wires its KHO and the front-ends its build
+// has, and runs its initcalls.
+func (m *Machine) bootKernel(ho *kexec.Handover, b kbuild.Build) error {
 	start := time.Now()
 	m.bootID++
+	m.build = b
+	m.cmdline = m.cmdlineFor(b)
+	tracker, _ := kexec.LookupTracker(b.KHO) // Supported checked it
 	var kho *kexec.KHO
 	params := kernel.BootParams{
 		BootID:  m.bootID,
 		Cmdline: m.cmdline,
+		Build:   b,
 		EarlyInit: func(k *kernel.Kernel) error {
-			kho = kexec.New(k, m.faults, nil)
+			kho = kexec.New(k, m.faults, tracker.New)
 			kho.Populate(ho)
 			if ho != nil && m.lastFDTAt == ho && kho.GetFDT() == nil {
 				// Refused: its frames are about to become free memory.
@@ -219,32 +232,20 @@ func (m *Machine) bootKernel(ho *kexec.Handover) error {
 	k, err := kernel.Boot(hw, params)
 	m.stats.Boots++
 	if err != nil {
-		m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
+		m.k, m.kho, m.fe = nil, nil, nil
 		m.copyLastFDT() // no kernel holds its frames
 		return fmt.Errorf("machine: boot %d failed: %w", m.bootID, err)
 	}
-	m.k, m.kho, m.box, m.boxKHO = k, kho, nil, nil
+	m.k, m.kho, m.fe = k, kho, map[string]any{}
 	k.RegisterRefOwner("kho", kho.VisitRefs)
 	k.RegisterFrameCounter("preserved", kho.FramesPreserved)
-	k.RegisterInitcall(kernel.InitcallDevice, "fdbox_init", func(k *kernel.Kernel) error {
-		d, err := fdbox.Init(k)
-		if err != nil {
-			return err
+	k.RegisterFrameCounter("tracker", kho.FramesTracker)
+	bc := &BootContext{m: m, Kernel: k, KHO: kho, Build: b, Faults: m.faults}
+	for _, fe := range frontends {
+		if fe.Enabled(b) {
+			fe.Wire(bc)
 		}
-		m.box = d
-		c, err := fdbox.KHOInit(d, kho, m.faults)
-		if err != nil {
-			return err
-		}
-		m.boxKHO = c
-		return nil
-	})
-	k.RegisterInitcall(kernel.InitcallLate, "memfd_fdbox_init", func(k *kernel.Kernel) error {
-		if m.boxKHO == nil {
-			return errno.ENODEV
-		}
-		return fdbox.MemfdKHOInit(m.boxKHO)
-	})
+	}
 	k.RegisterInitcall(kernel.InitcallLate, "kho_return_unclaimed", func(k *kernel.Kernel) error {
 		kho.ReturnUnclaimed()
 		return nil
@@ -254,8 +255,8 @@ func (m *Machine) bootKernel(ho *kexec.Handover) error {
 	k.RunInitcalls()
 	m.stats.RestoreTime = time.Since(restore)
 	m.stats.Incoming = kho.Incoming()
-	if m.boxKHO != nil {
-		m.stats.Recovered = m.boxKHO.Recovered()
+	if c := m.FDBoxKHO(); c != nil {
+		m.stats.Recovered = c.Recovered()
 	}
 	return nil
 }
@@ -298,7 +299,9 @@ func (m *Machine) KHODeactivate() error {
 	return m.kho.Deactivate()
 }
 
-// Kexec loads and executes a new kernel (kexec -s -l, kexec -e). If KHO is
+// Kexec loads and executes a new kernel of build b (kexec -s -l, kexec
+// -e); the caller derives b from the running kernel's (Build().With), so
+// that a key not given is inherited. If KHO is
 // active, the new kernel receives the handover (the FDT's address and
 // size and the scratch ranges) and revives what it describes; otherwise
 // nothing is handed over. Either way the old kernel is gone: it is
@@ -306,11 +309,15 @@ func (m *Machine) KHODeactivate() error {
 // the handover FDT is overwritten with kexec.PoisonPattern before the new
 // kernel boots, with the same command line, from the frames alone.
 //
-// Errors: EINVAL without a running kernel; the new kernel's boot failure
+// Errors: EINVAL without a running kernel or for an invalid build;
+// ENOSYS for a build khosim cannot make yet; the new kernel's boot failure
 // (an armed fault can hit it), after which the machine has no kernel
 // until Reboot.
-func (m *Machine) Kexec() error {
+func (m *Machine) Kexec(b kbuild.Build) error {
 	if err := m.running(); err != nil {
+		return err
+	}
+	if err := Supported(b); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -324,10 +331,10 @@ func (m *Machine) Kexec() error {
 	}
 	m.stats.ScrubbedFrames = kexec.Scrub(old, keep)
 	old.Poison("kexec")
-	m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
+	m.k, m.kho, m.fe = nil, nil, nil
 	m.stats.Kexecs++
 	scrub := time.Since(start)
-	err := m.bootKernel(ho)
+	err := m.bootKernel(ho, b)
 	m.stats.KexecTime = scrub + m.earlyTime
 	return err
 }
@@ -345,9 +352,9 @@ func (m *Machine) Reboot() error {
 		m.copyLastFDT()      // the next kernel reserves none of the frames
 		m.k.Poison("reboot")
 	}
-	m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
+	m.k, m.kho, m.fe = nil, nil, nil
 	m.stats.Reboots++
-	return m.bootKernel(nil)
+	return m.bootKernel(nil, m.build)
 }
 
 // activeFDT returns the active handover FDT in physical memory.
@@ -450,8 +457,11 @@ func (m *Machine) CheckInvariants() error {
 	if err := m.k.CheckInvariants(); err != nil {
 		return err
 	}
-	if m.box != nil {
-		if err := m.box.CheckInvariants(); err != nil {
+	for _, fe := range frontends {
+		if fe.Check == nil || m.fe[fe.Name] == nil {
+			continue
+		}
+		if err := fe.Check(m.fe[fe.Name]); err != nil {
 			return err
 		}
 	}
@@ -469,8 +479,8 @@ func (m *Machine) FrameCounts() map[string]uint64 {
 	}
 	c := m.k.FrameCounts()
 	return map[string]uint64{
-		"total": c.Total, "free": c.Free, "used": c.Used, "preserved": c.Preserved,
-		"reserved": c.Reserved, "scratch": c.Scratch,
+		"total": c.Total, "free": c.Free, "used": c.Used, "slab": c.Slab, "tracker": c.Tracker,
+		"preserved": c.Preserved, "reserved": c.Reserved, "scratch": c.Scratch,
 	}
 }
 
@@ -480,7 +490,7 @@ func (m *Machine) Close() error {
 	if m.k != nil {
 		m.kho.PrepareKexec()
 		m.k.Poison("machine closed")
-		m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
+		m.k, m.kho, m.fe = nil, nil, nil
 	}
 	if m.frames == nil {
 		return errno.EBADF

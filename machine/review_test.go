@@ -188,9 +188,9 @@ func (m *Machine) kexecWithFDT(t testing.TB, rewrite func(root *tnode, fdtAddr p
 	m.stats.HandedOver = true
 	m.stats.ScrubbedFrames = kexec.Scrub(old, keep)
 	old.Poison("kexec")
-	m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
+	m.k, m.kho, m.fe = nil, nil, nil
 	m.stats.Kexecs++
-	return m.bootKernel(ho)
+	return m.bootKernel(ho, m.build)
 }
 
 // storeOf returns the shmem storage node of box/fd.
@@ -228,7 +228,7 @@ func setIndices(s *tnode, idx []uint64) {
 // may raise once everything it revived is released.
 func usedAfterClean(t *testing.T) uint64 {
 	fx := newFixture(t, Config{})
-	require.NoError(t, fx.m.Kexec())
+	require.NoError(t, fx.m.Kexec(fx.m.Build()))
 	return fx.m.FrameCounts()["used"]
 }
 
@@ -854,8 +854,8 @@ func TestReviewHandoverWithoutScratchRefused(t *testing.T) {
 	ho.Scratch = nil
 	kexec.Scrub(old, keep)
 	old.Poison("kexec")
-	m.k, m.kho, m.box, m.boxKHO = nil, nil, nil, nil
-	require.NoError(t, m.bootKernel(ho))
+	m.k, m.kho, m.fe = nil, nil, nil
+	require.NoError(t, m.bootKernel(ho, m.build))
 	require.True(t, fx.logHas("no KHO scratch ranges; nothing is handed over"))
 	require.Zero(t, m.Stats().Incoming.Ranges)
 	require.Empty(t, m.FDBox().Boxes())

@@ -153,7 +153,7 @@ func TestHugeFolios(t *testing.T) {
 	require.NoError(t, err)
 	f, err := fdt.Open(blob)
 	require.NoError(t, err)
-	mems := slices.Collect(kexec.MemProps{}.Collect(f, func(string, error) {}))
+	mems := slices.Collect(kexec.CollectMemProps(f, func(string, error) {}))
 	huge := 0
 	for _, m := range mems {
 		if m.Size == 2*MiB {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"khosim/errno"
+	"khosim/kbuild"
 	"khosim/kernel"
 	"khosim/machine"
 	"khosim/uapi"
@@ -534,7 +535,9 @@ func (r *runner) boot(st *Boot) (string, error) {
 	if huge == "" {
 		huge = "never"
 	}
-	if err := r.m.Boot(huge); err != nil {
+	b := kbuild.Default()
+	b.ShmemHuge = huge
+	if err := r.m.Boot(b); err != nil {
 		return "", failf("boot failed: %v", err).with(r.newKernelLog()...)
 	}
 	r.addKernel("boot", st)
@@ -746,7 +749,7 @@ func (r *runner) kexec(st *Kexec) (string, error) {
 			r.res.FDT = fdt
 		}
 	}
-	return r.replace("kexec", st, r.m.Kexec)
+	return r.replace("kexec", st, func() error { return r.m.Kexec(r.m.Build()) })
 }
 
 func (r *runner) reboot(st *Reboot) (string, error) {

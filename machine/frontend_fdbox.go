@@ -1,0 +1,67 @@
+package machine
+
+import (
+	"khosim/errno"
+	"khosim/fdbox"
+	"khosim/kbuild"
+	"khosim/kernel"
+)
+
+// fdboxInstance is what the FDBox front-end leaves in a kernel.
+type fdboxInstance struct {
+	d *fdbox.Driver
+	c *fdbox.KHOClient
+}
+
+// The FDBox front-end (the RFC), in Linux's initcall order:
+//
+//	device initcall  fdbox_init (fdbox.Init) + its KHO part (fdbox.KHOInit:
+//	                 register_kho_notifier, fdbox_kho_recover)
+//	late initcall    memfd_fdbox_init (fdbox.MemfdKHOInit: the memfd
+//	                 handler; pending memfd nodes recover here)
+func init() {
+	registerFrontend(Frontend{
+		Name:    "fdbox",
+		Enabled: func(b kbuild.Build) bool { return b.FDBox == kbuild.FDBoxStash },
+		Wire: func(bc *BootContext) {
+			bc.Kernel.RegisterInitcall(kernel.InitcallDevice, "fdbox_init", func(k *kernel.Kernel) error {
+				d, err := fdbox.Init(k)
+				if err != nil {
+					return err
+				}
+				inst := &fdboxInstance{d: d}
+				bc.Set("fdbox", inst)
+				c, err := fdbox.KHOInit(d, bc.KHO, bc.Faults)
+				if err != nil {
+					return err
+				}
+				inst.c = c
+				return nil
+			})
+			bc.Kernel.RegisterInitcall(kernel.InitcallLate, "memfd_fdbox_init", func(k *kernel.Kernel) error {
+				inst, _ := bc.Get("fdbox").(*fdboxInstance)
+				if inst == nil || inst.c == nil {
+					return errno.ENODEV
+				}
+				return fdbox.MemfdKHOInit(inst.c)
+			})
+		},
+		Check: func(v any) error { return v.(*fdboxInstance).d.CheckInvariants() },
+	})
+}
+
+// FDBox returns the running kernel's FDBox driver, or nil.
+func (m *Machine) FDBox() *fdbox.Driver {
+	if inst, _ := m.fe["fdbox"].(*fdboxInstance); inst != nil {
+		return inst.d
+	}
+	return nil
+}
+
+// FDBoxKHO returns the running kernel's FDBox KHO client, or nil.
+func (m *Machine) FDBoxKHO() *fdbox.KHOClient {
+	if inst, _ := m.fe["fdbox"].(*fdboxInstance); inst != nil {
+		return inst.c
+	}
+	return nil
+}

@@ -12,6 +12,7 @@ import (
 	"khosim/fdbox"
 	"khosim/fdt"
 	"khosim/kexec"
+	"khosim/preserve"
 )
 
 // handoverFile is one memfd as the fdbox writes it into the handover FDT:
@@ -68,7 +69,7 @@ func writeHandover(buf []byte, files []handoverFile) ([]byte, error) {
 		}
 		folio := uint64(PageSize) << f.order
 		if err := try(
-			put("compatible", len(fdbox.ShmemCompatibleV2)+1, func(b []byte) { copy(b, fdbox.ShmemCompatibleV2) }),
+			put("compatible", len(preserve.ShmemCompatibleV2)+1, func(b []byte) { copy(b, preserve.ShmemCompatibleV2) }),
 			put("name", len(f.name)+7, func(b []byte) { copy(b, "memfd:"+f.name) }),
 			put("pos", 8, func(b []byte) { le.PutUint64(b, 0) }),
 			put("size", 8, func(b []byte) { le.PutUint64(b, uint64(f.nr)*folio) }),
@@ -86,7 +87,7 @@ func writeHandover(buf []byte, files []handoverFile) ([]byte, error) {
 			}),
 			put("flags", f.nr, func(b []byte) {
 				for i := range b {
-					b[i] = fdbox.ShmemFolioUptodate | fdbox.ShmemFolioDirty
+					b[i] = preserve.ShmemFolioUptodate | preserve.ShmemFolioDirty
 				}
 			}),
 		); err != nil {

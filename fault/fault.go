@@ -113,6 +113,10 @@ func (in *Injector) Hit(site Site) error {
 	return info.Errno
 }
 
+// Disarm drops whatever is still planned for site (a plan that did not
+// fire yet, or the rest of one that is firing).
+func (in *Injector) Disarm(site Site) { delete(in.armed, site) }
+
 // Armed reports whether site still has failures to deliver.
 func (in *Injector) Armed(site Site) bool { return in != nil && in.armed[site] != nil }
 

@@ -104,6 +104,14 @@ func (o *shmemFileOps) WriteAt(t *Task, f *File, off, n int64, src DataSource) (
 func (k *Kernel) shmemFileWrite(info *ShmemInodeInfo, pos, n int64, src DataSource) (int64, error) {
 	k.mustAlive()
 	n = min(n, maxLFSFileSize-pos) // generic_write_check_limits
+	if ShmemFrozen(info) {
+		// shmem_write_begin on a frozen mapping: nothing may be added
+		// beyond i_size (see ShmemFreeze).
+		if pos >= info.inode.Size {
+			return 0, errno.EPERM
+		}
+		n = min(n, info.inode.Size-pos)
+	}
 	chunk := info.mappingMaxFolioSize()
 	var written int64
 	var err error
@@ -165,12 +173,15 @@ func (o *shmemFileOps) Size(f *File) int64 { return f.Inode.Size }
 // page.
 //
 // Errors: EPERM when F_SEAL_SHRINK forbids shrinking or F_SEAL_GROW
-// growing.
+// growing, or when the inode is frozen (ShmemFreeze) and the size changes.
 func (k *Kernel) shmemSetattrSize(info *ShmemInodeInfo, newsize int64) error {
 	in := info.inode
 	oldsize := in.Size
 	if newsize < oldsize && info.Seals&uapi.F_SEAL_SHRINK != 0 ||
 		newsize > oldsize && info.Seals&uapi.F_SEAL_GROW != 0 {
+		return errno.EPERM
+	}
+	if newsize != oldsize && ShmemFrozen(info) {
 		return errno.EPERM
 	}
 	in.Size = newsize
@@ -202,7 +213,8 @@ func (k *Kernel) shmemSetattrSize(info *ShmemInodeInfo, newsize int64) error {
 // unfalloc) and nothing changes. Mode 0 then grows i_size to cover the
 // range.
 //
-// Errors: EOPNOTSUPP for other modes; EPERM for a punch hole on a memfd
+// Errors: EOPNOTSUPP for other modes; EPERM on a frozen inode
+// (ShmemFreeze), for a punch hole on a memfd
 // sealed F_SEAL_WRITE or F_SEAL_FUTURE_WRITE, or an allocation beyond
 // i_size with F_SEAL_GROW; EFBIG beyond the largest file size; ENOSPC
 // beyond the file system's size; ENOMEM (or the injected page_alloc
@@ -212,6 +224,9 @@ func (k *Kernel) shmemFallocate(info *ShmemInodeInfo, mode int, offset, length i
 		return errno.EOPNOTSUPP
 	}
 	in := info.inode
+	if ShmemFrozen(info) {
+		return errno.EPERM
+	}
 	if mode&uapi.FALLOC_FL_PUNCH_HOLE != 0 {
 		if info.Seals&(uapi.F_SEAL_WRITE|uapi.F_SEAL_FUTURE_WRITE) != 0 {
 			return errno.EPERM

@@ -8,6 +8,7 @@ import (
 	"khosim/kbuild"
 	"khosim/kernel"
 	"khosim/kexec"
+	"khosim/preserve"
 )
 
 // Frontend is a live-update front-end the machine builds into the kernels
@@ -34,6 +35,7 @@ type BootContext struct {
 	m      *Machine
 	Kernel *kernel.Kernel
 	KHO    *kexec.KHO
+	Layer  *preserve.Layer
 	Build  kbuild.Build
 	Faults *fault.Injector
 }

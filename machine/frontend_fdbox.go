@@ -43,7 +43,7 @@ func init() {
 				if inst == nil || inst.c == nil {
 					return errno.ENODEV
 				}
-				return fdbox.MemfdKHOInit(inst.c)
+				return fdbox.MemfdKHOInit(inst.c, bc.Layer)
 			})
 		},
 		Check: func(v any) error { return v.(*fdboxInstance).d.CheckInvariants() },

@@ -31,6 +31,7 @@ import (
 	"khosim/kernel"
 	"khosim/kexec"
 	"khosim/physmem"
+	"khosim/preserve"
 )
 
 // Config describes a machine.
@@ -92,8 +93,9 @@ type Machine struct {
 
 	build kbuild.Build // the build of the running kernel (or of the last one booted)
 
-	k   *kernel.Kernel
-	kho *kexec.KHO
+	k     *kernel.Kernel
+	kho   *kexec.KHO
+	layer *preserve.Layer
 	// fe holds what each front-end built into the running kernel left
 	// for the machine's accessors (FDBox, FDBoxKHO, ...), by front-end
 	// name; it is dropped with the kernel.
@@ -152,6 +154,9 @@ func (m *Machine) Kernel() *kernel.Kernel { return m.k }
 // Build returns the build of the running kernel, or of the last kernel
 // booted if none runs; the zero Build before Boot.
 func (m *Machine) Build() kbuild.Build { return m.build }
+
+// Layer returns the running kernel's preservation layer, or nil.
+func (m *Machine) Layer() *preserve.Layer { return m.layer }
 
 // KHO returns the running kernel's KHO state, or nil.
 func (m *Machine) KHO() *kexec.KHO { return m.kho }
@@ -232,7 +237,7 @@ func (m *Machine) bootKernel(ho *kexec.Handover, b kbuild.Build) error {
 	k, err := kernel.Boot(hw, params)
 	m.stats.Boots++
 	if err != nil {
-		m.k, m.kho, m.fe = nil, nil, nil
+		m.k, m.kho, m.layer, m.fe = nil, nil, nil, nil
 		m.copyLastFDT() // no kernel holds its frames
 		return fmt.Errorf("machine: boot %d failed: %w", m.bootID, err)
 	}
@@ -240,7 +245,8 @@ func (m *Machine) bootKernel(ho *kexec.Handover, b kbuild.Build) error {
 	k.RegisterRefOwner("kho", kho.VisitRefs)
 	k.RegisterFrameCounter("preserved", kho.FramesPreserved)
 	k.RegisterFrameCounter("tracker", kho.FramesTracker)
-	bc := &BootContext{m: m, Kernel: k, KHO: kho, Build: b, Faults: m.faults}
+	m.layer = preserve.New(k, kho, m.faults)
+	bc := &BootContext{m: m, Kernel: k, KHO: kho, Layer: m.layer, Build: b, Faults: m.faults}
 	for _, fe := range frontends {
 		if fe.Enabled(b) {
 			fe.Wire(bc)
@@ -331,7 +337,7 @@ func (m *Machine) Kexec(b kbuild.Build) error {
 	}
 	m.stats.ScrubbedFrames = kexec.Scrub(old, keep)
 	old.Poison("kexec")
-	m.k, m.kho, m.fe = nil, nil, nil
+	m.k, m.kho, m.layer, m.fe = nil, nil, nil, nil
 	m.stats.Kexecs++
 	scrub := time.Since(start)
 	err := m.bootKernel(ho, b)
@@ -352,7 +358,7 @@ func (m *Machine) Reboot() error {
 		m.copyLastFDT()      // the next kernel reserves none of the frames
 		m.k.Poison("reboot")
 	}
-	m.k, m.kho, m.fe = nil, nil, nil
+	m.k, m.kho, m.layer, m.fe = nil, nil, nil, nil
 	m.stats.Reboots++
 	return m.bootKernel(nil, m.build)
 }
@@ -465,6 +471,9 @@ func (m *Machine) CheckInvariants() error {
 			return err
 		}
 	}
+	if err := m.layer.CheckInvariants(); err != nil {
+		return err
+	}
 	return m.kho.CheckInvariants()
 }
 
@@ -490,7 +499,7 @@ func (m *Machine) Close() error {
 	if m.k != nil {
 		m.kho.PrepareKexec()
 		m.k.Poison("machine closed")
-		m.k, m.kho, m.fe = nil, nil, nil
+		m.k, m.kho, m.layer, m.fe = nil, nil, nil, nil
 	}
 	if m.frames == nil {
 		return errno.EBADF

@@ -21,6 +21,7 @@ import (
 	"khosim/kernel"
 	"khosim/kexec"
 	"khosim/physmem"
+	"khosim/preserve"
 	"khosim/uapi"
 )
 
@@ -188,7 +189,7 @@ func (m *Machine) kexecWithFDT(t testing.TB, rewrite func(root *tnode, fdtAddr p
 	m.stats.HandedOver = true
 	m.stats.ScrubbedFrames = kexec.Scrub(old, keep)
 	old.Poison("kexec")
-	m.k, m.kho, m.fe = nil, nil, nil
+	m.k, m.kho, m.layer, m.fe = nil, nil, nil, nil
 	m.stats.Kexecs++
 	return m.bootKernel(ho, m.build)
 }
@@ -362,10 +363,18 @@ func TestReviewHostileHandover(t *testing.T) {
 		{"index-beyond-max-lfs", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
 			s := storeOf(t, root, "vm2", "ram")
 			idx := indices(s)
-			idx[0] = math.MaxInt64 >> physmem.PageShift
+			idx[0] = math.MaxInt64>>physmem.PageShift + 1
 			setIndices(s, idx)
 			s.resum("ram")
 		}, []string{"vm2/ram"}, false},
+		{"index-max-lfs", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
+			// The page holding byte 2^63-1, MAX_LFS_FILESIZE's last: legal.
+			s := storeOf(t, root, "vm2", "ram")
+			idx := indices(s)
+			idx[0] = math.MaxInt64 >> physmem.PageShift
+			setIndices(s, idx)
+			s.resum("ram")
+		}, []string{"vm2/ram"}, true},
 		{"index-last-page", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
 			s := storeOf(t, root, "vm2", "ram")
 			idx := indices(s)
@@ -425,10 +434,10 @@ func TestReviewHostileHandover(t *testing.T) {
 		{"file-name-long", editProp("vm2", "ram", "file-name", append([]byte(strings.Repeat("x", 100000)), 0)), []string{"vm2/ram"}, false},
 		{"file-name-path", editProp("vm2", "ram", "file-name", []byte("../../etc/passwd\x00")), []string{"vm2/ram"}, true},
 		{"compatible-v1-with-large-folios", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
-			storeOf(t, root, "vm1", "ram").set("compatible", []byte(fdbox.ShmemCompatibleV1+"\x00"))
+			storeOf(t, root, "vm1", "ram").set("compatible", []byte(preserve.ShmemCompatibleV1+"\x00"))
 		}, []string{"vm1/ram"}, false},
 		{"compatible-v1", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
-			storeOf(t, root, "vm2", "ram").set("compatible", []byte(fdbox.ShmemCompatibleV1+"\x00"))
+			storeOf(t, root, "vm2", "ram").set("compatible", []byte(preserve.ShmemCompatibleV1+"\x00"))
 		}, []string{"vm2/ram"}, true},
 		{"two-storage-nodes", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
 			fd := root.at(t, fdbox.FdboxNode, "vm2", "ram")
@@ -854,7 +863,7 @@ func TestReviewHandoverWithoutScratchRefused(t *testing.T) {
 	ho.Scratch = nil
 	kexec.Scrub(old, keep)
 	old.Poison("kexec")
-	m.k, m.kho, m.fe = nil, nil, nil
+	m.k, m.kho, m.layer, m.fe = nil, nil, nil, nil
 	require.NoError(t, m.bootKernel(ho, m.build))
 	require.True(t, fx.logHas("no KHO scratch ranges; nothing is handed over"))
 	require.Zero(t, m.Stats().Incoming.Ranges)

@@ -26,6 +26,7 @@ import (
 	"khosim/errno"
 	"khosim/invariant"
 	"khosim/kernel"
+	"khosim/preserve"
 	"khosim/uapi"
 )
 
@@ -62,6 +63,10 @@ type Driver struct {
 	// frozen is set by KHO between a successful serialization and its
 	// abort or the kexec: sealed boxes must not change (see Freeze).
 	frozen bool
+
+	// lc is what the driver's lifecycle adds to PUT_FD, SEAL and UNSEAL
+	// (nil: the RFC's stash).
+	lc Lifecycle
 
 	ctl    *ctlOps
 	boxOps *boxOps
@@ -197,17 +202,26 @@ func (b *Box) String() string {
 // of TakeFD, or is put (fput) when the box is deleted.
 type BoxFD struct {
 	name    string
-	file    *kernel.File
+	file    *kernel.File // nil while serialized (the seal lifecycle)
 	box     *Box
 	handler *FileHandler
+	// record is the file's serialized state while the seal lifecycle
+	// holds the box sealed: the file was preserved, detached and dropped
+	// at SEAL (file is nil), and UNSEAL rebuilds it from this.
+	record preserve.Preserved
 }
 
 // Name returns the fd's name (unique in its box).
 func (bfd *BoxFD) Name() string { return bfd.name }
 
-// File returns the boxed file. The reference is the box's: callers borrow
-// it and must not put it.
+// File returns the boxed file, or nil while it is serialized (a box the
+// seal lifecycle sealed). The reference is the box's: callers borrow it
+// and must not put it.
 func (bfd *BoxFD) File() *kernel.File { return bfd.file }
+
+// Record returns the file's serialized state while the seal lifecycle
+// holds its box sealed, or nil.
+func (bfd *BoxFD) Record() preserve.Preserved { return bfd.record }
 
 // Box returns the box holding the file.
 func (bfd *BoxFD) Box() *Box { return bfd.box }
@@ -223,6 +237,9 @@ func (bfd *BoxFD) String() string {
 	}
 	if bfd.handler != nil {
 		compat = bfd.handler.Compatible
+	}
+	if bfd.file == nil && bfd.record != nil {
+		return fmt.Sprintf("fd %q in box %q: serialized %v (%s)", bfd.name, box, bfd.record, compat)
 	}
 	return fmt.Sprintf("fd %q in box %q: %v (%s)", bfd.name, box, bfd.file, compat)
 }
@@ -323,6 +340,11 @@ func (d *Driver) deleteBox(box *Box) {
 	fds, pending := box.fds, box.pending
 	box.fds, box.pending = nil, nil
 	for _, bfd := range fds {
+		if bfd.file == nil {
+			// Cannot happen: a sealed box cannot be deleted, and only
+			// a sealed box holds records.
+			invariant.Panic("fdbox", "boxfd-owner", d.Dump(), "deleting %v, which holds a record", bfd)
+		}
 		d.unindex(bfd)
 		bfd.file.Put()
 	}
@@ -461,18 +483,31 @@ func (d *Driver) seal(box *Box) error {
 		}
 		if err := bfd.handler.Seal(bfd); err != nil {
 			d.k.Printk(kernel.LogErr, "fdbox: seal of box %q failed at fd %q: %v", box.name, bfd.name, err)
-			for _, done := range slices.Backward(box.fds[:i]) {
-				if done.handler.Unseal != nil {
-					if uerr := done.handler.Unseal(done); uerr != nil {
-						d.k.Printk(kernel.LogErr, "fdbox: unseal of fd %q while undoing a failed seal: %v", done.name, uerr)
-					}
-				}
-			}
+			d.unsealHandlers(box, i)
+			return errno.Of(err)
+		}
+	}
+	if d.lc != nil {
+		if err := d.lc.Seal(box); err != nil {
+			d.k.Printk(kernel.LogErr, "fdbox: cannot seal box %q: %v", box.name, err)
+			d.unsealHandlers(box, len(box.fds))
 			return errno.Of(err)
 		}
 	}
 	box.sealed = true
 	return nil
+}
+
+// unsealHandlers runs the handlers' Unseal for the first n files of box,
+// in reverse order, to undo a seal that failed after them.
+func (d *Driver) unsealHandlers(box *Box, n int) {
+	for _, done := range slices.Backward(box.fds[:n]) {
+		if done.handler.Unseal != nil {
+			if uerr := done.handler.Unseal(done); uerr != nil {
+				d.k.Printk(kernel.LogErr, "fdbox: unseal of fd %q while undoing a failed seal: %v", done.name, uerr)
+			}
+		}
+	}
 }
 
 // unseal is fdbox_unseal().
@@ -488,6 +523,12 @@ func (d *Driver) seal(box *Box) error {
 func (d *Driver) unseal(box *Box) error {
 	if !box.sealed || d.frozen {
 		return errno.EBUSY
+	}
+	if d.lc != nil {
+		if err := d.lc.Unseal(box); err != nil {
+			d.k.Printk(kernel.LogErr, "fdbox: cannot unseal box %q: %v", box.name, err)
+			return errno.Of(err)
+		}
 	}
 	for i, bfd := range box.fds {
 		if bfd.handler.Unseal == nil {

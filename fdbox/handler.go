@@ -6,6 +6,7 @@ import (
 	"khosim/errno"
 	"khosim/fdt"
 	"khosim/kernel"
+	"khosim/preserve"
 )
 
 // FileHandler is what a preservable file kind provides to FDBox: the RFC's
@@ -44,6 +45,11 @@ type FileHandler struct {
 	// Optional: a handler without it cannot recover, and its nodes fail
 	// with EOPNOTSUPP.
 	Recover func(node FDTNode) (*kernel.File, error)
+
+	// Preserver is the preservation layer's handler for the file kind,
+	// which the seal lifecycle serializes with at SEAL. Optional: without
+	// it, a file is carried as the stash carries it.
+	Preserver preserve.Handler
 
 	// Seal and Unseal are called for every file of the box, in insertion
 	// order, when it is sealed or unsealed (->seal, ->unseal), so that a

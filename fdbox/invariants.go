@@ -7,6 +7,7 @@ import (
 
 	"khosim/invariant"
 	"khosim/kernel"
+	"khosim/preserve"
 )
 
 // visitRefs reports to the kernel's audit the one file reference each
@@ -14,7 +15,9 @@ import (
 func (d *Driver) visitRefs(v kernel.RefVisitor) {
 	for _, box := range d.boxes {
 		for _, bfd := range box.fds {
-			v.File(bfd.file, 1, fmt.Sprintf("fdbox box %q fd %q", box.name, bfd.name))
+			if bfd.file != nil {
+				v.File(bfd.file, 1, fmt.Sprintf("fdbox box %q fd %q", box.name, bfd.name))
+			}
 		}
 	}
 }
@@ -72,6 +75,17 @@ func (d *Driver) CheckInvariants() error {
 				return fail("boxfd-owner", "%v is listed in box %q", bfd, box.name)
 			}
 			f := bfd.file
+			if f == nil && bfd.record != nil {
+				// Serialized at SEAL: a sealed box of the seal
+				// lifecycle, the record live.
+				if !box.sealed || d.lc == nil || slices.IndexFunc(d.lc.Records(), func(r preserve.Preserved) bool { return r == bfd.record }) < 0 {
+					return fail("boxfd-owner", "%v holds a record outside a box the seal lifecycle sealed", bfd)
+				}
+				continue
+			}
+			if bfd.record != nil {
+				return fail("boxfd-owner", "%v holds both a file and a record", bfd)
+			}
 			if f == nil || f.Refs() < 1 {
 				return fail("boxfd-owner", "fd %q of box %q holds a dead file", bfd.name, box.name)
 			}

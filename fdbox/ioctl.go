@@ -129,7 +129,8 @@ func (o *boxOps) Ioctl(t *kernel.Task, f *kernel.File, cmd uint32, arg any) (int
 }
 
 // putFD is fdbox_put_fd(): the box takes the file at fd and the fd is
-// closed in the caller. The box takes over the fd table's reference:
+// closed in the caller (in the seal lifecycle the fd stays: the box takes a
+// reference of its own, Lifecycle.PutKeepsFD). The box takes over the fd table's reference:
 // fget() takes a second one, close_fd() drops the table's, so the net
 // change is one reference moved from the fd table to the box.
 //
@@ -172,6 +173,9 @@ func (o *boxOps) putFD(t *kernel.Task, box *Box, arg any) (int64, error) {
 	if err != nil {
 		file.Put()
 		return -1, err
+	}
+	if o.d.lc != nil && o.d.lc.PutKeepsFD() {
+		return 0, nil // the box keeps fget's reference; the fd stays
 	}
 	if err := t.CloseFD(fd); err != nil {
 		// Cannot happen in a single-threaded kernel: the fd was there

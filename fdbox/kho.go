@@ -83,7 +83,8 @@ func (d *Driver) CreateRecoveredBox(name string) (*Box, error) {
 // swap a file for another (a failed or aborted serialization that rebuilt
 // the file).
 //
-// Errors: ENODEV if box was deleted; ENOENT if it holds no such name.
+// Errors: ENODEV if box was deleted; ENOENT if it holds no such name;
+// EBUSY if the file is serialized (the seal lifecycle sealed its box).
 func (d *Driver) TakeFD(box *Box, name string) (f *kernel.File, pos int, err error) {
 	d.mustAlive("TakeFD")
 	if box.deleted {
@@ -92,6 +93,9 @@ func (d *Driver) TakeFD(box *Box, name string) (f *kernel.File, pos int, err err
 	i := box.fdIndex(name)
 	if i < 0 {
 		return nil, -1, errno.ENOENT
+	}
+	if box.fds[i].file == nil {
+		return nil, -1, errno.EBUSY // serialized at SEAL: no file to take
 	}
 	return d.removeFD(box, i), i, nil
 }

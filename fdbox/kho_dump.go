@@ -128,7 +128,9 @@ func (c *KHOClient) estimate() uint64 {
 		n += 128 + uint64(len(box.Name()))
 		for _, bfd := range box.FDs() {
 			n += 64 + uint64(len(bfd.Name()))
-			if ops := c.ops[bfd.Handler().Compatible]; ops != nil && ops.Estimate != nil {
+			if rec := bfd.Record(); rec != nil {
+				n += rec.EstimateFDT()
+			} else if ops := c.ops[bfd.Handler().Compatible]; ops != nil && ops.Estimate != nil {
 				n += ops.Estimate(bfd)
 			} else {
 				n += 4096
@@ -182,6 +184,21 @@ func (c *KHOClient) dump(w *fdt.Writer) error {
 func (c *KHOClient) writeFD(w *fdt.Writer, box *Box, bfd *BoxFD) error {
 	k := c.d.k
 	h := bfd.Handler()
+	if rec := bfd.Record(); rec != nil {
+		// Serialized at SEAL (the seal lifecycle): only the record is
+		// written; nothing is left to commit or abort.
+		if err := c.faults.Hit(fault.KHOWrite); err != nil {
+			k.Printk(kernel.LogErr, "fdbox: kho_write failed for box '%s' FD '%s': %v", box.Name(), bfd.Name(), err)
+			return err
+		}
+		if err := w.BeginNode(bfd.Name()); err != nil {
+			return err
+		}
+		if err := rec.WriteFDT(w, bfd.Name()); err != nil {
+			return err
+		}
+		return w.EndNode()
+	}
 	if h.KHOWrite == nil {
 		k.Printk(kernel.LogInfo, "fdbox: box '%s' FD '%s' has no KHO method. It won't be saved across kexec",
 			box.Name(), bfd.Name())

@@ -43,6 +43,7 @@ func MemfdKHOInit(c *KHOClient, l *preserve.Layer) error {
 	fh := MemfdHandler()
 	fh.KHOWrite = m.khoWrite
 	fh.Recover = m.recover
+	fh.Preserver = h
 	err := c.d.RegisterHandler(fh)
 	if err != nil {
 		m.k.Printk(kernel.LogErr, "memfd: Could not register fdbox handler: %v", err)

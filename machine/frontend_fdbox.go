@@ -13,7 +13,8 @@ type fdboxInstance struct {
 	c *fdbox.KHOClient
 }
 
-// The FDBox front-end (the RFC), in Linux's initcall order:
+// The FDBox front-end (the RFC; fdbox=stash, or fdbox=seal with the seal
+// lifecycle installed at late initcall), in Linux's initcall order:
 //
 //	device initcall  fdbox_init (fdbox.Init) + its KHO part (fdbox.KHOInit:
 //	                 register_kho_notifier, fdbox_kho_recover)
@@ -22,7 +23,7 @@ type fdboxInstance struct {
 func init() {
 	registerFrontend(Frontend{
 		Name:    "fdbox",
-		Enabled: func(b kbuild.Build) bool { return b.FDBox == kbuild.FDBoxStash },
+		Enabled: func(b kbuild.Build) bool { return b.FDBox == kbuild.FDBoxStash || b.FDBox == kbuild.FDBoxSeal },
 		Wire: func(bc *BootContext) {
 			bc.Kernel.RegisterInitcall(kernel.InitcallDevice, "fdbox_init", func(k *kernel.Kernel) error {
 				d, err := fdbox.Init(k)
@@ -43,7 +44,13 @@ func init() {
 				if inst == nil || inst.c == nil {
 					return errno.ENODEV
 				}
-				return fdbox.MemfdKHOInit(inst.c, bc.Layer)
+				if err := fdbox.MemfdKHOInit(inst.c, bc.Layer); err != nil {
+					return err
+				}
+				if bc.Build.FDBox == kbuild.FDBoxSeal {
+					inst.d.SetLifecycle(fdbox.NewSealLifecycle(inst.d))
+				}
+				return nil
 			})
 		},
 		Check: func(v any) error { return v.(*fdboxInstance).d.CheckInvariants() },

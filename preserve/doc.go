@@ -24,7 +24,7 @@
 //	preserved --Detach--> detached (the page cache is empty, KHO holds the
 //	                      folios; the file may be dropped)
 //	detached  --Reattach--> preserved (the same file, the same folios)
-//	detached  --Rebuild--> ended (a new file from the record)
+//	detached  --Rebuild--> detached (a new file shares the folios)
 //	preserved|detached --Unpreserve--> ended (nothing preserved)
 //	preserved|frozen|detached --kexec--> handed over (the kernel is gone)
 //

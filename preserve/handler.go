@@ -99,10 +99,12 @@ type Preserved interface {
 	// missing the folios not put back, and stays detached for them:
 	// the caller may retry).
 	Reattach() error
-	// Rebuild makes a new file of the record in this kernel (FDBox seal:
-	// UNSEAL) and ends the preservation: the folios go into the new
-	// file's page cache and are no longer preserved. On error nothing
-	// changed.
+	// Rebuild makes a new file of a detached record in this kernel
+	// (FDBox seal: UNSEAL): the preserved folios go into the new file's
+	// page cache, still preserved, so that a front-end rebuilding several
+	// files can give up half way by dropping the files it got (the
+	// records are as they were). Unpreserve then ends the preservation,
+	// leaving the folios to the new file. On error nothing changed.
 	Rebuild() (*kernel.File, error)
 	// Unpreserve is ->unpreserve: every folio is unpreserved and
 	// unpinned, provisional migrations are put back, a frozen inode is

@@ -69,7 +69,7 @@ type memfdMeta struct {
 type memfdFile struct {
 	h          *memfdHandler
 	how        How
-	file       *kernel.File // borrowed: the front-end holds it (nil after a Rebuild)
+	file       *kernel.File // borrowed: the front-end holds it (once detached it may drop it)
 	info       *kernel.ShmemInodeInfo
 	folios     []pfolio // preserved (KHO holds a reference on each), index order
 	migrations []migration
@@ -382,6 +382,9 @@ func (o *detachOps) UndoPartialFolio(info *kernel.ShmemInodeInfo, f physmem.Foli
 // retry goes on from there.
 func (mf *memfdFile) Reattach() error {
 	mf.mustLive("reattach")
+	if mf.file.Refs() <= 0 {
+		invariant.Panic("preserve", "reattach", mf.String(), "reattaching to a file that was released")
+	}
 	k := mf.h.l.k
 	for mf.detached > 0 {
 		pf := mf.folios[len(mf.folios)-mf.detached]
@@ -403,17 +406,17 @@ func (mf *memfdFile) Reattach() error {
 func (mf *memfdFile) Unpreserve() {
 	mf.mustLive("unpreserve")
 	mf.FreeBlob()
-	if mf.detached == 0 && mf.file != nil {
+	if mf.detached == 0 {
 		mf.info.SetFallocend(mf.fallocend)
 	}
 	mf.release()
 }
 
 // Rebuild makes a new memfd of a detached record in this kernel (FDBox
-// seal's UNSEAL), as the next kernel would (restoreFile) but from folios
-// that never left this kernel, and ends the preservation. On error the
-// new file is dropped, the record is as it was (still detached, every
-// folio preserved) and the error returned.
+// seal's UNSEAL), as the next kernel would (memfdIncoming.build) but from
+// folios that never left this kernel. The folios stay preserved (KHO's
+// reference and the new page cache's both hold them) until Unpreserve;
+// dropping the new file instead leaves the record as it was.
 //
 // Preconditions: the record is detached.
 func (mf *memfdFile) Rebuild() (*kernel.File, error) {
@@ -422,24 +425,11 @@ func (mf *memfdFile) Rebuild() (*kernel.File, error) {
 		invariant.Panic("preserve", "rebuild", mf.String(), "rebuilding a record that is not detached")
 	}
 	in := &memfdIncoming{h: mf.h, meta: *mf.snapshot, hasSeals: true, hasMode: true, src: pfolios(mf.folios)}
-	file, err := in.build(func(m kexec.Mem) (physmem.Folio, error) {
+	return in.build(func(m kexec.Mem) (physmem.Folio, error) {
 		f := physmem.Folio(m.PFN())
 		mf.h.l.k.MM.FolioGet(f) // the caller's reference build puts
 		return f, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	// The new file's page cache holds the folios: KHO lets go of them.
-	for _, pf := range mf.folios {
-		if err := mf.h.l.kho.UnpreserveFolio(pf.folio()); err != nil {
-			invariant.Panic("preserve", "rebuild", mf.String(), "unpreserving folio at index %#x: %v", pf.index, err)
-		}
-	}
-	mf.FreeBlob()
-	mf.folios, mf.detached, mf.file, mf.done = nil, 0, nil, true
-	mf.h.l.untrack()
-	return file, nil
 }
 
 // Mems implements Preserved.
@@ -487,17 +477,17 @@ func (mf *memfdFile) check() error {
 		if i > 0 && pf.index < mf.folios[i-1].index+1<<mf.folios[i-1].order {
 			return bad("folios out of index order at %#x", pf.index)
 		}
-		detached := i >= len(mf.folios)-mf.detached
-		if mf.file == nil {
+		if i >= len(mf.folios)-mf.detached {
+			// A detached folio is out of the file's page cache; the
+			// file may be gone, and a rebuilt file may hold the folio.
 			continue
 		}
 		e, ok := mf.info.Mapping().Lookup(pf.index)
-		inCache := ok && !e.Entry.IsValue() && physmem.Folio(e.Entry.PFN()) == pf.folio()
-		if inCache == detached {
-			return bad("folio %v at index %#x: in the page cache %v, detached %v", pf.folio(), pf.index, inCache, detached)
+		if !ok || e.Entry.IsValue() || physmem.Folio(e.Entry.PFN()) != pf.folio() {
+			return bad("folio %v at index %#x is not in the file's page cache", pf.folio(), pf.index)
 		}
 	}
-	if mf.how.FreezeInode && mf.file != nil && !kernel.ShmemFrozen(mf.info) {
+	if mf.how.FreezeInode && !kernel.ShmemFrozen(mf.info) {
 		return bad("the inode of a freezing preserve is not frozen")
 	}
 	return mf.blob.check(mf)

@@ -384,9 +384,24 @@ func TestRebuild(t *testing.T) {
 	require.Equal(t, "memfd:seal-me", got.Name)
 	require.Equal(t, uint32(uapi.F_SEAL_SHRINK), sealsOf(t, w, nfd))
 	w.checkContent(nfd, size, 2, [2]int64{0, size})
+	require.Equal(t, 5, w.kho.PreservedFolios(), "still preserved until Unpreserve")
+	w.audit()
+
+	// Dropping the rebuilt file leaves the record as it was; a second
+	// rebuild works, and Unpreserve leaves the folios to the new file.
+	require.NoError(t, w.task.Close(nfd))
+	w.audit()
+	got, err = p.Rebuild()
+	require.NoError(t, err)
+	nfd, err = w.task.InstallFD(got, false)
+	require.NoError(t, err)
+	p.Unpreserve()
 	require.Zero(t, w.kho.PreservedFolios())
 	require.Empty(t, w.l.Live())
+	w.checkContent(nfd, size, 2, [2]int64{0, size})
 	w.audit()
+	require.NoError(t, w.task.Close(nfd))
+	require.Zero(t, w.used())
 }
 
 // TestLastLegalIndex (issue 16 #1): a folio of every order at the last

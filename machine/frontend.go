@@ -24,6 +24,17 @@ type Frontend struct {
 	// booting (after early boot, before the initcalls run). An initcall
 	// that fails is logged by the kernel and boot goes on, as in Linux.
 	Wire func(bc *BootContext)
+	// Reboot, if set, is the front-end's part of the reboot path
+	// (liveupdate_reboot), which Kexec runs before anything is handed
+	// over, front-end by front-end in registration order: it freezes
+	// what the front-end carries into the next kernel and reports whether
+	// it needs a handover even though nobody activated KHO (Kexec then
+	// finalizes KHO itself, as liveupdate_reboot() calls kho_finalize()).
+	// On error, every front-end already done is unfrozen (Unreboot) and
+	// the kexec fails with that error, the kernel running on.
+	Reboot func(instance any) (needHandover bool, err error)
+	// Unreboot undoes Reboot when a later step of the reboot path fails.
+	Unreboot func(instance any)
 	// Check, if set, is the front-end's part of the audit
 	// (Machine.CheckInvariants), given what Wire's initcalls stored with
 	// Set.

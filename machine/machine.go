@@ -315,8 +315,15 @@ func (m *Machine) KHODeactivate() error {
 // the handover FDT is overwritten with kexec.PoisonPattern before the new
 // kernel boots, with the same command line, from the frames alone.
 //
+// Before anything is handed over, the reboot path runs: every front-end
+// freezes what it carries (LUO's sessions) and, where one needs it, KHO
+// finalizes by itself (rebootPath). A failure there leaves the kernel
+// running, nothing handed over.
+//
 // Errors: EINVAL without a running kernel or for an invalid build;
-// ENOSYS for a build khosim cannot make yet; the new kernel's boot failure
+// ENOSYS for a build khosim cannot make yet; a front-end's reboot-path
+// errno, or EAGAIN when KHO could not finalize (the kernel runs on); the
+// new kernel's boot failure
 // (an armed fault can hit it), after which the machine has no kernel
 // until Reboot.
 func (m *Machine) Kexec(b kbuild.Build) error {
@@ -327,6 +334,9 @@ func (m *Machine) Kexec(b kbuild.Build) error {
 		return err
 	}
 	start := time.Now()
+	if err := m.rebootPath(); err != nil {
+		return err
+	}
 	old := m.k
 	ho, keep := m.kho.PrepareKexec()
 	m.stats.HandedOver = ho != nil
@@ -343,6 +353,44 @@ func (m *Machine) Kexec(b kbuild.Build) error {
 	err := m.bootKernel(ho, b)
 	m.stats.KexecTime = scrub + m.earlyTime
 	return err
+}
+
+// rebootPath runs every front-end's Reboot (liveupdate_reboot), then, if
+// one needs a handover and KHO is not active, activates KHO (the
+// reboot path's kho_finalize). A failure unfreezes the front-ends done,
+// in reverse order, and is returned: a front-end's own errno, or EAGAIN
+// when KHO could not finalize (its errno is in the message and the log).
+func (m *Machine) rebootPath() error {
+	var done []Frontend
+	undo := func() {
+		for _, fe := range slices.Backward(done) {
+			if fe.Unreboot != nil {
+				fe.Unreboot(m.fe[fe.Name])
+			}
+		}
+	}
+	need := false
+	for _, fe := range frontends {
+		inst := m.fe[fe.Name]
+		if fe.Reboot == nil || inst == nil || !fe.Enabled(m.build) {
+			continue
+		}
+		n, err := fe.Reboot(inst)
+		if err != nil {
+			undo()
+			return fmt.Errorf("machine: kexec: reboot path: %s: %w", fe.Name, err)
+		}
+		done = append(done, fe)
+		need = need || n
+	}
+	if need && !m.kho.Active() {
+		if err := m.KHOActivate(); err != nil {
+			undo()
+			m.k.Printk(kernel.LogErr, "liveupdate: kho_finalize failed: %v; the kexec is aborted", err)
+			return fmt.Errorf("machine: kexec: KHO finalize failed (%v): %w", err, errno.EAGAIN)
+		}
+	}
+	return nil
 }
 
 // Reboot is a cold reboot: the running kernel (if any) is gone, nothing is

@@ -260,6 +260,16 @@ func (k *Kernel) allocMemmap() error {
 	return nil
 }
 
+// EarlyScratchNeed returns the bytes the early boot of a kernel booted by
+// kexec on these frames allocates before it knows what was preserved —
+// from KHO scratch only (memblock_set_kho_scratch_only): the memmap, in
+// its vmemmap blocks (allocMemmap). A handover whose scratch is smaller
+// makes the next kernel panic in early boot.
+func (k *Kernel) EarlyScratchNeed() uint64 {
+	total := k.MM.Frames.NumFrames() * structPageSize
+	return (total + vmemmapChunk - 1) &^ (vmemmapChunk - 1)
+}
+
 // UnwrittenReservations returns, sorted by address and with adjacent
 // ones merged, the boot-time reservations whose frames the simulation
 // never writes data into: the low 1 MiB, the kernel image, and the

@@ -270,7 +270,8 @@ func (h *KHO) Estimate() uint64 {
 // Any failure aborts: every notifier's ABORT runs, any folio still
 // preserved is released, the buffer is freed, and the errno of the first
 // failure is returned. Errors: EBUSY if already active; EOPNOTSUPP if
-// the kernel has no KHO scratch; ENOMEM if the buffer cannot be
+// the kernel has no KHO scratch; ENOSPC if the scratch cannot hold the
+// next kernel's early boot (checkScratch); ENOMEM if the buffer cannot be
 // allocated; ENOSPC if the FDT does not fit (or the "fdt" fault fired);
 // whatever a notifier returns.
 //
@@ -288,6 +289,9 @@ func (h *KHO) Activate() error {
 	if len(h.k.Scratch) == 0 {
 		h.k.Printk(kernel.LogErr, "kho: no scratch memory: kexec handover is disabled")
 		return errno.EOPNOTSUPP
+	}
+	if err := h.checkScratch(); err != nil {
+		return err
 	}
 	if err := h.allocFDT(h.Estimate()); err != nil {
 		h.k.Printk(kernel.LogErr, "kho: failed to allocate the FDT buffer of %d bytes: %v", h.Estimate(), err)
@@ -310,6 +314,34 @@ func (h *KHO) Activate() error {
 	}
 	h.k.Printk(kernel.LogInfo, "kho: active: FDT at %#x, %d bytes; %d folios (%d pages) preserved",
 		uint64(h.fdtBase.Phys()), h.fdtSize, h.nrPreserved, h.preservedPages)
+	return nil
+}
+
+// ScratchCheckParam is the command-line parameter that turns off the
+// check that the next kernel's early boot fits in scratch
+// (kho_scratch_check=off): Linux makes no such check, and a kernel booted
+// with too little scratch panics in early boot, the handover lost.
+const ScratchCheckParam = "kho_scratch_check"
+
+// checkScratch refuses an activation (ENOSPC) whose scratch cannot hold
+// what the next kernel allocates before it knows what was preserved
+// (kernel.EarlyScratchNeed: its memmap), unless kho_scratch_check=off asks
+// for Linux's behaviour. Not in Linux: the kernel that activates knows
+// what the next one needs, and refusing keeps the workload's memory where
+// Linux would lose it at the next boot.
+func (h *KHO) checkScratch() error {
+	if v, ok := h.k.HasParam(ScratchCheckParam); ok && (v == "off" || v == "0") {
+		return nil
+	}
+	var have uint64
+	for _, r := range h.k.Scratch {
+		have += r.Size
+	}
+	if need := h.k.EarlyScratchNeed(); need > have {
+		h.k.Printk(kernel.LogErr, "kho: scratch of %d KiB cannot hold the next kernel's early allocations (%d KiB: its memmap); refusing to activate (%s=off to hand over anyway, as Linux would)",
+			have>>10, need>>10, ScratchCheckParam)
+		return fmt.Errorf("kho: scratch %d KiB < %d KiB the next kernel needs at early boot: %w", have>>10, need>>10, errno.ENOSPC)
+	}
 	return nil
 }
 

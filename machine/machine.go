@@ -50,6 +50,10 @@ type Config struct {
 	// memory (kho_scratch=N%). With neither set the kernel's default
 	// applies: 1/16 of memory, at least 16 MiB, in 2 MiB units.
 	ScratchPercent int
+	// NoScratchCheck lets `kho activate` hand over with a scratch too
+	// small for the next kernel's early boot, as Linux does (it then
+	// panics in early boot): kho_scratch_check=off.
+	NoScratchCheck bool
 }
 
 // Stats are the machine's counters and the last timings. Timings are
@@ -196,6 +200,9 @@ func (m *Machine) cmdlineFor(b kbuild.Build) string {
 		args = append(args, fmt.Sprintf("kho_scratch=%d", m.cfg.ScratchBytes))
 	case m.cfg.ScratchPercent != 0:
 		args = append(args, fmt.Sprintf("kho_scratch=%d%%", m.cfg.ScratchPercent))
+	}
+	if m.cfg.NoScratchCheck {
+		args = append(args, kexec.ScratchCheckParam+"=off")
 	}
 	args = append(args, "transparent_hugepage_shmem="+b.Value("shmem_huge"))
 	if b.LUO {

@@ -207,5 +207,16 @@ func (d *Driver) recoverFD(box *Box, p PendingFD, h *FileHandler) (*BoxFD, error
 		f.Put()
 		return nil, err
 	}
+	// Box and fd names are not covered by the storage node's checksum
+	// (the box and fd nodes are the RFC's format): say what came back.
+	d.k.Printk(kernel.LogInfo, "fdbox: recovered fd %q of box %q: %s, %d bytes", p.Name, box.name, f.Name, fileSize(f))
 	return bfd, nil
+}
+
+// fileSize returns i_size of f, or 0 for a file without an inode.
+func fileSize(f *kernel.File) int64 {
+	if f.Inode == nil {
+		return 0
+	}
+	return f.Inode.Size
 }

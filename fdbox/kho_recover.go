@@ -67,6 +67,7 @@ func (c *KHOClient) recover() {
 			continue // CreateRecoveredBox logged why
 		}
 		c.recovered.Boxes++
+		k.Printk(kernel.LogInfo, "fdbox: recovered box %q", name)
 		for fdOff := range f.Subnodes(boxOff) {
 			c.recoverFD(f, box, fdOff)
 		}

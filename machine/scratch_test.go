@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -36,4 +37,28 @@ func TestScratchTooSmallForNextBoot(t *testing.T) {
 		require.ErrorContains(t, err, "kernel panic: failed to allocate")
 		require.Nil(t, w.m.Kernel())
 	}
+}
+
+// TestRevivedNamesLogged (issue 16 #9): box and fd node names are not
+// covered by the storage node's checksum (the RFC's box and fd formats),
+// so a corrupted name revives under the corrupted name: the next kernel
+// says which names it revived.
+func TestRevivedNamesLogged(t *testing.T) {
+	w := newWorld(t, Config{}, "")
+	p := w.proc("vmm")
+	fd := w.memfd(p, "ram", 0)
+	w.pwrite(p, fd, 0, 8*KiB, 3)
+	box := w.createBox(p, "vm1")
+	w.put(p, box, fd, "ram")
+	w.seal(p, box)
+	require.NoError(t, w.m.KHOActivate())
+	blob, err := w.m.HandoverFDT()
+	require.NoError(t, err)
+	off := bytes.Index(blob, []byte("vm1\x00"))
+	require.Positive(t, off)
+	require.NoError(t, w.m.CorruptFDT(uint64(off+2), 1)) // "vm1" -> "vm\xce"
+	w.kexec()
+	require.True(t, w.logHas(`fdbox: recovered box "vm\xce"`))
+	require.True(t, w.logHas(`fdbox: recovered fd "ram" of box "vm\xce": memfd:ram, 8192 bytes`), "%v", w.k().Log())
+	w.check()
 }

@@ -18,11 +18,11 @@ import (
 // The end of that page and of that extent is 2^63, which no int64 holds
 // (issue 16 #2).
 const (
-	maxLFS       = int64(maxLFSFileSize)      // 0x7fffffffffffffff
-	lastByte     = maxLFS - 1                 // 0x7ffffffffffffffe
-	lastPage     = maxLFS &^ (modelPage - 1)  // 0x7ffffffffffff000
-	lastHuge     = maxLFS &^ (2<<20 - 1)      // 0x7fffffffffe00000
-	lastMmapPage = lastPage - modelPage       // the last page file_mmap_ok lets a mapping reach
+	maxLFS       = int64(maxLFSFileSize)     // 0x7fffffffffffffff
+	lastByte     = maxLFS - 1                // 0x7ffffffffffffffe
+	lastPage     = maxLFS &^ (modelPage - 1) // 0x7ffffffffffff000
+	lastHuge     = maxLFS &^ (2<<20 - 1)     // 0x7fffffffffe00000
+	lastMmapPage = lastPage - modelPage      // the last page file_mmap_ok lets a mapping reach
 	hugeSize     = int64(physmem.PageSize) << physmem.HPageOrder
 )
 

@@ -132,6 +132,30 @@ func TestBootScratchAbove4G(t *testing.T) {
 	m.check()
 }
 
+// TestBootScratchOverflow: a kho_scratch= size that overflows when
+// rounded up to pageblocks is refused as such, not reserved as its
+// wrapped value (issue 16 #8: 2^64-1 rounded to 0, and only the
+// allocator's refusal of a 0-byte area disabled KHO).
+func TestBootScratchOverflow(t *testing.T) {
+	for _, v := range []string{"18446744073709551615", "0,18446744073709551615,0", "0,0,0xfffffffffff00001"} {
+		m := bootMachine(t, machineOpts{cmdline: "kho_scratch=" + v})
+		require.Empty(t, m.k.Scratch, v)
+		said := false
+		for _, l := range m.k.Log() {
+			said = said || l.Level == LogWarn && strings.Contains(l.Text, "overflows when rounded up")
+		}
+		require.True(t, said, "%s: log %v", v, m.k.Log())
+		m.check()
+	}
+	for _, size := range []uint64{^uint64(0), ^uint64(0) - scratchAlign + 2} {
+		_, ok := roundUpScratch(size)
+		require.False(t, ok, "%#x", size)
+	}
+	r, ok := roundUpScratch(^uint64(0) - scratchAlign + 1)
+	require.True(t, ok)
+	require.Equal(t, ^uint64(0)-scratchAlign+1, r)
+}
+
 func TestParseScratch(t *testing.T) {
 	for _, c := range []struct {
 		v    string

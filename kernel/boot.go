@@ -3,6 +3,7 @@ package kernel
 import (
 	"cmp"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,8 +27,9 @@ type BootParams struct {
 	// BootID numbers the boot (1 for the first cold boot).
 	BootID int
 	// Cmdline is the kernel command line. Boot reads
-	// kho_scratch=SIZE|N% (the scratch a cold boot reserves: default
-	// 1/16 of memory, at least 16 MiB, in 2 MiB units),
+	// kho_scratch=N%|L,G,P|SIZE|0 (the scratch a cold boot reserves, see
+	// scratchSizes: default 1/16 of memory, at least 16 MiB, in 2 MiB
+	// units),
 	// transparent_hugepage_shmem= (memfds and shmem_file_setup files) and
 	// transparent_hugepage_tmpfs= (/tmp), each never (the default),
 	// always, within_size, advise, deny or force.
@@ -169,54 +171,248 @@ func (k *Kernel) bootMemory(params BootParams) error {
 }
 
 // khoReserveScratch is kho_reserve_scratch(): a cold boot reserves the
-// scratch area the next kernel will boot from. On failure KHO is disabled
-// and boot goes on.
+// scratch areas the next kernel will boot from, in Linux's order: lowmem
+// (below 4 GiB), global (anywhere), then one per node (khosim has one
+// node). If one cannot be reserved, those already reserved are freed and
+// KHO is disabled, and boot goes on. An area of size 0 reserves nothing
+// and is not listed (Linux records it with size 0, which no one uses).
 func (k *Kernel) khoReserveScratch(memSize uint64) {
-	size, ok := scratchSize(k, memSize)
-	if !ok {
+	areas, err := k.scratchSizes(memSize)
+	if err != nil {
+		k.Printk(LogWarn, "KHO: %v; disabling kexec handover", err)
 		return
 	}
 	mb := k.MM.Memblock
-	addr, err := mb.PhysAlloc(size, scratchAlign)
-	if err == nil {
-		err = mb.MarkKHOScratch(addr, size)
+	var got []physmem.MemblockRegion
+	for _, a := range areas {
+		if a.size == 0 {
+			continue
+		}
+		var addr physmem.PhysAddr
+		var err error
+		if a.limit != 0 {
+			addr, err = memblockPhysAllocRange(mb, a.size, scratchAlign, a.limit)
+		} else {
+			addr, err = mb.PhysAlloc(a.size, scratchAlign)
+		}
+		if err == nil {
+			err = mb.MarkKHOScratch(addr, a.size)
+		}
+		if err != nil {
+			k.Printk(LogWarn, "KHO: failed to reserve %s scratch area (%dK): %v; disabling kexec handover", a.name, a.size>>10, err)
+			for _, r := range got { // err_free_scratch_areas
+				_ = mb.ClearKHOScratch(r.Base, r.Size)
+				_ = mb.PhysFree(r.Base, r.Size)
+			}
+			return
+		}
+		got = append(got, physmem.MemblockRegion{Base: addr, Size: a.size, Flags: physmem.MemblockKHOScratch})
+		k.Printk(LogInfo, "KHO: reserved %dK of %s scratch at %v", a.size>>10, a.name, addr)
 	}
-	if err != nil {
-		k.Printk(LogWarn, "KHO: failed to reserve scratch area (%dK): %v; disabling kexec handover", size>>10, err)
-		return
-	}
-	k.Scratch = []physmem.MemblockRegion{{Base: addr, Size: size, Flags: physmem.MemblockKHOScratch}}
-	k.Printk(LogInfo, "KHO: reserved %dK of scratch at %v", size>>10, addr)
+	k.Scratch = got
 }
 
-// scratchSize reads kho_scratch= (SIZE with a K/M/G/T suffix, or N% of
-// memory) and rounds it up to whole pageblocks; the default is 1/16 of
-// memory, at least 16 MiB. ok is false for kho_scratch=0 (no KHO).
-func scratchSize(k *Kernel, memSize uint64) (uint64, bool) {
-	size := max(memSize/16, minScratch)
-	if v, found := k.HasParam("kho_scratch"); found {
-		if n, err := parseScratch(v, memSize); err != nil {
-			k.Printk(LogWarn, "KHO: invalid kho_scratch=%s, using the default", v)
-		} else {
-			size = n
+// archLowAddressLimit is ARCH_LOW_ADDRESS_LIMIT on x86-64: the lowmem
+// scratch area lies below 4 GiB.
+const archLowAddressLimit = 1 << 32
+
+// memblockPhysAllocRange is memblock_phys_alloc_range(size, align, 0, end):
+// the highest free range below end that fits, reserved.
+func memblockPhysAllocRange(mb *physmem.Memblock, size, align uint64, end physmem.PhysAddr) (physmem.PhysAddr, error) {
+	var found physmem.PhysAddr
+	for r := range mb.FreeRanges() {
+		lo, hi := max(r.Base, physmem.PageSize), min(r.End(), end)
+		if hi <= lo || uint64(hi-lo) < size {
+			continue
+		}
+		if cand := (hi - physmem.PhysAddr(size)) &^ physmem.PhysAddr(align-1); cand >= lo {
+			found = cand // ascending: the last fit is the highest
 		}
 	}
-	if size == 0 {
+	if found == 0 {
+		return 0, errno.ENOMEM
+	}
+	return found, mb.Reserve(found, size)
+}
+
+// scratchArea is one scratch area to reserve: limit 0 for anywhere.
+type scratchArea struct {
+	name  string
+	size  uint64
+	limit physmem.PhysAddr
+}
+
+// scratchSizes decides the scratch areas from kho_scratch=
+// (kho_parse_scratch_size, scratch_size_update, scratch_size_node). Every
+// size is rounded up to whole pageblocks (CMA_MIN_ALIGNMENT_BYTES; Linux
+// rounds the scaled ones only), and a size that overflows when scaled or
+// rounded is an error: no such area can be reserved.
+//
+//   - no kho_scratch= (khosim's default, a deliberate difference: Linux
+//     scales 200% of the kernel's memblock memory, which khosim's small
+//     kernel makes too small to be useful): one global area of 1/16 of
+//     memory, at least 16 MiB;
+//   - kho_scratch=N%: mainline's scale, N percent of the memory the
+//     kernel reserved in memblock for itself (memblock_reserved_kern_size:
+//     the kernel image and the memmap) for a lowmem area (what of it lies
+//     below 4 GiB), a global area (the rest), and the node's area (all of
+//     it);
+//   - kho_scratch=L,G,P (memparse sizes, not all 0): lowmem, global and
+//     per-node areas of those sizes;
+//   - kho_scratch=SIZE (a khosim extension, what the machine passes for a
+//     size in bytes): one global area of SIZE;
+//   - kho_scratch=0 (a khosim extension): no scratch, KHO disabled.
+//
+// A value that does not parse is ignored with a warning, as Linux's
+// early_param failing leaves the defaults.
+func (k *Kernel) scratchSizes(memSize uint64) ([]scratchArea, error) {
+	def := []scratchArea{{name: "global", size: max(memSize/16, minScratch)}}
+	v, found := k.HasParam("kho_scratch")
+	if !found {
+		return roundScratch(def)
+	}
+	if v == "0" {
+		return nil, nil
+	}
+	p, err := parseScratch(v)
+	if err != nil {
+		k.Printk(LogWarn, "KHO: invalid kho_scratch=%s, using the default", v)
+		return roundScratch(def)
+	}
+	if p.single {
+		return roundScratch([]scratchArea{{name: "global", size: p.sizes[1]}})
+	}
+	sizes := p.sizes
+	if p.scale {
+		var ok bool
+		if sizes, ok = k.scaleScratch(memSize, p.percent); !ok {
+			return nil, fmt.Errorf("kho_scratch=%s: scaled size overflows", v)
+		}
+	}
+	areas, err := roundScratch([]scratchArea{
+		{name: "lowmem", size: sizes[0], limit: archLowAddressLimit},
+		{name: "global", size: sizes[1]},
+		{name: "node 0", size: sizes[2]},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kho_scratch=%s: %w", v, err)
+	}
+	return areas, nil
+}
+
+// scaleScratch is scratch_size_update() and scratch_size_node() for one
+// node: percent of the kernel's memblock memory below 4 GiB for lowmem,
+// of all of it less lowmem for global, of the node's for the node. ok is
+// false if a product overflows.
+//
+// khosim reserves scratch before the memmap (a cold boot's layout predates
+// this scale), while Linux reserves it after: the memmap the boot is
+// about to allocate (vmemmap in 2 MiB blocks) is counted here, as lowmem
+// on machines of up to 4 GiB and as global above, where memblock's
+// top-down allocation puts it.
+func (k *Kernel) scaleScratch(memSize, percent uint64) ([3]uint64, bool) {
+	frames := k.MM.Frames.NumFrames()
+	memmap := (frames*structPageSize + vmemmapChunk - 1) / vmemmapChunk * vmemmapChunk
+	kern := uint64(kernelImageSize) + memmap
+	kernLow := uint64(kernelImageSize)
+	if memSize <= archLowAddressLimit {
+		kernLow = kern
+	}
+	scale := func(n uint64) (uint64, bool) {
+		hi, lo := bits.Mul64(n, percent)
+		if hi >= 100 {
+			return 0, false
+		}
+		q, _ := bits.Div64(hi, lo, 100)
+		return q, true
+	}
+	low, ok1 := scale(kernLow)
+	all, ok2 := scale(kern)
+	lowRounded, ok3 := roundUpScratch(low)
+	if !ok1 || !ok2 || !ok3 {
+		return [3]uint64{}, false
+	}
+	// size * scale / 100 - scratch_size_lowmem: in u64 in Linux, where a
+	// negative difference rounds up to 0 by wrapping; 0 here.
+	global := uint64(0)
+	if all > lowRounded {
+		global = all - lowRounded
+	}
+	return [3]uint64{low, global, all}, true
+}
+
+// roundScratch rounds every area up to whole pageblocks.
+func roundScratch(areas []scratchArea) ([]scratchArea, error) {
+	for i := range areas {
+		r, ok := roundUpScratch(areas[i].size)
+		if !ok {
+			return nil, fmt.Errorf("%s scratch size %#x overflows when rounded up to %d KiB", areas[i].name, areas[i].size, scratchAlign>>10)
+		}
+		areas[i].size = r
+	}
+	return areas, nil
+}
+
+// roundUpScratch is round_up(size, CMA_MIN_ALIGNMENT_BYTES); ok is false
+// when the result does not fit in 64 bits (Linux's would wrap to 0).
+func roundUpScratch(size uint64) (uint64, bool) {
+	if size > ^uint64(0)-(scratchAlign-1) {
 		return 0, false
 	}
 	return (size + scratchAlign - 1) &^ (scratchAlign - 1), true
 }
 
-// parseScratch parses a kho_scratch= value.
-func parseScratch(v string, memSize uint64) (uint64, error) {
-	if pct, ok := strings.CutSuffix(v, "%"); ok {
-		n, err := strconv.ParseUint(pct, 10, 64)
-		if err != nil || n > 100 {
-			return 0, errno.EINVAL
-		}
-		return memSize / 100 * n, nil
+// scratchParam is a parsed kho_scratch= value.
+type scratchParam struct {
+	scale   bool // N%
+	percent uint64
+	single  bool // SIZE (khosim): sizes[1] only
+	sizes   [3]uint64
+}
+
+// parseScratch is kho_parse_scratch_size(): "N%" (N an unsigned int, at
+// most 10 digits) or "L,G,P" (three memparse sizes, not all 0, nothing
+// after), plus khosim's single "SIZE".
+func parseScratch(v string) (scratchParam, error) {
+	if v == "" {
+		return scratchParam{}, errno.EINVAL
 	}
-	return memparse(v)
+	if pct, ok := strings.CutSuffix(v, "%"); ok {
+		if len(v) > 11 { // char s_scale[11]
+			return scratchParam{}, errno.EINVAL
+		}
+		n, err := strconv.ParseUint(pct, 10, 32) // kstrtouint
+		if err != nil {
+			return scratchParam{}, errno.EINVAL
+		}
+		return scratchParam{scale: true, percent: n}, nil
+	}
+	parts := strings.Split(v, ",")
+	switch len(parts) {
+	case 1:
+		n, err := memparse(v)
+		if err != nil {
+			return scratchParam{}, err
+		}
+		return scratchParam{single: true, sizes: [3]uint64{0, n, 0}}, nil
+	case 3:
+	default:
+		return scratchParam{}, errno.EINVAL
+	}
+	var p scratchParam
+	var total uint64
+	for i, s := range parts {
+		n, err := memparse(s)
+		if err != nil {
+			return scratchParam{}, err
+		}
+		p.sizes[i] = n
+		total |= n
+	}
+	if total == 0 {
+		return scratchParam{}, errno.EINVAL
+	}
+	return p, nil
 }
 
 // memparse is memparse(): a number with an optional K, M, G or T suffix.

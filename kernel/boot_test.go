@@ -2,7 +2,11 @@ package kernel
 
 import (
 	"errors"
+	"slices"
+	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 
 	"khosim/errno"
 	"khosim/fault"
@@ -27,40 +31,187 @@ func TestBootRefusesSmallMachines(t *testing.T) {
 }
 
 func TestBootColdScratch(t *testing.T) {
+	const M = 1 << 20
 	for _, c := range []struct {
 		mem     uint64
 		cmdline string
-		want    uint64
+		want    []uint64 // sizes of the areas, in order
+		warn    bool
 	}{
-		{256 << 20, "", 16 << 20},                  // 1/16 is below the 16 MiB minimum
-		{1 << 30, "", 64 << 20},                    // 1/16
-		{256 << 20, "kho_scratch=33M", 34 << 20},   // rounded up to 2 MiB
-		{256 << 20, "kho_scratch=25%", 64 << 20},   // a percentage
-		{256 << 20, "kho_scratch=bogus", 16 << 20}, // ignored, with a warning
+		{256 * M, "", []uint64{16 * M}, false},                 // 1/16 is below the 16 MiB minimum
+		{1 << 30, "", []uint64{64 * M}, false},                 // 1/16
+		{256 * M, "kho_scratch=33M", []uint64{34 * M}, false},  // rounded up to 2 MiB
+		{256 * M, "kho_scratch=bogus", []uint64{16 * M}, true}, // ignored, with a warning
+		// N% scales the kernel's memblock memory: the 16 MiB image and the
+		// memmap (4 MiB for 256 MiB, 16 MiB for 1 GiB), all below 4 GiB:
+		// a lowmem area and the node's, the global one empty.
+		{256 * M, "kho_scratch=25%", []uint64{6 * M, 6 * M}, false}, // 5 MiB, rounded up
+		{256 * M, "kho_scratch=200%", []uint64{40 * M, 40 * M}, false},
+		{1 << 30, "kho_scratch=200%", []uint64{64 * M, 64 * M}, false},
+		{256 * M, "kho_scratch=0%", nil, false}, // a scale of 0: every area empty
+		{256 * M, "kho_scratch=4294967296%", []uint64{16 * M}, true},
+		{256 * M, "kho_scratch=%", []uint64{16 * M}, true},
+		{256 * M, "kho_scratch=-1%", []uint64{16 * M}, true},
+		// lowmem, global, per-node sizes.
+		{256 * M, "kho_scratch=16M,32M,8M", []uint64{16 * M, 32 * M, 8 * M}, false},
+		{256 * M, "kho_scratch=1M,0,0", []uint64{2 * M}, false},
+		{256 * M, "kho_scratch=0,4194304,1K", []uint64{4 * M, 2 * M}, false},
+		{256 * M, "kho_scratch=0,0,0", []uint64{16 * M}, true}, // all 0 is invalid
+		{256 * M, "kho_scratch=16M,32M", []uint64{16 * M}, true},
+		{256 * M, "kho_scratch=16M,32M,8M,4M", []uint64{16 * M}, true},
+		{256 * M, "kho_scratch=16M,,8M", []uint64{16 * M}, true},
+		{256 * M, "kho_scratch=", []uint64{16 * M}, true},
+		// Sizes that overflow when rounded up to pageblocks cannot be
+		// reserved: KHO is disabled (issue 16 #8: the first wrapped to 0).
+		{256 * M, "kho_scratch=18446744073709551615", nil, true},
+		{256 * M, "kho_scratch=18446744073709551615,0,0", nil, true},
+		{256 * M, "kho_scratch=0,0,0xffffffffffffffff", nil, true},
+		{256 * M, "kho_scratch=4294967295%", nil, true}, // fits: too large to reserve
+		// Too large for memory: the areas reserved first are freed again.
+		{256 * M, "kho_scratch=64M,64M,200M", nil, true},
+		{256 * M, "kho_scratch=0", nil, false}, // no KHO
 	} {
 		m := bootMachine(t, machineOpts{mem: c.mem, cmdline: c.cmdline})
 		k := m.k
-		if len(k.Scratch) != 1 || k.Scratch[0].Size != c.want {
-			t.Fatalf("%d MiB %q: scratch %v, want %d MiB", c.mem>>20, c.cmdline, k.Scratch, c.want>>20)
+		var sizes []uint64
+		var total uint64
+		for _, r := range k.Scratch {
+			sizes = append(sizes, r.Size)
+			total += r.Size
 		}
-		r := k.Scratch[0]
-		if !k.MM.Memblock.IsKHOScratch(r.Base, r.Size) || r.Base%scratchAlign != 0 {
-			t.Fatalf("scratch %v is not aligned memblock scratch", r)
+		if !slices.Equal(sizes, c.want) {
+			t.Fatalf("%d MiB %q: scratch %v, want sizes %v", c.mem>>20, c.cmdline, k.Scratch, c.want)
 		}
-		for pfn := r.Base.PFN(); pfn < r.End().PFN(); pfn += physmem.PageblockNrPages {
-			if k.MM.Zone.PageblockMigratetype(pfn) != physmem.MigrateCMA {
-				t.Fatalf("scratch pageblock %v is not MIGRATE_CMA", pfn)
+		warned := false
+		for _, l := range k.Log() {
+			warned = warned || l.Level == LogWarn
+		}
+		if warned != c.warn {
+			t.Fatalf("%d MiB %q: warned %v, want %v (log %v)", c.mem>>20, c.cmdline, warned, c.warn, k.Log())
+		}
+		for i, r := range k.Scratch {
+			if !k.MM.Memblock.IsKHOScratch(r.Base, r.Size) || r.Base%scratchAlign != 0 {
+				t.Fatalf("scratch %v is not aligned memblock scratch", r)
+			}
+			if strings.Contains(c.cmdline, ",") && i == 0 && c.want[0] != 0 && r.End() > archLowAddressLimit {
+				t.Fatalf("lowmem scratch %v above 4 GiB", r)
+			}
+			for pfn := r.Base.PFN(); pfn < r.End().PFN(); pfn += physmem.PageblockNrPages {
+				if k.MM.Zone.PageblockMigratetype(pfn) != physmem.MigrateCMA {
+					t.Fatalf("scratch pageblock %v is not MIGRATE_CMA", pfn)
+				}
 			}
 		}
-		if free := k.MM.Zone.NrFreePagesOf(physmem.MigrateCMA); free != c.want/physmem.PageSize {
-			t.Fatalf("%d free CMA pages, want the whole scratch (%d)", free, c.want/physmem.PageSize)
+		if free := k.MM.Zone.NrFreePagesOf(physmem.MigrateCMA); free != total/physmem.PageSize {
+			t.Fatalf("%d free CMA pages, want the whole scratch (%d)", free, total/physmem.PageSize)
 		}
 		fc := k.FrameCounts()
-		if fc.Free+fc.Used+fc.Reserved+fc.Preserved != fc.Total || fc.Scratch != c.want/physmem.PageSize {
+		if fc.Free+fc.Used+fc.Reserved+fc.Preserved != fc.Total || fc.Scratch != total/physmem.PageSize {
 			t.Fatalf("frame counts %+v", fc)
 		}
 		m.check()
 	}
+}
+
+// TestBootScratchAbove4G checks the lowmem area's limit on a machine with
+// memory above 4 GiB: lowmem lands below it, global and the node's at the
+// top, and the scale counts the memmap as global there.
+func TestBootScratchAbove4G(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 5 GiB machine")
+	}
+	m := bootMachine(t, machineOpts{mem: 5 << 30, cmdline: "kho_scratch=100%"})
+	// kernel image 16 MiB (lowmem); memmap 5 GiB/4 KiB*64 = 80 MiB (global).
+	require.Len(t, m.k.Scratch, 3)
+	low, global, node := m.k.Scratch[0], m.k.Scratch[1], m.k.Scratch[2]
+	require.Equal(t, uint64(16<<20), low.Size)
+	require.Equal(t, uint64(80<<20), global.Size)
+	require.Equal(t, uint64(96<<20), node.Size)
+	require.LessOrEqual(t, uint64(low.End()), uint64(archLowAddressLimit))
+	require.Greater(t, uint64(global.Base), uint64(archLowAddressLimit))
+	m.check()
+}
+
+// TestBootScratchOverflow: a kho_scratch= size that overflows when
+// rounded up to pageblocks is refused as such, not reserved as its
+// wrapped value (issue 16 #8: 2^64-1 rounded to 0, and only the
+// allocator's refusal of a 0-byte area disabled KHO).
+func TestBootScratchOverflow(t *testing.T) {
+	for _, v := range []string{"18446744073709551615", "0,18446744073709551615,0", "0,0,0xfffffffffff00001"} {
+		m := bootMachine(t, machineOpts{cmdline: "kho_scratch=" + v})
+		require.Empty(t, m.k.Scratch, v)
+		said := false
+		for _, l := range m.k.Log() {
+			said = said || l.Level == LogWarn && strings.Contains(l.Text, "overflows when rounded up")
+		}
+		require.True(t, said, "%s: log %v", v, m.k.Log())
+		m.check()
+	}
+	for _, size := range []uint64{^uint64(0), ^uint64(0) - scratchAlign + 2} {
+		_, ok := roundUpScratch(size)
+		require.False(t, ok, "%#x", size)
+	}
+	r, ok := roundUpScratch(^uint64(0) - scratchAlign + 1)
+	require.True(t, ok)
+	require.Equal(t, ^uint64(0)-scratchAlign+1, r)
+}
+
+func TestParseScratch(t *testing.T) {
+	for _, c := range []struct {
+		v    string
+		want scratchParam
+		err  bool
+	}{
+		{"200%", scratchParam{scale: true, percent: 200}, false},
+		{"4294967295%", scratchParam{scale: true, percent: 4294967295}, false},
+		{"04294967295%", scratchParam{}, true}, // 12 characters
+		{"1G", scratchParam{single: true, sizes: [3]uint64{0, 1 << 30, 0}}, false},
+		{"1K,2M,3G", scratchParam{sizes: [3]uint64{1 << 10, 2 << 20, 3 << 30}}, false},
+		{"0x10,0,0", scratchParam{sizes: [3]uint64{16, 0, 0}}, false},
+		{"16T,0,0", scratchParam{sizes: [3]uint64{16 << 40, 0, 0}}, false},
+		{"17000000T,0,0", scratchParam{}, true}, // memparse overflows
+		{"1,2,3,", scratchParam{}, true},
+		{",1,2", scratchParam{}, true},
+		{"1%,2,3", scratchParam{}, true},
+	} {
+		got, err := parseScratch(c.v)
+		if c.err {
+			require.Error(t, err, c.v)
+			continue
+		}
+		require.NoError(t, err, c.v)
+		require.Equal(t, c.want, got, c.v)
+	}
+}
+
+// FuzzParseScratch: parseScratch never panics, and what it accepts the
+// boot turns into areas without overflow (or refuses with an error).
+func FuzzParseScratch(f *testing.F) {
+	for _, s := range []string{"200%", "1K,2M,3G", "18446744073709551615", "0,0,1", "%", ",,", "4294967295%"} {
+		f.Add(s)
+	}
+	m := bootMachine(f, machineOpts{})
+	f.Fuzz(func(t *testing.T, v string) {
+		p, err := parseScratch(v)
+		if err != nil {
+			return
+		}
+		if p.scale {
+			if sizes, ok := m.k.scaleScratch(256<<20, p.percent); ok {
+				for _, s := range sizes {
+					if r, ok := roundUpScratch(s); ok && (r < s || r%scratchAlign != 0) {
+						t.Fatalf("%q: %d rounds to %d", v, s, r)
+					}
+				}
+			}
+			return
+		}
+		for _, s := range p.sizes {
+			if r, ok := roundUpScratch(s); ok && (r < s || r%scratchAlign != 0) {
+				t.Fatalf("%q: %d rounds to %d", v, s, r)
+			}
+		}
+	})
 }
 
 func TestBootKexecScratchOnly(t *testing.T) {

@@ -34,6 +34,31 @@ func (k *Kernel) folioPos(f physmem.Folio) int64 {
 	return int64(k.folioIndex(f) << physmem.PageShift)
 }
 
+// folioEnd is the file offset just after the folio (folio_pos() +
+// folio_size()), capped at MAX_LFS_FILESIZE: see pgoffPos.
+func (k *Kernel) folioEnd(f physmem.Folio) int64 { return pgoffPos(k.folioNextIndex(f)) }
+
+// pgoffPos is the file offset of page index (index << PAGE_SHIFT) as an
+// loff_t, capped at MAX_LFS_FILESIZE. The last page of the largest file
+// (index MAX_LFS_FILESIZE >> PAGE_SHIFT) ends at 2^63, which an int64
+// cannot hold; no byte at or beyond MAX_LFS_FILESIZE can exist, so the cap
+// changes no answer. Linux computes these ends in u64 where it must
+// (mapping_seek_hole_data, filemap_read); khosim's offsets are int64, so
+// every end of a page or folio goes through here.
+func pgoffPos(index uint64) int64 {
+	if index > maxLFSFileSize>>physmem.PageShift {
+		return maxLFSFileSize
+	}
+	return int64(index << physmem.PageShift)
+}
+
+// posPgoffUp is the index of the first page at or after file offset pos
+// (DIV_ROUND_UP(pos, PAGE_SIZE)), computed in u64 so that it cannot
+// overflow for pos up to MAX_LFS_FILESIZE. Preconditions: pos >= 0.
+func posPgoffUp(pos int64) uint64 {
+	return (uint64(pos) + physmem.PageSize - 1) >> physmem.PageShift
+}
+
 // folioSize is folio_size().
 func (k *Kernel) folioSize(f physmem.Folio) int64 {
 	return int64(k.folioNrPages(f) << physmem.PageShift)

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"fmt"
 	"strings"
 
 	"khosim/errno"
@@ -33,10 +34,11 @@ const (
 	mayRead  = 4
 )
 
-// Capabilities generic_permission() consults.
+// Capabilities generic_permission() and inode_owner_or_capable() consult.
 const (
 	capDACOverride   = 1
 	capDACReadSearch = 2
+	capFowner        = 3
 )
 
 // inodePermission is generic_permission() without groups and ACLs: the
@@ -260,26 +262,103 @@ func (k *Kernel) exists(p string) bool {
 	return ok && k.tmpDir[name] != nil
 }
 
+// Open flags beyond those in uapi (x86-64 values, include/uapi/asm-generic/fcntl.h).
+const (
+	oNoctty    = 0o400                 // O_NOCTTY
+	oDsync     = 0o10000               // O_DSYNC
+	fasync     = 0o20000               // FASYNC
+	oDirect    = 0o40000               // O_DIRECT
+	oDirectory = 0o200000              // O_DIRECTORY
+	oNofollow  = 0o400000              // O_NOFOLLOW
+	oNoatime   = 0o1000000             // O_NOATIME
+	oSync      = 0o4000000             // __O_SYNC
+	oPath      = 0o10000000            // O_PATH
+	oTmpfile   = 0o20000000            // __O_TMPFILE
+	oTmpfileU  = oTmpfile | oDirectory // O_TMPFILE as userspace spells it
+
+	// validOpenFlags is VALID_OPEN_FLAGS: every flag open(2) knows.
+	validOpenFlags = uapi.O_ACCMODE | uapi.O_CREAT | uapi.O_EXCL | oNoctty | uapi.O_TRUNC |
+		uapi.O_APPEND | uapi.O_NONBLOCK | oDsync | fasync | oDirect | uapi.O_LARGEFILE |
+		oDirectory | oNofollow | oNoatime | uapi.O_CLOEXEC | oSync | oPath | oTmpfile
+	// oPathFlags is O_PATH_FLAGS: what O_PATH keeps of the other flags.
+	oPathFlags = oDirectory | oNofollow | oPath | uapi.O_CLOEXEC
+)
+
+// buildOpenHow is build_open_how() for open(2): unknown flags are
+// dropped (open(2), unlike openat2(2), never refuses them), and O_PATH
+// drops everything but O_PATH_FLAGS.
+func buildOpenHow(flags int) int {
+	flags &= validOpenFlags
+	if flags&oPath != 0 {
+		flags &= oPathFlags
+	}
+	return flags
+}
+
+// buildOpenFlags is the validation of build_open_flags() (fs/open.c), in
+// its order, on what buildOpenHow kept. The checks for unknown flags and
+// for O_PATH with other flags cannot fire after build_open_how and are
+// left out; there is no mode argument to check (khosim creates files
+// 0644).
+//
+// Errors: EINVAL for O_CREAT with O_DIRECTORY, __O_TMPFILE without
+// O_DIRECTORY, or O_TMPFILE without write access.
+func buildOpenFlags(flags int) error {
+	if flags&(oDirectory|uapi.O_CREAT) == oDirectory|uapi.O_CREAT {
+		return errno.EINVAL // "Block bugs where O_DIRECTORY | O_CREAT created regular files"
+	}
+	if flags&oTmpfile != 0 {
+		if flags&oDirectory == 0 {
+			return errno.EINVAL
+		}
+		if accMode(flags&^uapi.O_TRUNC)&mayWrite == 0 {
+			return errno.EINVAL
+		}
+	}
+	return nil
+}
+
+// pathFileOps is an O_PATH file (FMODE_PATH with empty_fops): it names a
+// file without opening it. fdget() refuses it (EBADF for read, write,
+// lseek, mmap, ioctl, fallocate, ftruncate, FDBox), fcntl() takes only
+// check_fcntl_cmd()'s commands, close and dup work.
+type pathFileOps struct{}
+
+var pathFops = &pathFileOps{}
+
+func (*pathFileOps) Kind() string { return "path" }
+
 // Open opens path (open(2); the mode of created files is 0644, as a
 // 0666 request under the usual umask 022). The new fd is the lowest free
 // one; O_CLOEXEC sets its close-on-exec flag. O_CREAT creates a regular
 // file under /tmp, owned by the task; O_EXCL fails if the name exists;
 // O_TRUNC truncates a regular file (it needs write permission, even with
-// O_RDONLY). Devices are opened through their driver; /dev/null accepts
-// everything.
+// O_RDONLY); O_DIRECTORY asks for a directory. O_TMPFILE on /tmp creates
+// an unnamed regular file there, freed when its last fd closes. O_PATH
+// opens a name without opening the file (see pathFileOps): no
+// permission on it is needed, and a device's driver is not called.
+// Devices are opened through their driver; /dev/null accepts everything.
+// Flags open(2) does not know are ignored, as Linux ignores them.
 //
-// Errors, in Linux's order: ENOENT for an empty path and ENAMETOOLONG for
-// one of PATH_MAX bytes or more (getname); EMFILE when the fd table is
-// full; ENOENT, ENOTDIR, ENAMETOOLONG from path resolution; for a last
-// name with a trailing slash that is not a directory, EISDIR with
-// O_CREAT, else ENOENT if missing and ENOTDIR if it exists; ENOENT for a
-// missing name without O_CREAT; EEXIST with O_CREAT|O_EXCL on an existing name; EACCES
-// to create outside /tmp or without permission; EISDIR to create or write
-// a directory; ENOSPC when /tmp is full; EPERM for O_TRUNC of a sealed
-// file; the driver's errors.
+// Errors, in Linux's order (do_sys_openat2): EINVAL from build_open_flags
+// (O_CREAT|O_DIRECTORY, __O_TMPFILE without O_DIRECTORY, O_TMPFILE
+// read-only); ENOENT for an empty path and ENAMETOOLONG for one of
+// PATH_MAX bytes or more (getname); EMFILE when the fd table is full;
+// ENOENT, ENOTDIR, ENAMETOOLONG from path resolution; for a last name
+// with a trailing slash or O_DIRECTORY that is not a directory, EISDIR
+// with O_CREAT, else ENOENT if missing and ENOTDIR if it exists; ENOENT
+// for a missing name without O_CREAT; EEXIST with O_CREAT|O_EXCL on an
+// existing name; EACCES to create outside /tmp or without permission;
+// EISDIR to create or write a directory; EPERM for O_NOATIME on a file
+// the task does not own (without CAP_FOWNER); ENOSPC when /tmp is full;
+// EPERM for O_TRUNC of a sealed file; the driver's errors.
 func (t *Task) Open(path string, flags int) (int, error) {
 	t.mustAlive()
 	k := t.k
+	flags = buildOpenHow(flags)
+	if err := buildOpenFlags(flags); err != nil {
+		return -1, err
+	}
 	// getname() runs before get_unused_fd_flags(): an empty path or one
 	// of PATH_MAX bytes or more fails even when the fd table is full.
 	if path == "" {
@@ -295,52 +374,17 @@ func (t *Task) Open(path string, flags int) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	if l.slash && l.kind != lookupDir {
-		// open_last_lookups: a trailing slash asks for a directory.
-		switch {
-		case flags&uapi.O_CREAT != 0:
-			return -1, errno.EISDIR
-		case l.kind == lookupNone:
-			return -1, errno.ENOENT
-		default:
-			return -1, errno.ENOTDIR // do_open: LOOKUP_DIRECTORY on a non-directory
-		}
-	}
-	if flags&uapi.O_CREAT != 0 && flags&uapi.O_EXCL != 0 && l.kind != lookupNone {
-		return -1, errno.EEXIST
-	}
 	var f *File
-	switch l.kind {
-	case lookupNone:
-		if flags&uapi.O_CREAT == 0 {
-			return -1, errno.ENOENT
-		}
-		if l.parent != "/tmp" {
-			return -1, errno.EACCES // / and /dev are not writable in khosim
-		}
-		info := k.shmemGetInode(k.tmp, 0o644, t.Cred.UID)
-		info.inode.Nlink = 1
-		k.tmpDir[l.name] = info.inode
-		f = k.NewFile(tmpfsFops, info.inode, l.path, openFileFlags(flags))
-	case lookupDir:
-		if flags&uapi.O_CREAT != 0 || flags&uapi.O_ACCMODE != uapi.O_RDONLY {
-			return -1, errno.EISDIR
-		}
-		f = k.NewFile(dirFops, nil, l.path, openFileFlags(flags))
-	case lookupDevice:
-		if f, err = k.openDevice(t, l.path, openFileFlags(flags)); err != nil {
-			return -1, err
-		}
-	case lookupTmpFile:
-		if err := inodePermission(t, l.inode, accMode(flags)); err != nil {
-			return -1, err
-		}
-		if flags&uapi.O_TRUNC != 0 {
-			if err := k.shmemSetattrSize(shmemI(l.inode), 0); err != nil {
-				return -1, err
-			}
-		}
-		f = k.NewFile(tmpfsFops, l.inode, l.path, openFileFlags(flags))
+	switch {
+	case flags&oTmpfile != 0:
+		f, err = t.doTmpfile(l, flags)
+	case flags&oPath != 0:
+		f, err = t.doOPath(l, flags)
+	default:
+		f, err = t.pathOpenat(l, flags)
+	}
+	if err != nil {
+		return -1, err
 	}
 	fd, err := t.InstallFD(f, flags&uapi.O_CLOEXEC != 0)
 	if err != nil {
@@ -348,6 +392,99 @@ func (t *Task) Open(path string, flags int) (int, error) {
 		return -1, err
 	}
 	return fd, nil
+}
+
+// pathOpenat is the open_last_lookups() + do_open() part of
+// path_openat() for an ordinary open of what resolve found.
+func (t *Task) pathOpenat(l lookup, flags int) (*File, error) {
+	k := t.k
+	if (l.slash || flags&oDirectory != 0) && l.kind != lookupDir {
+		// open_last_lookups: a trailing slash asks for a directory;
+		// do_open: LOOKUP_DIRECTORY on a non-directory is ENOTDIR.
+		switch {
+		case flags&uapi.O_CREAT != 0:
+			return nil, errno.EISDIR // only with a trailing slash: O_CREAT|O_DIRECTORY is EINVAL
+		case l.kind == lookupNone:
+			return nil, errno.ENOENT
+		default:
+			return nil, errno.ENOTDIR
+		}
+	}
+	if flags&uapi.O_CREAT != 0 && flags&uapi.O_EXCL != 0 && l.kind != lookupNone {
+		return nil, errno.EEXIST
+	}
+	if flags&oNoatime != 0 && l.kind != lookupNone {
+		// may_open: O_NOATIME only for the owner (inode_owner_or_capable).
+		uid := uint32(0) // directories and device nodes belong to root
+		if l.kind == lookupTmpFile {
+			uid = l.inode.UID
+		}
+		if uid != t.Cred.UID && !t.Capable(capFowner) {
+			return nil, errno.EPERM
+		}
+	}
+	switch l.kind {
+	case lookupNone:
+		if flags&uapi.O_CREAT == 0 {
+			return nil, errno.ENOENT
+		}
+		if l.parent != "/tmp" {
+			return nil, errno.EACCES // / and /dev are not writable in khosim
+		}
+		info := k.shmemGetInode(k.tmp, 0o644, t.Cred.UID)
+		info.inode.Nlink = 1
+		k.tmpDir[l.name] = info.inode
+		return k.NewFile(tmpfsFops, info.inode, l.path, openFileFlags(flags)), nil
+	case lookupDir:
+		if flags&uapi.O_CREAT != 0 || flags&uapi.O_ACCMODE != uapi.O_RDONLY {
+			return nil, errno.EISDIR
+		}
+		return k.NewFile(dirFops, nil, l.path, openFileFlags(flags)), nil
+	case lookupDevice:
+		return k.openDevice(t, l.path, openFileFlags(flags))
+	default: // lookupTmpFile
+		if err := inodePermission(t, l.inode, accMode(flags)); err != nil {
+			return nil, err
+		}
+		if flags&uapi.O_TRUNC != 0 {
+			if err := k.shmemSetattrSize(shmemI(l.inode), 0); err != nil {
+				return nil, err
+			}
+		}
+		return k.NewFile(tmpfsFops, l.inode, l.path, openFileFlags(flags)), nil
+	}
+}
+
+// doOPath is do_o_path(): path_lookupat() (LOOKUP_DIRECTORY with
+// O_DIRECTORY or a trailing slash) and an FMODE_PATH file on what it
+// found, without permission checks or the driver's open.
+func (t *Task) doOPath(l lookup, flags int) (*File, error) {
+	switch {
+	case l.kind == lookupNone:
+		return nil, errno.ENOENT
+	case (l.slash || flags&oDirectory != 0) && l.kind != lookupDir:
+		return nil, errno.ENOTDIR
+	}
+	return t.k.NewFile(pathFops, l.inode, l.path, openFileFlags(flags)), nil
+}
+
+// doTmpfile is do_tmpfile(): path_lookupat() of a directory, then
+// vfs_tmpfile(): write and search permission on it, and an unnamed
+// regular file (mode 0644, owned by the task) that lives while it is
+// open. khosim's / and /dev are not writable.
+func (t *Task) doTmpfile(l lookup, flags int) (*File, error) {
+	switch {
+	case l.kind == lookupNone:
+		return nil, errno.ENOENT
+	case l.kind != lookupDir:
+		return nil, errno.ENOTDIR
+	case l.path != "/tmp":
+		return nil, errno.EACCES
+	}
+	k := t.k
+	info := k.shmemGetInode(k.tmp, 0o644, t.Cred.UID)
+	return k.NewFile(tmpfsFops, info.inode, l.path+"/#"+fmt.Sprint(info.inode.Ino)+" (deleted)",
+		openFileFlags(flags)), nil
 }
 
 // openFileFlags is what f_flags keeps of the open flags
@@ -383,7 +520,6 @@ func (t *Task) Unlink(path string) error {
 	if l.kind == lookupDevice {
 		return errno.EACCES
 	}
-	const capFowner = 3
 	if l.inode.UID != t.Cred.UID && !t.Capable(capFowner) {
 		return errno.EPERM // sticky directory: only the owner may unlink
 	}

@@ -146,7 +146,6 @@ func (t *Task) madviseVMA(v *VMA, advice int, start, end uint64) error {
 // for a task that owns the file or could open it for writing.
 func (t *Task) canDoFilePageout(v *VMA) bool {
 	in := v.File.Inode
-	const capFowner = 3
 	return t.Cred.UID == in.UID || t.Capable(capFowner) || inodePermission(t, in, mayWrite) == nil
 }
 

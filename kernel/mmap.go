@@ -299,7 +299,7 @@ func (t *Task) Mmap(fd int, off, length int64, prot, flags int) (*VMA, error) {
 	if flags&uapi.MAP_ANONYMOUS != 0 {
 		return nil, errno.EINVAL
 	}
-	f, err := t.FD(fd)
+	f, err := t.fdget(fd)
 	if err != nil {
 		return nil, err
 	}

@@ -274,9 +274,7 @@ func (k *Kernel) shmemHugeGlobalEnabled(info *ShmemInodeInfo, index uint64, writ
 	case shmemHugeWithinSize:
 		if vma != nil || shmemMappingSizePMD(info, index, writeEnd) {
 			aligned := (index + hpageNr) &^ (hpageNr - 1) // round_up(index + 1, HPAGE_PMD_NR)
-			size := max(writeEnd, info.inode.Size)
-			size = (size + physmem.PageSize - 1) &^ (physmem.PageSize - 1)
-			if uint64(size)>>physmem.PageShift >= aligned {
+			if posPgoffUp(max(writeEnd, info.inode.Size)) >= aligned {
 				return true
 			}
 		}
@@ -293,7 +291,7 @@ func shmemMappingSizePMD(info *ShmemInodeInfo, index uint64, writeEnd int64) boo
 	if !info.mappingLargeFolioSupport() || writeEnd == 0 {
 		return false
 	}
-	size := writeEnd - int64(index<<physmem.PageShift)
+	size := writeEnd - pgoffPos(index)
 	return size >= physmem.PageSize<<physmem.HPageOrder && index&(hpageNr-1) == 0
 }
 
@@ -302,11 +300,14 @@ func shmemMappingSizePMD(info *ShmemInodeInfo, index uint64, writeEnd int64) boo
 // reference the caller must put. With SGP_READ a hole, or a fallocated
 // !uptodate folio, gives ok false: the caller reads zeros.
 //
-// Errors: EINVAL for an index at or beyond i_size with SGP_READ or
-// SGP_CACHE; ENOENT for a hole with SGP_NOALLOC; ENOMEM or ENOSPC from
-// allocation.
+// Errors: EFBIG for an index beyond the last page of the largest file;
+// EINVAL for an index at or beyond i_size with SGP_READ or SGP_CACHE;
+// ENOENT for a hole with SGP_NOALLOC; ENOMEM or ENOSPC from allocation.
 func (k *Kernel) shmemGetFolioGFP(info *ShmemInodeInfo, index uint64, writeEnd int64, sgp sgpType, vma *VMA, vaddr uint64) (physmem.Folio, bool, error) {
-	if sgp <= sgpCache && int64(index<<physmem.PageShift) >= info.inode.Size {
+	if index > maxLFSFileSize>>physmem.PageShift {
+		return 0, false, errno.EFBIG
+	}
+	if sgp <= sgpCache && pgoffPos(index) >= info.inode.Size {
 		return 0, false, errno.EINVAL
 	}
 	e, found := info.mapping.Lookup(index)

@@ -46,14 +46,14 @@ func (k *Kernel) shmemFileRead(info *ShmemInodeInfo, pos, n int64, sink DataSink
 		}
 		// Evaluate i_size after the lookup, as Linux does.
 		limit := min(info.inode.Size, pos+(n-done))
+		// Lengths, not ends: the end of the last folio of the largest
+		// file, 2^63, is not an int64.
 		var b []byte
 		if ok {
-			fpos := k.folioPos(f)
-			end := min(fpos+k.folioSize(f), limit)
-			b = k.folioData(f)[pos-fpos : end-fpos]
+			from := pos - k.folioPos(f)
+			b = k.folioData(f)[from : from+min(k.folioSize(f)-from, limit-pos)]
 		} else {
-			end := min(limit, k.zeroRunEnd(info, index), pos+int64(len(zeroChunk)))
-			b = zeroChunk[:end-pos]
+			b = zeroChunk[:min(limit-pos, k.zeroRunEnd(info, index)-pos, int64(len(zeroChunk)))]
 		}
 		err = sink(b, pos)
 		if ok {
@@ -73,10 +73,10 @@ func (k *Kernel) shmemFileRead(info *ShmemInodeInfo, pos, n int64, sink DataSink
 // after a hole.
 func (k *Kernel) zeroRunEnd(info *ShmemInodeInfo, index uint64) int64 {
 	if e, ok := info.mapping.Lookup(index); ok {
-		return int64((e.Index + e.NrIndices()) << physmem.PageShift)
+		return pgoffPos(e.Index + e.NrIndices())
 	}
 	for e := range info.mapping.Range(index, maxLFSFileSize>>physmem.PageShift) {
-		return int64(e.Index << physmem.PageShift)
+		return pgoffPos(e.Index)
 	}
 	return maxLFSFileSize
 }
@@ -186,9 +186,11 @@ func (k *Kernel) shmemSetattrSize(info *ShmemInodeInfo, newsize int64) error {
 	}
 	in.Size = newsize
 	if newsize <= oldsize {
-		holebegin := (newsize + physmem.PageSize - 1) &^ (physmem.PageSize - 1)
-		if oldsize > holebegin {
-			k.unmapMappingRange(info, holebegin, 0)
+		// round_up(newsize, PAGE_SIZE), in pages: for a newsize in the
+		// last page it is 2^63, which no int64 holds, and nothing lies
+		// beyond it to unmap.
+		if holebegin := posPgoffUp(newsize); oldsize > pgoffPos(holebegin) {
+			k.unmapMappingPages(info, holebegin, ^uint64(0))
 		}
 		if info.alloced != 0 {
 			shmemTruncateRange(info, newsize, -1)
@@ -231,14 +233,16 @@ func (k *Kernel) shmemFallocate(info *ShmemInodeInfo, mode int, offset, length i
 		if info.Seals&(uapi.F_SEAL_WRITE|uapi.F_SEAL_FUTURE_WRITE) != 0 {
 			return errno.EPERM
 		}
-		unmapStart := (offset + physmem.PageSize - 1) &^ (physmem.PageSize - 1)
-		unmapEnd := (offset+length)&^(physmem.PageSize-1) - 1
-		// Linux compares as u64: a hole inside the first page (offset
-		// 0, len < PAGE_SIZE) makes unmap_end -1, and
-		// unmap_mapping_range(mapping, 0, 0) then unmaps the whole
-		// file. Harmless (pages fault back), and visible in mapcounts.
-		if uint64(unmapEnd) > uint64(unmapStart) {
-			k.unmapMappingRange(info, unmapStart, 1+unmapEnd-unmapStart)
+		// In u64, as Linux compares them: round_up(offset, PAGE_SIZE)
+		// is 2^63 for an offset in the last page of the largest file.
+		unmapStart := (uint64(offset) + physmem.PageSize - 1) &^ (physmem.PageSize - 1)
+		unmapEnd := uint64(offset+length)&^(physmem.PageSize-1) - 1
+		// A hole inside the first page (offset 0, len < PAGE_SIZE)
+		// makes unmap_end -1 (u64 max), and unmap_mapping_range(mapping,
+		// 0, 0) then unmaps the whole file. Harmless (pages fault
+		// back), and visible in mapcounts.
+		if unmapEnd > unmapStart {
+			k.unmapMappingRange(info, int64(unmapStart), int64(1+unmapEnd-unmapStart))
 		}
 		shmemTruncateRange(info, offset, offset+length-1)
 		return nil
@@ -251,7 +255,7 @@ func (k *Kernel) shmemFallocate(info *ShmemInodeInfo, mode int, offset, length i
 		return errno.EPERM
 	}
 	start := uint64(offset) >> physmem.PageShift
-	end := uint64(offset+length+physmem.PageSize-1) >> physmem.PageShift
+	end := posPgoffUp(offset + length) // u64 in Linux too: PAGE_SIZE is unsigned
 	// Try to avoid a swapstorm if len is impossible to satisfy.
 	if info.sb.maxBlocks != 0 && end-start > info.sb.maxBlocks {
 		return errno.ENOSPC
@@ -266,7 +270,7 @@ func (k *Kernel) shmemFallocate(info *ShmemInodeInfo, mode int, offset, length i
 			info.fallocend = undoFallocend
 			// Remove the !uptodate folios we added.
 			if index > start {
-				if uerr := ShmemUndoRange(info, int64(start<<physmem.PageShift), int64(index<<physmem.PageShift)-1,
+				if uerr := ShmemUndoRange(info, pgoffPos(start), pgoffPos(index)-1,
 					true, ShmemDefaultUndoOps); uerr != nil {
 					panicViolation("shmem-undo-default-ops", info.String(), "undoing a failed fallocate: %v", uerr)
 				}
@@ -302,14 +306,14 @@ func (k *Kernel) shmemSeekHoleData(info *ShmemInodeInfo, start int64, seekData b
 	}
 	last := uint64(end-1) >> physmem.PageShift
 	for e := range info.mapping.Range(uint64(start)>>physmem.PageShift, last) {
-		pos := max(int64(e.Index<<physmem.PageShift), start&^(physmem.PageSize-1))
+		pos := max(pgoffPos(e.Index), start&^(physmem.PageSize-1))
 		if start < pos {
 			if !seekData {
 				break // a hole before this entry
 			}
 			start = pos
 		}
-		entryEnd := int64((e.Index + e.NrIndices()) << physmem.PageShift)
+		entryEnd := pgoffPos(e.Index + e.NrIndices()) // u64 in Linux: round_up((u64)pos + 1, seek_size)
 		data := e.Entry.IsValue() || k.FolioTestUptodate(physmem.Folio(e.Entry.PFN()))
 		if data == seekData {
 			return start, nil

@@ -89,7 +89,7 @@ func ShmemUndoRange(info *ShmemInodeInfo, lstart, lend int64, unfalloc bool, ops
 	k := info.inode.k
 	k.mustAlive()
 	mapping := info.mapping
-	start := uint64(lstart+physmem.PageSize-1) >> physmem.PageShift
+	start := posPgoffUp(lstart)
 	end := uint64(lend+1) >> physmem.PageShift
 	if lend == -1 {
 		end = ^uint64(0) // unsigned, so actually very big
@@ -145,7 +145,9 @@ func ShmemUndoRange(info *ShmemInodeInfo, lstart, lend int64, unfalloc bool, ops
 			sameFolio := lstart>>physmem.PageShift == lend>>physmem.PageShift
 			f, ok := k.shmemGetPartialFolio(info, uint64(lstart>>physmem.PageShift))
 			if ok {
-				sameFolio = lend < k.folioPos(f)+k.folioSize(f)
+				// u64 in Linux (folio_size is a size_t): lend -1, to
+				// the end, is never inside the folio.
+				sameFolio = uint64(lend) < uint64(k.folioEnd(f))
 				k.folioMarkDirty(f)
 				done, err := ops.UndoPartialFolio(info, f, lstart, lend)
 				if err == nil && !done {
@@ -358,7 +360,7 @@ func TruncateInodePartialFolio(info *ShmemInodeInfo, f physmem.Folio, start, end
 		offset = start - pos
 	}
 	length := size
-	if uint64(pos+length) <= uint64(end) {
+	if uint64(pos)+uint64(length) <= uint64(end) { // u64, as Linux: the last folio ends at 2^63
 		length -= offset
 	} else {
 		length = end + 1 - pos - offset
@@ -422,7 +424,7 @@ func (k *Kernel) splitFolio(info *ShmemInodeInfo, f physmem.Folio, callerRefs in
 	if err := k.MM.SplitFolio(f, 1+callerRefs, 1); err != nil {
 		panicViolation("split-folio", k.dumpFolio(f), "split_huge_page of a large page-cache folio: %v", err)
 	}
-	eof := uint64(info.inode.Size+physmem.PageSize-1) >> physmem.PageShift
+	eof := posPgoffUp(info.inode.Size)
 	end := max(info.fallocend, eof) // shmem_fallocend()
 	dropped := false
 	for i := uint64(1); i < nr; i++ {

@@ -98,6 +98,15 @@ func (d *SwapDevice) read(slot uint64, dst []byte) {
 	clear(dst)
 }
 
+// peek returns slot's bytes in place, for PeekFile: the device's own
+// buffer, or zeros for a slot never written. Callers must not modify it.
+func (d *SwapDevice) peek(slot uint64) []byte {
+	if buf := d.slots[slot]; buf != nil {
+		return buf[:]
+	}
+	return zeroChunk[:physmem.PageSize]
+}
+
 // discard drops the bytes of slot.
 func (d *SwapDevice) discard(slot uint64) {
 	if buf := d.slots[slot]; buf != nil {

@@ -45,7 +45,7 @@ func (t *Task) Close(fd int) error {
 // Errors as Pread, without ESPIPE.
 func (t *Task) Read(fd int, n int64, sink DataSink) (int64, error) {
 	t.mustAlive()
-	f, err := t.FD(fd)
+	f, err := t.fdget(fd)
 	if err != nil {
 		return 0, err
 	}
@@ -69,7 +69,7 @@ func (t *Task) Pread(fd int, off, n int64, sink DataSink) (int64, error) {
 	if off < 0 {
 		return 0, errno.EINVAL
 	}
-	f, err := t.FD(fd)
+	f, err := t.fdget(fd)
 	if err != nil {
 		return 0, err
 	}
@@ -111,7 +111,7 @@ func rwVerifyArea(pos, n int64) error {
 // advancing it (write(2)). Errors as Pwrite, without ESPIPE.
 func (t *Task) Write(fd int, n int64, src DataSource) (int64, error) {
 	t.mustAlive()
-	f, err := t.FD(fd)
+	f, err := t.fdget(fd)
 	if err != nil {
 		return 0, err
 	}
@@ -136,7 +136,7 @@ func (t *Task) Pwrite(fd int, off, n int64, src DataSource) (int64, error) {
 	if off < 0 {
 		return 0, errno.EINVAL
 	}
-	f, err := t.FD(fd)
+	f, err := t.fdget(fd)
 	if err != nil {
 		return 0, err
 	}
@@ -185,7 +185,7 @@ func (t *Task) vfsWrite(f *File, pos *int64, n int64, src DataSource) (int64, er
 // data after); ESPIPE for files that cannot seek.
 func (t *Task) Lseek(fd int, off int64, whence int) (int64, error) {
 	t.mustAlive()
-	f, err := t.FD(fd)
+	f, err := t.fdget(fd)
 	if err != nil {
 		return 0, err
 	}
@@ -253,7 +253,7 @@ func (t *Task) Ftruncate(fd int, length int64) error {
 	if length < 0 {
 		return errno.EINVAL
 	}
-	f, err := t.FD(fd)
+	f, err := t.fdget(fd)
 	if err != nil {
 		return err
 	}
@@ -287,7 +287,7 @@ const (
 // shmem's (EPERM for seals, ENOSPC, ENOMEM).
 func (t *Task) Fallocate(fd int, mode int, off, length int64) error {
 	t.mustAlive()
-	f, err := t.FD(fd)
+	f, err := t.fdget(fd)
 	if err != nil {
 		return err
 	}
@@ -339,15 +339,19 @@ func (t *Task) vfsFallocate(f *File, mode int, off, length int64) error {
 // F_SETFD, F_GETFL, F_SETFL (O_APPEND and O_NONBLOCK change), and the
 // memfd seals F_ADD_SEALS / F_GET_SEALS.
 //
-// Errors: EBADF; EINVAL for an unknown command, F_DUPFD beyond
+// Errors: EBADF, also for a command other than F_DUPFD*, F_GETFD, F_SETFD
+// and F_GETFL on an O_PATH file; EINVAL for an unknown command, F_DUPFD beyond
 // RLIMIT_NOFILE, or seals on a file that is not shmem; EMFILE when
 // F_DUPFD finds no free fd; the seal errors of memfd_add_seals (EPERM,
 // EINVAL, EBUSY).
 func (t *Task) Fcntl(fd int, cmd int, arg uint64) (int64, error) {
 	t.mustAlive()
-	f, err := t.FD(fd)
+	f, err := t.FD(fd) // fdget_raw
 	if err != nil {
 		return 0, err
+	}
+	if f.Ops == pathFops && !checkFcntlCmd(cmd) {
+		return 0, errno.EBADF
 	}
 	switch cmd {
 	case uapi.F_DUPFD, fDupfdCloexec:
@@ -380,6 +384,15 @@ func (t *Task) Fcntl(fd int, cmd int, arg uint64) (int64, error) {
 	return 0, errno.EINVAL
 }
 
+// checkFcntlCmd is check_fcntl_cmd(): the commands an O_PATH file takes.
+func checkFcntlCmd(cmd int) bool {
+	switch cmd {
+	case uapi.F_DUPFD, fDupfdCloexec, uapi.F_GETFD, uapi.F_SETFD, uapi.F_GETFL:
+		return true
+	}
+	return false
+}
+
 // Generic ioctls do_vfs_ioctl() handles for every file.
 const (
 	fioclex  = 0x5451 // FIOCLEX
@@ -393,7 +406,7 @@ const (
 // Errors: EBADF; ENOTTY for a file kind without ioctls; the driver's.
 func (t *Task) Ioctl(fd int, cmd uint32, arg any) (int64, error) {
 	t.mustAlive()
-	f, err := t.FD(fd)
+	f, err := t.fdget(fd)
 	if err != nil {
 		return 0, err
 	}

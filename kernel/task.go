@@ -129,9 +129,24 @@ func (t *Task) FD(fd int) (*File, error) {
 	return t.fds[fd], nil
 }
 
-// Fget returns the file at fd with a reference the caller must Put (fget).
-func (t *Task) Fget(fd int) (*File, error) {
+// fdget is fdget(): the file at fd for a system call that uses it, which
+// an O_PATH file (FMODE_PATH) is not: EBADF for those, as for a closed fd.
+// close, dup and most of fcntl look fds up raw (FD).
+func (t *Task) fdget(fd int) (*File, error) {
 	f, err := t.FD(fd)
+	if err != nil {
+		return nil, err
+	}
+	if f.Ops == pathFops {
+		return nil, errno.EBADF
+	}
+	return f, nil
+}
+
+// Fget returns the file at fd with a reference the caller must Put
+// (fget). Errors: EBADF for a bad fd or an O_PATH file.
+func (t *Task) Fget(fd int) (*File, error) {
+	f, err := t.fdget(fd)
 	if err != nil {
 		return nil, err
 	}

@@ -47,7 +47,8 @@ type Config struct {
 	// ScratchBytes, if not 0, is the KHO scratch size (kho_scratch=SIZE).
 	ScratchBytes uint64
 	// ScratchPercent, if not 0, is the KHO scratch size in percent of
-	// memory (kho_scratch=N%). With neither set the kernel's default
+	// memory (passed to the kernel as kho_scratch=BYTES: the kernel's
+	// kho_scratch=N% is mainline's scale over memblock-reserved memory). With neither set the kernel's default
 	// applies: 1/16 of memory, at least 16 MiB, in 2 MiB units.
 	ScratchPercent int
 	// NoScratchCheck lets `kho activate` hand over with a scratch too
@@ -199,7 +200,10 @@ func (m *Machine) cmdlineFor(b kbuild.Build) string {
 	case m.cfg.ScratchBytes != 0:
 		args = append(args, fmt.Sprintf("kho_scratch=%d", m.cfg.ScratchBytes))
 	case m.cfg.ScratchPercent != 0:
-		args = append(args, fmt.Sprintf("kho_scratch=%d%%", m.cfg.ScratchPercent))
+		// machine scratch=N% is N% of RAM; the kernel's kho_scratch=N%
+		// is mainline's scale over its own memblock memory, so pass
+		// the size.
+		args = append(args, fmt.Sprintf("kho_scratch=%d", m.cfg.Memory/100*uint64(m.cfg.ScratchPercent)))
 	}
 	if m.cfg.NoScratchCheck {
 		args = append(args, kexec.ScratchCheckParam+"=off")

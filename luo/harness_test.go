@@ -3,7 +3,6 @@ package luo
 import (
 	"errors"
 	"fmt"
-	"testing"
 
 	"github.com/stretchr/testify/require"
 
@@ -30,7 +29,7 @@ const (
 // machine's initcall order; kexec runs the reboot path and boots a new
 // kernel from the frames and the handover alone (as machine.Kexec does).
 type world struct {
-	t       testing.TB
+	t       tb
 	frames  *physmem.Frames
 	faults  *fault.Injector
 	build   kbuild.Build
@@ -47,7 +46,7 @@ type world struct {
 }
 
 // luoBuild returns the default build with LUO on and the given keys.
-func luoBuild(t testing.TB, kv ...string) kbuild.Build {
+func luoBuild(t tb, kv ...string) kbuild.Build {
 	b := kbuild.Default()
 	b.LUO = true
 	for i := 0; i+1 < len(kv); i += 2 {
@@ -68,7 +67,7 @@ func trackers() []kbuild.Tracker {
 	return out
 }
 
-func newWorld(t testing.TB, memory uint64, b kbuild.Build) *world {
+func newWorld(t tb, memory uint64, b kbuild.Build) *world {
 	t.Helper()
 	frames, err := physmem.NewFrames(memory)
 	require.NoError(t, err)
@@ -313,6 +312,14 @@ func preadAll(t *kernel.Task, fd int, off, n int64) ([]byte, error) {
 	out := make([]byte, 0, n)
 	_, err := t.Pread(fd, off, n, func(src []byte, _ int64) error { out = append(out, src...); return nil })
 	return out, err
+}
+
+// tb is what the tests need of a *testing.T or a *rapid.T.
+type tb interface {
+	require.TestingT
+	Fatalf(format string, args ...any)
+	Helper()
+	Cleanup(func())
 }
 
 // errOf is the errno an error carries (0 for nil), for table tests.

@@ -518,6 +518,12 @@ func (l *LUO) Reboot() (needHandover bool, err error) {
 	}
 	le.PutUint64(hb, uint64(len(l.outgoing)))
 	st.Freeze = time.Since(start)
+	for _, s := range l.outgoing { // counted outside the timed freeze
+		for _, lf := range s.files {
+			st.Folios += lf.rec.Folios()
+			st.Pages += lf.rec.Pages()
+		}
+	}
 	l.stats.Reboot = st
 	l.frozen = true
 	return true, nil

@@ -313,8 +313,6 @@ func (s *Session) freeze(st *RebootStats) error {
 		}
 		putFileSer(s.arr.b[i*fileSerSize:], lf.compat, lf.data, lf.token)
 		st.Files++
-		st.Folios += lf.rec.Folios()
-		st.Pages += lf.rec.Pages()
 		st.Bytes += fileSerSize
 	}
 	return nil

@@ -246,4 +246,3 @@ func TestLUO1GiB(t *testing.T) {
 		})
 	}
 }
-

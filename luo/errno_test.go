@@ -92,6 +92,10 @@ func TestErrnos(t *testing.T) {
 			return err
 		}, errno.EINVAL},
 		{"create duplicate", false, func(e *env) error { _, err := createSession(e.p, e.lu, "out"); return err }, errno.EEXIST},
+		{"create with an incoming session's name", true, func(e *env) error {
+			_, err := createSession(e.p, e.lu, "carried")
+			return err
+		}, 0},
 		{"create without a free fd", false, func(e *env) error {
 			e.p.NoFile = len(e.p.FDs())
 			_, err := createSession(e.p, e.lu, "x")

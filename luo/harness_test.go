@@ -140,12 +140,19 @@ func (w *world) kexec(b kbuild.Build) error {
 			}
 		}
 	}
+	w.handover(b)
+	return nil
+}
+
+// handover is the kexec proper, once the reboot path is done: what KHO
+// hands over (nothing unless it is active) and the boot of build b.
+func (w *world) handover(b kbuild.Build) {
+	w.t.Helper()
 	ho, keep := w.kho.PrepareKexec()
 	kexec.Scrub(w.k, keep)
 	w.k.Poison("kexec")
 	w.build = b
 	w.boot(ho)
-	return nil
 }
 
 func (w *world) mustKexec() {

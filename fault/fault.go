@@ -28,6 +28,10 @@ const (
 	KHOWrite  Site = "kho_write"  // serializing one boxed file
 	KHOClaim  Site = "kho_claim"  // claiming one preserved range in the new kernel
 	Recover   Site = "recover"    // reviving one boxed file in the new kernel
+
+	LUOPreserve Site = "luo_preserve" // a LUO file handler's preserve (LIVEUPDATE_SESSION_PRESERVE_FD)
+	LUOFreeze   Site = "luo_freeze"   // freezing one LUO file in the reboot path
+	LUORetrieve Site = "luo_retrieve" // restoring one LUO file in the next kernel (LIVEUPDATE_SESSION_RETRIEVE_FD)
 )
 
 // SiteInfo describes a site for `khosim faults`.
@@ -43,6 +47,9 @@ var sites = []SiteInfo{
 	{KHOWrite, errno.EIO, "serializing one boxed file (fdbox kho_write)"},
 	{KHOClaim, errno.ENOMEM, "claiming one preserved range in the new kernel"},
 	{Recover, errno.EIO, "reviving one boxed file in the new kernel"},
+	{LUOPreserve, errno.ENOMEM, "a LUO file handler's preserve (LIVEUPDATE_SESSION_PRESERVE_FD)"},
+	{LUOFreeze, errno.EIO, "freezing one LUO file in the reboot path (kexec fails, everything unfrozen)"},
+	{LUORetrieve, errno.EIO, "restoring one LUO file in the next kernel (that token's retrieve fails with it every time after)"},
 }
 
 // Sites lists every site in a stable order.

@@ -93,6 +93,15 @@ func (t *Task) InstallFD(f *File, cloexec bool) (int, error) {
 	return fd, nil
 }
 
+// UnusedFD is get_unused_fd_flags() for a single-threaded task: the fd
+// InstallFD would take now, or EMFILE. Drivers that create a file for an
+// ioctl's answer (LUO's sessions) call it first, as Linux reserves the fd
+// before it does anything else.
+func (t *Task) UnusedFD() (int, error) {
+	t.mustAlive()
+	return t.getUnusedFD(0)
+}
+
 // getUnusedFD returns the lowest free fd at or above from (alloc_fd),
 // without taking it. Errors: EMFILE when none is below RLIMIT_NOFILE.
 func (t *Task) getUnusedFD(from int) (int, error) {

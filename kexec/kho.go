@@ -189,6 +189,11 @@ func (h *KHO) MM() *physmem.MM { return h.mm }
 // Faults returns the machine's fault injector (may be nil).
 func (h *KHO) Faults() *fault.Injector { return h.faults }
 
+// Enabled is kho_is_enabled(): KHO works only in a kernel that reserved
+// scratch memory (see Activate). Front-ends built on KHO (LUO) disable
+// themselves without it.
+func (h *KHO) Enabled() bool { return len(h.k.Scratch) > 0 }
+
 // Finalized reports whether preservation is closed: KHO is active and its
 // tracker finalizes (arrays, bitmaps).
 func (h *KHO) Finalized() bool { return h.state == Active && h.tracker.Finalizes() }

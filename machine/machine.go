@@ -13,6 +13,11 @@
 //	                       fdbox_kho_recover)
 //	late initcall          memfd_fdbox_init (fdbox.MemfdKHOInit: the memfd
 //	                       handler; pending memfd nodes recover here)
+//
+// and, with luo=on (frontend_luo.go), liveupdate_early_init as an early
+// initcall and luo_late_startup, liveupdate_ioctl_init and
+// luo_session_deserialize as late ones (luo.Register), then
+//
 //	late initcall (last)   kho_return_unclaimed (KHO.ReturnUnclaimed)
 //
 // A Machine is not safe for concurrent use.
@@ -30,6 +35,7 @@ import (
 	"khosim/kbuild"
 	"khosim/kernel"
 	"khosim/kexec"
+	"khosim/luo"
 	"khosim/physmem"
 	"khosim/preserve"
 )
@@ -80,6 +86,10 @@ type Stats struct {
 	HandedOver     bool
 	Incoming       kexec.IncomingStats
 	Recovered      fdbox.RecoverStats
+
+	// LUOReboot is what the last successful kexec's reboot path froze
+	// (the running kernel's LUO before it went): the blackout's LUO part.
+	LUOReboot luo.RebootStats
 
 	ActivateTime time.Duration // the last KHO activation
 	KexecTime    time.Duration // the last kexec up to the new kernel's initcalls (scrub, early boot, kho_populate)
@@ -347,6 +357,10 @@ func (m *Machine) Kexec(b kbuild.Build) error {
 	start := time.Now()
 	if err := m.rebootPath(); err != nil {
 		return err
+	}
+	m.stats.LUOReboot = luo.RebootStats{}
+	if l := m.LUO(); l != nil {
+		m.stats.LUOReboot = l.Stats().Reboot
 	}
 	old := m.k
 	ho, keep := m.kho.PrepareKexec()

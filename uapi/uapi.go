@@ -165,6 +165,91 @@ func SetName(buf *[FDBOX_NAME_LEN]byte, s string) bool {
 	return n == len(s) && n < FDBOX_NAME_LEN
 }
 
+// Live Update Orchestrator UAPI (include/uapi/linux/liveupdate.h): the
+// ioctls of /dev/liveupdate and of a session fd are _IO(0xBA, nr), their
+// argument a structure whose first u32 is its size.
+const (
+	LIVEUPDATE_IOCTL_TYPE = 0xBA
+	// LIVEUPDATE_SESSION_NAME_LENGTH is the longest session name with its
+	// terminating NUL.
+	LIVEUPDATE_SESSION_NAME_LENGTH = 64
+
+	LIVEUPDATE_CMD_BASE                = 0x00
+	LIVEUPDATE_CMD_CREATE_SESSION      = LIVEUPDATE_CMD_BASE
+	LIVEUPDATE_CMD_RETRIEVE_SESSION    = 0x01
+	LIVEUPDATE_CMD_SESSION_BASE        = 0x40
+	LIVEUPDATE_CMD_SESSION_PRESERVE_FD = LIVEUPDATE_CMD_SESSION_BASE
+	LIVEUPDATE_CMD_SESSION_RETRIEVE_FD = 0x41
+	LIVEUPDATE_CMD_SESSION_FINISH      = 0x42
+)
+
+// LUO ioctl numbers.
+var (
+	LIVEUPDATE_IOCTL_CREATE_SESSION   = ioctlIO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_CREATE_SESSION)
+	LIVEUPDATE_IOCTL_RETRIEVE_SESSION = ioctlIO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_RETRIEVE_SESSION)
+	LIVEUPDATE_SESSION_PRESERVE_FD    = ioctlIO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_PRESERVE_FD)
+	LIVEUPDATE_SESSION_RETRIEVE_FD    = ioctlIO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_RETRIEVE_FD)
+	LIVEUPDATE_SESSION_FINISH         = ioctlIO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_FINISH)
+)
+
+// LiveupdateIoctlCreateSession is struct liveupdate_ioctl_create_session
+// (72 bytes): Size in, FD out, Name in (NUL-terminated).
+type LiveupdateIoctlCreateSession struct {
+	Size uint32
+	FD   int32
+	Name [LIVEUPDATE_SESSION_NAME_LENGTH]byte
+}
+
+// LiveupdateIoctlRetrieveSession is struct
+// liveupdate_ioctl_retrieve_session, laid out as the create structure.
+type LiveupdateIoctlRetrieveSession struct {
+	Size uint32
+	FD   int32
+	Name [LIVEUPDATE_SESSION_NAME_LENGTH]byte
+}
+
+// LiveupdateSessionPreserveFD is struct liveupdate_session_preserve_fd
+// (16 bytes): Size, FD and Token in.
+type LiveupdateSessionPreserveFD struct {
+	Size  uint32
+	FD    int32
+	Token uint64
+}
+
+// LiveupdateSessionRetrieveFD is struct liveupdate_session_retrieve_fd
+// (16 bytes): Size and Token in, FD out.
+type LiveupdateSessionRetrieveFD struct {
+	Size  uint32
+	FD    int32
+	Token uint64
+}
+
+// LiveupdateSessionFinish is struct liveupdate_session_finish (8 bytes);
+// Reserved must be 0.
+type LiveupdateSessionFinish struct {
+	Size     uint32
+	Reserved uint32
+}
+
+// Sizes of the LUO ioctl structures (sizeof), which user space puts in
+// their Size field.
+const (
+	SizeofLiveupdateIoctlCreateSession   = 72
+	SizeofLiveupdateIoctlRetrieveSession = 72
+	SizeofLiveupdateSessionPreserveFD    = 16
+	SizeofLiveupdateSessionRetrieveFD    = 16
+	SizeofLiveupdateSessionFinish        = 8
+)
+
+// SetSessionName copies s into a LUO name buffer. It reports false when s
+// does not fit with its terminating NUL; the buffer then holds the first
+// LIVEUPDATE_SESSION_NAME_LENGTH bytes with no NUL, as a user could pass.
+func SetSessionName(buf *[LIVEUPDATE_SESSION_NAME_LENGTH]byte, s string) bool {
+	*buf = [LIVEUPDATE_SESSION_NAME_LENGTH]byte{}
+	n := copy(buf[:], s)
+	return n == len(s) && n < LIVEUPDATE_SESSION_NAME_LENGTH
+}
+
 // Constants maps every scenario-visible constant name to its value.
 func Constants() map[string]uint64 {
 	return map[string]uint64{
@@ -186,5 +271,10 @@ func Constants() map[string]uint64 {
 		"FDBOX_CREATE_BOX": uint64(FDBOX_CREATE_BOX), "FDBOX_DELETE_BOX": uint64(FDBOX_DELETE_BOX),
 		"FDBOX_PUT_FD": uint64(FDBOX_PUT_FD), "FDBOX_GET_FD": uint64(FDBOX_GET_FD),
 		"FDBOX_SEAL": uint64(FDBOX_SEAL), "FDBOX_UNSEAL": uint64(FDBOX_UNSEAL), "FDBOX_LIST": uint64(FDBOX_LIST),
+		"LIVEUPDATE_IOCTL_CREATE_SESSION":   uint64(LIVEUPDATE_IOCTL_CREATE_SESSION),
+		"LIVEUPDATE_IOCTL_RETRIEVE_SESSION": uint64(LIVEUPDATE_IOCTL_RETRIEVE_SESSION),
+		"LIVEUPDATE_SESSION_PRESERVE_FD":    uint64(LIVEUPDATE_SESSION_PRESERVE_FD),
+		"LIVEUPDATE_SESSION_RETRIEVE_FD":    uint64(LIVEUPDATE_SESSION_RETRIEVE_FD),
+		"LIVEUPDATE_SESSION_FINISH":         uint64(LIVEUPDATE_SESSION_FINISH),
 	}
 }

@@ -42,3 +42,40 @@ func TestSetName(t *testing.T) {
 		t.Fatal("a 255-byte name fits with its NUL")
 	}
 }
+
+// The LUO ioctls are _IO(0xBA, nr) as include/uapi/linux/liveupdate.h
+// defines them: 0x00-0x01 on /dev/liveupdate, 0x40-0x42 on a session.
+func TestLiveupdateIoctlNumbers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		got  uint32
+		nr   uint32
+	}{
+		{"LIVEUPDATE_IOCTL_CREATE_SESSION", LIVEUPDATE_IOCTL_CREATE_SESSION, 0x00},
+		{"LIVEUPDATE_IOCTL_RETRIEVE_SESSION", LIVEUPDATE_IOCTL_RETRIEVE_SESSION, 0x01},
+		{"LIVEUPDATE_SESSION_PRESERVE_FD", LIVEUPDATE_SESSION_PRESERVE_FD, 0x40},
+		{"LIVEUPDATE_SESSION_RETRIEVE_FD", LIVEUPDATE_SESSION_RETRIEVE_FD, 0x41},
+		{"LIVEUPDATE_SESSION_FINISH", LIVEUPDATE_SESSION_FINISH, 0x42},
+	} {
+		if want := uint32(0xBA)<<8 | tc.nr; tc.got != want {
+			t.Errorf("%s = %#x, want %#x", tc.name, tc.got, want)
+		}
+		if Constants()[tc.name] != uint64(tc.got) {
+			t.Errorf("Constants()[%s] = %#x", tc.name, Constants()[tc.name])
+		}
+	}
+}
+
+func TestSetSessionName(t *testing.T) {
+	var buf [LIVEUPDATE_SESSION_NAME_LENGTH]byte
+	full := make([]byte, LIVEUPDATE_SESSION_NAME_LENGTH)
+	for i := range full {
+		full[i] = 'X'
+	}
+	if SetSessionName(&buf, string(full)) || buf[LIVEUPDATE_SESSION_NAME_LENGTH-1] != 'X' {
+		t.Fatal("a 64-byte name has no room for its NUL and must fill the buffer unterminated")
+	}
+	if !SetSessionName(&buf, string(full[:63])) || buf[63] != 0 {
+		t.Fatal("a 63-byte name fits with its NUL")
+	}
+}

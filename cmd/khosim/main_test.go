@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"khosim/fault"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,9 +211,9 @@ func TestFaults(t *testing.T) {
 	if status != 0 {
 		t.Fatalf("status %d", status)
 	}
-	for _, site := range []string{"page_alloc  ENOMEM", "fdt         ENOSPC", "kho_write   EIO", "kho_claim   ENOMEM", "recover     EIO"} {
-		if !strings.Contains(stdout, site) {
-			t.Errorf("khosim faults lacks %q:\n%s", site, stdout)
+	for _, s := range fault.Sites() {
+		if !regexp.MustCompile(`(?m)^` + string(s.Site) + ` +` + s.Errno.Name() + ` `).MatchString(stdout) {
+			t.Errorf("khosim faults lacks %s %s:\n%s", s.Site, s.Errno.Name(), stdout)
 		}
 	}
 }

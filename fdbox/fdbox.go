@@ -211,6 +211,9 @@ type BoxFD struct {
 	record preserve.Preserved
 }
 
+// key names the file for blackout accounting, across kernels.
+func (bfd *BoxFD) key() string { return "fdbox:" + bfd.box.name + "/" + bfd.name }
+
 // Name returns the fd's name (unique in its box).
 func (bfd *BoxFD) Name() string { return bfd.name }
 
@@ -476,6 +479,13 @@ func (d *Driver) seal(box *Box) error {
 			d.k.Printk(kernel.LogDebug, "fdbox: cannot seal box %q: fd %q: %s", box.name, bfd.name, why)
 			return errno.EBUSY
 		}
+	}
+	for _, bfd := range box.fds {
+		// The workload holds none of the files any more (idle): for
+		// the seal lifecycle the blackout starts here, before SEAL
+		// serializes; for the stash it started at PUT_FD if the file
+		// had no other reference then.
+		d.k.Meter().Lost(bfd.key())
 	}
 	for i, bfd := range box.fds {
 		if bfd.handler.Seal == nil {

@@ -177,6 +177,13 @@ func (o *boxOps) putFD(t *kernel.Task, box *Box, arg any) (int64, error) {
 	if o.d.lc != nil && o.d.lc.PutKeepsFD() {
 		return 0, nil // the box keeps fget's reference; the fd stays
 	}
+	defer func() {
+		if file.Refs() == 1 {
+			// The stash's blackout starts here: the workload's last
+			// fd of the file went into the box.
+			o.d.k.Meter().Lost(bfd.key())
+		}
+	}()
 	if err := t.CloseFD(fd); err != nil {
 		// Cannot happen in a single-threaded kernel: the fd was there
 		// a moment ago. The RFC handles a racing close here; do the
@@ -227,7 +234,11 @@ func (o *boxOps) getFD(t *kernel.Task, box *Box, arg any) (int64, error) {
 	if err != nil {
 		return -1, err // the file stays in the box, with its reference
 	}
+	key := box.fds[i].key()
 	o.d.removeFD(box, i) // the reference now belongs to the fd table
+	m := o.d.k.Meter()
+	m.Regained(key) // taken back before a kexec: no blackout
+	m.Back(key)     // or back in the next kernel: the blackout ends
 	return int64(fd), nil
 }
 

@@ -49,6 +49,21 @@ func (d *Driver) Thaw() {
 	d.frozen = false
 }
 
+// Carried names, for blackout accounting, the files a kexec now would hand
+// over: those of the sealed boxes, once KHO serialized them.
+func (d *Driver) Carried() []string {
+	if !d.frozen {
+		return nil
+	}
+	var out []string
+	for _, box := range d.SealedBoxes() {
+		for _, bfd := range box.fds {
+			out = append(out, bfd.key())
+		}
+	}
+	return out
+}
+
 // Frozen reports whether KHO froze the driver.
 func (d *Driver) Frozen() bool { return d.frozen }
 

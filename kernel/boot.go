@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"khosim/blackout"
 	"khosim/errno"
 	"khosim/fault"
 	"khosim/kbuild"
@@ -20,6 +21,9 @@ type Hardware struct {
 	Frames *physmem.Frames // physical memory
 	Swap   *SwapDevice     // the swap disk; nil for none
 	Faults *fault.Injector // armed faults; nil for none
+	// Meter counts the live-update work and the blackouts of every
+	// kernel of the machine; nil gives the kernel a meter of its own.
+	Meter *blackout.Meter
 }
 
 // BootParams is what a kernel is booted with.
@@ -93,6 +97,9 @@ func Boot(hw Hardware, params BootParams) (*Kernel, error) {
 	}
 	k := newKernel(params.BootID, params.Cmdline)
 	k.hw = hw
+	if k.hw.Meter == nil {
+		k.hw.Meter = blackout.New()
+	}
 	k.build = params.Build
 	if k.build == (kbuild.Build{}) {
 		k.build = kbuild.Default()

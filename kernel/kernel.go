@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strings"
 
+	"khosim/blackout"
 	"khosim/kbuild"
 	"khosim/physmem"
 )
@@ -112,6 +113,13 @@ func (k *Kernel) notAlive() {
 	}
 	panic("kernel: invariant \"kernel-alive\" broken: use of a kernel that is not running: " + why)
 }
+
+// Meter returns the machine's live-update meter (blackout accounting).
+func (k *Kernel) Meter() *blackout.Meter { return k.hw.Meter }
+
+// Work returns the live-update work counts the kernel's live-update code
+// adds to (the Meter's).
+func (k *Kernel) Work() *blackout.Counts { return k.hw.Meter.Work() }
 
 // Build returns the kernel build this kernel was booted as.
 func (k *Kernel) Build() kbuild.Build { return k.build }

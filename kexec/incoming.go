@@ -429,6 +429,7 @@ func (h *KHO) ClaimMem(m Mem) (physmem.Folio, error) {
 		return 0, fmt.Errorf("kho: restoring %v: %w", m, err)
 	}
 	r.state = uint8(RangeClaimed)
+	h.k.Work().StructPagesWritten += m.NrPages()
 	h.in.reserved -= m.NrPages()
 	h.in.claimed++
 	return f, nil
@@ -458,6 +459,7 @@ func (h *KHO) ReturnMem(m Mem) error {
 // freeRange frees the uninitialised frames of m to the buddy allocator in
 // the largest naturally aligned blocks.
 func (h *KHO) freeRange(m Mem) {
+	h.k.Work().StructPagesWritten += m.NrPages()
 	pfn, end := m.PFN(), m.PFN()+physmem.PFN(m.NrPages())
 	for pfn < end {
 		order := uint(physmem.MaxPageOrder)

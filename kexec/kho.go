@@ -144,7 +144,8 @@ type KHO struct {
 	// dumpPreserved are the folios preserved inside the DUMP of the
 	// current activation: an abort releases those still preserved.
 	dumpPreserved []physmem.Folio
-	aborting      bool // inside abort: the notifiers' ABORT may unpreserve
+	aborting      bool   // inside abort: the notifiers' ABORT may unpreserve
+	trackerSeen   uint64 // tracker frames already counted as live-update work
 
 	// kho_in
 	in incoming
@@ -310,6 +311,10 @@ func (h *KHO) Activate() error {
 		return errno.Of(err)
 	}
 	h.fdtSize = uint64(len(blob))
+	w := h.k.Work()
+	w.FDTBytes += h.fdtSize
+	w.FramesAllocated += h.fdtPages
+	h.countTracker()
 	h.state = Active
 	h.activations++
 	for _, nb := range h.notifiers {
@@ -555,6 +560,8 @@ func (h *KHO) PreserveFolio(f physmem.Folio) (Mem, error) {
 		h.setPreservedOrder(f, uint8(order))
 	}
 	h.nrPreserved++
+	h.k.Work().FoliosSerialized++
+	h.countTracker()
 	h.preservedPages += 1 << order
 	if h.dumping {
 		h.dumpPreserved = append(h.dumpPreserved, f)
@@ -588,6 +595,17 @@ func (h *KHO) unpreserve(f physmem.Folio) {
 	h.preservedPages -= 1 << order
 	h.tracker.Unpreserve(f.PFN(), order)
 	h.mm.FolioPut(f)
+}
+
+// countTracker adds the tracker pages allocated since it last looked to
+// the live-update work (its record is written into them).
+func (h *KHO) countTracker() {
+	if n := h.tracker.MetadataFrames(); n > h.trackerSeen {
+		w := h.k.Work()
+		w.TrackerBytes += (n - h.trackerSeen) * physmem.PageSize
+		w.FramesAllocated += n - h.trackerSeen
+	}
+	h.trackerSeen = h.tracker.MetadataFrames()
 }
 
 // orderChunkShift sizes the chunks of KHO.preservedOrders: 4096 frames.

@@ -45,6 +45,7 @@ func (h *KHO) AllocPreserve(size uint64) (physmem.PhysAddr, []byte, error) {
 		return 0, nil, err
 	}
 	h.mm.FolioPut(f) // KHO's reference keeps it
+	h.k.Work().FramesAllocated += 1 << order
 	return f.PFN().Phys(), b, nil
 }
 
@@ -192,6 +193,7 @@ func (h *KHO) VmallocPreserve(nr int) (*Vmalloc, error) {
 			return 0, err
 		}
 		h.mm.FolioPut(f) // KHO's reference keeps it
+		h.k.Work().FramesAllocated++
 		return f.PFN(), nil
 	}
 	for range nr {

@@ -132,6 +132,7 @@ func (s *Session) preserveFD(t *kernel.Task, fd int, token uint64) error {
 func (lf *luoFile) unpreserve() {
 	l := lf.s.l
 	lf.rec.Unpreserve()
+	l.k.Meter().Regained(lf.meterKey())
 	delete(l.preserved, lf.key)
 	lf.file.Put()
 	lf.file, lf.rec = nil, nil
@@ -147,14 +148,19 @@ func (lf *luoFile) freeze() error {
 		return err
 	}
 	lf.frozen = true
+	lf.s.l.k.Meter().Lost(lf.meterKey()) // LUO's blackout starts at the reboot path's freeze
 	return nil
 }
+
+// meterKey names the file for blackout accounting, across kernels.
+func (lf *luoFile) meterKey() string { return fmt.Sprintf("luo:%s/%#x", lf.s.name, lf.token) }
 
 // unfreeze is luo_file_unfreeze_one().
 func (lf *luoFile) unfreeze() {
 	if lf.frozen {
 		lf.rec.Unfreeze()
 		lf.frozen = false
+		lf.s.l.k.Meter().Regained(lf.meterKey()) // the kexec did not happen
 	}
 }
 
@@ -188,6 +194,7 @@ func (s *Session) retrieveFD(t *kernel.Task, token uint64) (int, error) {
 		lf.file.Put()
 		return -1, err
 	}
+	s.l.k.Meter().Back(lf.meterKey()) // the blackout ends with the file back
 	return fd, nil
 }
 

@@ -525,8 +525,24 @@ func (l *LUO) Reboot() (needHandover bool, err error) {
 		}
 	}
 	l.stats.Reboot = st
+	l.k.Work().RecordBytes += st.Bytes
 	l.frozen = true
 	return true, nil
+}
+
+// Carried names, for blackout accounting, the files a kexec after the
+// reboot path hands over.
+func (l *LUO) Carried() []string {
+	if !l.frozen {
+		return nil
+	}
+	var out []string
+	for _, s := range l.outgoing {
+		for _, lf := range s.files {
+			out = append(out, lf.meterKey())
+		}
+	}
+	return out
 }
 
 // Unreboot undoes a successful Reboot when a later step of the reboot path

@@ -35,6 +35,9 @@ type Frontend struct {
 	Reboot func(instance any) (needHandover bool, err error)
 	// Unreboot undoes Reboot when a later step of the reboot path fails.
 	Unreboot func(instance any)
+	// Carried, if set, names (for blackout accounting) the files a kexec
+	// now hands over, after the reboot path ran.
+	Carried func(instance any) []string
 	// Check, if set, is the front-end's part of the audit
 	// (Machine.CheckInvariants), given what Wire's initcalls stored with
 	// Set.

@@ -53,7 +53,8 @@ func init() {
 				return nil
 			})
 		},
-		Check: func(v any) error { return v.(*fdboxInstance).d.CheckInvariants() },
+		Check:   func(v any) error { return v.(*fdboxInstance).d.CheckInvariants() },
+		Carried: func(v any) []string { return v.(*fdboxInstance).d.Carried() },
 	})
 }
 

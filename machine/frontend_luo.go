@@ -26,6 +26,7 @@ func init() {
 		},
 		Reboot:   func(v any) (bool, error) { return v.(*luo.LUO).Reboot() },
 		Unreboot: func(v any) { v.(*luo.LUO).Unreboot() },
+		Carried:  func(v any) []string { return v.(*luo.LUO).Carried() },
 		Check:    func(v any) error { return v.(*luo.LUO).CheckInvariants() },
 	})
 }

@@ -29,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"khosim/blackout"
 	"khosim/errno"
 	"khosim/fault"
 	"khosim/fdbox"
@@ -102,6 +103,7 @@ type Machine struct {
 	frames  *physmem.Frames
 	swap    *kernel.SwapDevice
 	faults  *fault.Injector
+	meter   *blackout.Meter // live-update work and blackouts, across kernels
 	cmdline string
 	booted  bool // Boot ran (the machine has been switched on)
 	bootID  int
@@ -142,7 +144,7 @@ func New(cfg Config) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Machine{cfg: cfg, frames: frames, faults: fault.New()}
+	m := &Machine{cfg: cfg, frames: frames, faults: fault.New(), meter: blackout.New()}
 	if cfg.Swap != 0 {
 		if m.swap, err = kernel.NewSwapDevice(cfg.Swap); err != nil {
 			_ = frames.Close()
@@ -157,6 +159,14 @@ func (m *Machine) Config() Config { return m.cfg }
 
 // Frames returns the machine's physical memory.
 func (m *Machine) Frames() *physmem.Frames { return m.frames }
+
+// Updates returns the blackout accounting of every kexec so far (the one
+// in progress last): the live-update work before and inside each
+// blackout.
+func (m *Machine) Updates() []blackout.Update { return m.meter.Updates() }
+
+// Work returns the live-update work counted since the machine started.
+func (m *Machine) Work() blackout.Counts { return m.meter.Counts }
 
 // Faults returns the machine's fault injector: faults armed there stay
 // armed across kexec and reboot until they fire.
@@ -254,7 +264,7 @@ func (m *Machine) bootKernel(ho *kexec.Handover, b kbuild.Build) error {
 	if ho != nil {
 		params.Scratch = ho.Scratch
 	}
-	hw := kernel.Hardware{Frames: m.frames, Swap: m.swap, Faults: m.faults}
+	hw := kernel.Hardware{Frames: m.frames, Swap: m.swap, Faults: m.faults, Meter: m.meter}
 	k, err := kernel.Boot(hw, params)
 	m.stats.Boots++
 	if err != nil {
@@ -363,6 +373,15 @@ func (m *Machine) Kexec(b kbuild.Build) error {
 		m.stats.LUOReboot = l.Stats().Reboot
 	}
 	old := m.k
+	var carried []string
+	if m.kho.Active() {
+		for _, fe := range frontends {
+			if inst := m.fe[fe.Name]; fe.Carried != nil && inst != nil {
+				carried = append(carried, fe.Carried(inst)...)
+			}
+		}
+	}
+	m.meter.Kexec(carried)
 	ho, keep := m.kho.PrepareKexec()
 	m.stats.HandedOver = ho != nil
 	if ho != nil {

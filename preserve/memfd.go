@@ -161,6 +161,7 @@ func (mf *memfdFile) collect() error {
 			return err
 		}
 		mf.h.l.stats.HolesFilled += mf.info.Mapping().NrPages() - before
+		k.Work().FramesAllocated += mf.info.Mapping().NrPages() - before
 		mf.folios = make([]pfolio, len(pinned))
 		for i, p := range pinned {
 			mf.folios[i] = pfolio{index: p.Index, pfn: uint32(p.Folio), order: uint8(p.Order)}
@@ -205,6 +206,7 @@ func (mf *memfdFile) migrate(old physmem.Folio, index uint64) (physmem.Folio, er
 		return 0, err
 	}
 	l.stats.Migrated++
+	l.k.Work().FramesAllocated += uint64(1) << mm.FolioOrder(nf)
 	if mf.how.Pin {
 		mm.FolioGet(nf) // the pin moves to the new folio
 	}
@@ -331,6 +333,7 @@ func (mf *memfdFile) Detach() {
 	}
 	mf.detached = len(mf.folios)
 	mf.h.l.stats.Detached += uint64(ops.removed)
+	mf.h.l.k.Work().PageCacheRemoved += uint64(ops.removed)
 	for _, mg := range mf.migrations {
 		mf.h.l.k.MM.FolioPut(mg.old) // the migration is final: free the scratch folio
 	}
@@ -393,6 +396,7 @@ func (mf *memfdFile) Reattach() error {
 		}
 		mf.detached--
 		mf.h.l.stats.Inserted++
+		k.Work().PageCacheInserted++
 	}
 	mf.info.SetFallocend(mf.fallocend)
 	mf.snapshot = nil

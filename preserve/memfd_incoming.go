@@ -193,6 +193,7 @@ func (in *memfdIncoming) build(claim func(kexec.Mem) (physmem.Folio, error)) (*k
 		}
 		k.MM.FolioPut(folio) // the page cache holds it now
 		l.stats.Inserted++
+		k.Work().PageCacheInserted++
 	}
 	in.next = n
 	file.Inode.Size = in.meta.size

@@ -149,6 +149,7 @@ func (mf *memfdFile) WriteBlob() (physmem.PhysAddr, error) {
 		*b = blobState{written: true, version: version, ser: ser, serB: serB, arr: arr}
 		mf.writeFolioArray()
 		mf.h.l.stats.BlobBytes += uint64(memfdLUOSerV2Size + memfdLUOFolioSize*n)
+		mf.h.l.k.Work().RecordBytes += uint64(memfdLUOSerV2Size + memfdLUOFolioSize*n)
 	}
 	le := binary.LittleEndian
 	s := b.serB

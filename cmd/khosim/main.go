@@ -69,6 +69,15 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "bench" {
 		bench.Reexec() // returns unless it replaced the process (see bench.GODEBUG)
 	}
+	// The command runs in a child process, so that a Go runtime crash
+	// exits 3, not 2 (supervise.go).
+	if !supervised() {
+		if exe, err := os.Executable(); err == nil {
+			if status, ok := supervise(exe, os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr); ok {
+				os.Exit(status)
+			}
+		}
+	}
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, tty: isTerminal(os.Stderr)}
 	os.Exit(khosim(e, os.Args[1:]))
 }

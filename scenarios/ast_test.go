@@ -247,24 +247,6 @@ func TestFold(t *testing.T) {
 	}
 }
 
-func TestOpApply(t *testing.T) {
-	for _, tc := range []struct {
-		op   scn.Op
-		x, y uint64
-		want uint64
-	}{
-		{scn.OpOr, 0x40, 0x2, 0x42},
-		{scn.OpAdd, math.MaxUint64, 2, 1},
-		{scn.OpSub, 1, 2, math.MaxUint64},
-		{scn.OpMul, 3, 1 << 30, 3 << 30},
-		{scn.OpNeg, 99, 1, math.MaxUint64},
-	} {
-		if got := tc.op.Apply(tc.x, tc.y); got != tc.want {
-			t.Errorf("%v.Apply(%d, %d) = %d, want %d", tc.op, tc.x, tc.y, got, tc.want)
-		}
-	}
-}
-
 // TestStmtString checks the canonical form of statements whose printing
 // normalizes what was written.
 func TestStmtString(t *testing.T) {

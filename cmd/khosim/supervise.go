@@ -112,7 +112,10 @@ func supervise(exe string, args, env []string, stdin io.Reader, stdout, stderr i
 	var ee *exec.ExitError
 	if errors.As(waitErr, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			fmt.Fprintf(stderr, "khosim: killed by signal %v\n", ws.Signal())
+			// A reader that went away (SIGPIPE) or a Ctrl-C needs no word.
+			if sig := ws.Signal(); sig != syscall.SIGPIPE && sig != syscall.SIGINT {
+				fmt.Fprintf(stderr, "khosim: killed by signal %v\n", sig)
+			}
 			return 128 + int(ws.Signal()), true
 		}
 		return ee.ExitCode(), true

@@ -7,65 +7,67 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"khosim/scenarios/scn"
 )
 
 // dumpExpr prints an expression tree with its node types and resolved
 // values, for table tests: int(1GiB=1073741824), const(O_RDWR=2),
 // ident(ram), res(vmm:ram), word(vmm), str("a"), hash(...), (| X Y), (- X).
-func dumpExpr(e Expr) string {
+func dumpExpr(e scn.Expr) string {
 	switch e := e.(type) {
-	case *IntLit:
+	case *scn.IntLit:
 		if e.Text == strconv.FormatUint(e.Value, 10) {
 			return fmt.Sprintf("int(%d)", e.Value)
 		}
 		return fmt.Sprintf("int(%s=%d)", e.Text, e.Value)
-	case *StringLit:
-		return "str(" + Quote(e.Value) + ")"
-	case *Const:
+	case *scn.StringLit:
+		return "str(" + scn.Quote(e.Value) + ")"
+	case *scn.Const:
 		return fmt.Sprintf("const(%s=%d)", e.Name, e.Value)
-	case *Ident:
+	case *scn.Ident:
 		return "ident(" + e.Name + ")"
-	case *ResRef:
+	case *scn.ResRef:
 		return "res(" + e.Proc + ":" + e.Res + ")"
-	case *Word:
+	case *scn.Word:
 		return "word(" + e.Name + ")"
-	case *Func:
+	case *scn.Func:
 		args := make([]string, len(e.Args))
 		for i, a := range e.Args {
 			args[i] = dumpExpr(a)
 		}
 		return e.Name + "[" + strings.Join(args, " ") + "]"
-	case *Unary:
+	case *scn.Unary:
 		return "(" + e.Op.String() + " " + dumpExpr(e.X) + ")"
-	case *Binary:
+	case *scn.Binary:
 		return "(" + e.Op.String() + " " + dumpExpr(e.X) + " " + dumpExpr(e.Y) + ")"
 	}
 	return fmt.Sprintf("?%T", e)
 }
 
 // dumpStmt prints a statement with every field of its node.
-func dumpStmt(s Stmt) string {
+func dumpStmt(s scn.Stmt) string {
 	switch s := s.(type) {
-	case *Machine:
+	case *scn.Machine:
 		return fmt.Sprintf("machine memory=%d swap=%d seed=%d/%v scratch=%d%%/%dB",
 			s.Memory, s.Swap, s.Seed, s.SeedSet, s.Scratch.Percent, s.Scratch.Bytes)
-	case *Boot:
-		return "boot shmem_huge=" + s.ShmemHuge
-	case *Process:
+	case *scn.Boot:
+		return "boot build=" + dumpBuild(s.Build)
+	case *scn.Process:
 		return fmt.Sprintf("process %s uid=%d/%v caps=%q mask=%#x", s.Name, s.UID, s.UIDSet, s.Caps, s.CapMask)
-	case *Exit:
+	case *scn.Exit:
 		return "exit " + s.Name
-	case *KHO:
+	case *scn.KHO:
 		return fmt.Sprintf("kho activate=%v errno=%d", s.Activate, s.Errno)
-	case *Kexec:
-		return "kexec"
-	case *Reboot:
+	case *scn.Kexec:
+		return fmt.Sprintf("kexec build=%s errno=%d", dumpBuild(s.Build), s.Errno)
+	case *scn.Reboot:
 		return "reboot"
-	case *Fault:
+	case *scn.Fault:
 		return fmt.Sprintf("fault %s nth=%d times=%d", s.Site, s.Nth, s.Times)
-	case *CorruptFDT:
+	case *scn.CorruptFDT:
 		return fmt.Sprintf("corrupt off=%d len=%d", s.Offset, s.Len)
-	case *Syscall:
+	case *scn.Syscall:
 		var args []string
 		for _, a := range s.Args {
 			if a.Key != "" {
@@ -75,35 +77,43 @@ func dumpStmt(s Stmt) string {
 			}
 		}
 		return fmt.Sprintf("call proc=%s res=%s %s[%s] errno=%d", s.Proc, s.Result, s.Name, strings.Join(args, " "), s.Errno)
-	case *Let:
+	case *scn.Let:
 		return "let " + s.Name + " " + dumpExpr(s.Value)
-	case *Expect:
+	case *scn.Expect:
 		op := "!="
 		if s.Equal {
 			op = "=="
 		}
 		return "expect " + dumpExpr(s.X) + " " + op + " " + dumpExpr(s.Y)
-	case *ExpectInvariants:
+	case *scn.ExpectInvariants:
 		return "expect-invariants"
 	}
 	return fmt.Sprintf("?%T", s)
 }
 
+func dumpBuild(keys []scn.BuildKey) string {
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, k.Key+"="+k.Value)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
 // normalize returns a deep copy of the script's statements with every
 // position and source text cleared, so that trees parsed from differently
 // laid-out sources compare equal with reflect.DeepEqual.
-func normalize(stmts []Stmt) []Stmt {
-	out := make([]Stmt, len(stmts))
+func normalize(stmts []scn.Stmt) []scn.Stmt {
+	out := make([]scn.Stmt, len(stmts))
 	for i, s := range stmts {
 		c := deepCopy(reflect.ValueOf(s))
-		out[i] = c.Interface().(Stmt)
+		out[i] = c.Interface().(scn.Stmt)
 	}
 	return out
 }
 
 var (
-	posType = reflect.TypeFor[Pos]()
-	locType = reflect.TypeFor[Loc]()
+	posType = reflect.TypeFor[scn.Pos]()
+	locType = reflect.TypeFor[scn.Loc]()
 )
 
 func deepCopy(v reflect.Value) reflect.Value {
@@ -148,16 +158,16 @@ func deepCopy(v reflect.Value) reflect.Value {
 // fail: two statements differing only in position are equal once
 // normalized, and differing in a value are not.
 func TestNormalizeClearsPositions(t *testing.T) {
-	a := &Let{Loc: Loc{At: Pos{3, 1}, Text: "let x = 1"}, Name: "x", Value: &IntLit{At: Pos{3, 9}, Value: 1, Text: "1"}}
-	b := &Let{Loc: Loc{At: Pos{7, 5}, Text: "let  x=1"}, Name: "x", Value: &IntLit{At: Pos{7, 12}, Value: 1, Text: "1"}}
-	c := &Let{Name: "x", Value: &IntLit{Value: 2, Text: "2"}}
-	if !reflect.DeepEqual(normalize([]Stmt{a}), normalize([]Stmt{b})) {
+	a := &scn.Let{Loc: scn.Loc{At: scn.Pos{Line: 3, Col: 1}, Text: "let x = 1"}, Name: "x", Value: &scn.IntLit{At: scn.Pos{Line: 3, Col: 9}, Value: 1, Text: "1"}}
+	b := &scn.Let{Loc: scn.Loc{At: scn.Pos{Line: 7, Col: 5}, Text: "let  x=1"}, Name: "x", Value: &scn.IntLit{At: scn.Pos{Line: 7, Col: 12}, Value: 1, Text: "1"}}
+	c := &scn.Let{Name: "x", Value: &scn.IntLit{Value: 2, Text: "2"}}
+	if !reflect.DeepEqual(normalize([]scn.Stmt{a}), normalize([]scn.Stmt{b})) {
 		t.Error("positions not cleared")
 	}
-	if reflect.DeepEqual(normalize([]Stmt{a}), normalize([]Stmt{c})) {
+	if reflect.DeepEqual(normalize([]scn.Stmt{a}), normalize([]scn.Stmt{c})) {
 		t.Error("different values compare equal")
 	}
-	if a.At != (Pos{3, 1}) {
+	if a.At != (scn.Pos{Line: 3, Col: 1}) {
 		t.Error("normalize changed its input")
 	}
 }
@@ -192,7 +202,7 @@ func TestExprString(t *testing.T) {
 			t.Errorf("%s: %v", tc.src, err)
 			continue
 		}
-		e := s.Stmts[1].(*Let).Value
+		e := s.Stmts[1].(*scn.Let).Value
 		if got := e.String(); got != tc.want {
 			t.Errorf("%s: String() = %s, want %s", tc.src, got, tc.want)
 		}
@@ -201,7 +211,7 @@ func TestExprString(t *testing.T) {
 			t.Errorf("%s: reparse of %s: %v", tc.src, e, err)
 			continue
 		}
-		if d1, d2 := dumpExpr(e), dumpExpr(s2.Stmts[1].(*Let).Value); d1 != d2 {
+		if d1, d2 := dumpExpr(e), dumpExpr(s2.Stmts[1].(*scn.Let).Value); d1 != d2 {
 			t.Errorf("%s: round trip changed the tree:\n%s\n%s", tc.src, d1, d2)
 		}
 	}
@@ -220,37 +230,19 @@ func TestFold(t *testing.T) {
 		{`EBUSY`, 16, true},
 		{`2 * (3 + 4)`, 14, true},
 		{`0x8000000000000000 * 2`, 0, true}, // wraps
-		{`ram`, 0, false},
-		{`1 + ram`, 0, false},
+		{`b`, 0, false},
+		{`1 + b`, 0, false},
 		{`size(vmm:ram)`, 0, false},
 		{`"a"`, 0, false},
 	} {
-		s, err := Parse("t.scn", []byte("machine memory=1G\nlet x = "+tc.src+"\n"))
+		s, err := Parse("t.scn", []byte(machineLine+bindings+"let x = "+tc.src+"\n"))
 		if err != nil {
 			t.Errorf("%s: %v", tc.src, err)
 			continue
 		}
-		got, ok := Fold(s.Stmts[1].(*Let).Value)
+		got, ok := scn.Fold(s.Stmts[len(s.Stmts)-1].(*scn.Let).Value)
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("Fold(%s) = %d, %v; want %d, %v", tc.src, got, ok, tc.want, tc.ok)
-		}
-	}
-}
-
-func TestOpApply(t *testing.T) {
-	for _, tc := range []struct {
-		op   Op
-		x, y uint64
-		want uint64
-	}{
-		{OpOr, 0x40, 0x2, 0x42},
-		{OpAdd, math.MaxUint64, 2, 1},
-		{OpSub, 1, 2, math.MaxUint64},
-		{OpMul, 3, 1 << 30, 3 << 30},
-		{OpNeg, 99, 1, math.MaxUint64},
-	} {
-		if got := tc.op.Apply(tc.x, tc.y); got != tc.want {
-			t.Errorf("%v.Apply(%d, %d) = %d, want %d", tc.op, tc.x, tc.y, got, tc.want)
 		}
 	}
 }
@@ -273,7 +265,7 @@ func TestStmtString(t *testing.T) {
 	} {
 		src := tc.src
 		if !strings.HasPrefix(src, "machine") {
-			src = "machine memory=1G\n" + src
+			src = machineLine + bindings + "let r = 3\n" + src
 		}
 		s, err := Parse("t.scn", []byte(src))
 		if err != nil {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"khosim/scenarios/scn"
 )
 
 // FuzzParse checks, for any input, that Parse does not panic; that a
@@ -18,7 +20,7 @@ import (
 func FuzzParse(f *testing.F) {
 	f.Add(contractExample)
 	for _, tc := range statementCases {
-		f.Add(machineLine + tc.src + "\n")
+		f.Add(machineLine + bindings + tc.src + "\n")
 	}
 	for _, tc := range errorCases {
 		f.Add(tc.src)
@@ -52,7 +54,7 @@ func FuzzParse(f *testing.F) {
 
 func checkErrors(t *testing.T, err error, lines []string) {
 	t.Helper()
-	var list ErrorList
+	var list scn.ErrorList
 	if !errors.As(err, &list) || len(list) == 0 {
 		t.Fatalf("error %v (%T) is not a non-empty ErrorList", err, err)
 	}

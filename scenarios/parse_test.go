@@ -9,6 +9,8 @@ import (
 	"khosim/errno"
 	"khosim/fault"
 	"khosim/uapi"
+
+	"khosim/scenarios/scn"
 )
 
 // contractExample is the example at the end of the scenario-language
@@ -53,7 +55,7 @@ func TestParseContractExample(t *testing.T) {
 		dump string
 	}{
 		{2, "machine memory=2147483648 swap=0 seed=1/true scratch=0%/0B"},
-		{3, "boot shmem_huge="},
+		{3, "boot build=[]"},
 		{4, `process vmm uid=0/true caps=[] mask=0x1ffffffffff`},
 		{6, `call proc=vmm res=ram memfd_create[str("guest-ram") int(0)] errno=0`},
 		{7, `call proc=vmm res= ftruncate[ident(ram) int(1GiB=1073741824)] errno=0`},
@@ -66,7 +68,7 @@ func TestParseContractExample(t *testing.T) {
 		{15, `call proc=vmm res= ioctl[ident(box) const(FDBOX_SEAL=11780)] errno=0`},
 		{16, `call proc=vmm res= ioctl[ident(box) const(FDBOX_GET_FD=11779) name=str("ram")] errno=16`},
 		{18, `kho activate=true errno=0`},
-		{19, `kexec`},
+		{19, `kexec build=[] errno=0`},
 		{21, `process vmm2 uid=0/true caps=[] mask=0x1ffffffffff`},
 		{22, `call proc=vmm2 res=box open[str("/dev/fdbox/vm1") const(O_RDWR=2)] errno=0`},
 		{23, `call proc=vmm2 res= ioctl[ident(box) const(FDBOX_UNSEAL=11781)] errno=0`},
@@ -81,7 +83,7 @@ func TestParseContractExample(t *testing.T) {
 	}
 	for i, w := range want {
 		st := s.Stmts[i]
-		if st.Pos() != (Pos{w.line, 1}) {
+		if st.Pos() != (scn.Pos{Line: w.line, Col: 1}) {
 			t.Errorf("statement %d at %v, want line %d", i, st.Pos(), w.line)
 		}
 		if got := dumpStmt(st); got != w.dump {
@@ -105,7 +107,7 @@ func TestParseStatements(t *testing.T) {
 	for _, tc := range statementCases {
 		src := tc.src
 		if !strings.HasPrefix(src, "machine") {
-			src = "machine memory=1G\n" + src
+			src = machineLine + bindings + src
 		}
 		s, err := Parse("t.scn", []byte(src))
 		if err != nil {
@@ -119,6 +121,10 @@ func TestParseStatements(t *testing.T) {
 	}
 }
 
+// bindings bind the names statementCases use, so that they parse (a bare
+// name must be bound earlier in the file).
+const bindings = "let f = 3\nlet m = 3\nlet mp = 3\nlet ctl = 3\nlet b = 3\nlet nm = \"n\"\nlet x = 1\nlet h = 1\nlet invariants = 1\n"
+
 // statementCases are single statements with their dumpStmt; they are
 // also seeds of FuzzParse.
 var statementCases = []struct{ src, want string }{
@@ -128,10 +134,12 @@ var statementCases = []struct{ src, want string }{
 	{`machine scratch=64MiB seed=0 memory=0x40000000`, `machine memory=1073741824 swap=0 seed=0/true scratch=0%/67108864B`},
 	{`machine memory=4G scratch=100 %`, `machine memory=4294967296 swap=0 seed=0/false scratch=100%/0B`},
 	// boot
-	{`boot`, `boot shmem_huge=`},
-	{`boot shmem_huge=never`, `boot shmem_huge=never`},
-	{`boot shmem_huge=always`, `boot shmem_huge=always`},
-	{`boot shmem_huge=within_size`, `boot shmem_huge=within_size`},
+	{`boot`, `boot build=[]`},
+	{`boot shmem_huge=never`, `boot build=[shmem_huge=never]`},
+	{`boot shmem_huge=always`, `boot build=[shmem_huge=always]`},
+	{`boot shmem_huge=within_size`, `boot build=[shmem_huge=within_size]`},
+	{`boot kho=bitmaps fdbox=seal luo=on memfd=v1 shmem_huge=advise`, `boot build=[kho=bitmaps fdbox=seal luo=on memfd=v1 shmem_huge=advise]`},
+	{`boot kho=radix kho=arrays`, `boot build=[kho=radix kho=arrays]`},
 	// process: default uid=1000 caps=none; uid=0 alone means caps=all
 	{`process vmm`, `process vmm uid=1000/false caps=[] mask=0x0`},
 	{`process vmm uid=0`, `process vmm uid=0/true caps=[] mask=0x1ffffffffff`},
@@ -146,7 +154,10 @@ var statementCases = []struct{ src, want string }{
 	{`kho deactivate`, `kho activate=false errno=0`},
 	{`kho activate -> EIO`, `kho activate=true errno=5`},
 	{`kho deactivate -> EBUSY`, `kho activate=false errno=16`},
-	{`kexec`, `kexec`},
+	{`kexec`, `kexec build=[] errno=0`},
+	{`kexec kho=radix`, `kexec build=[kho=radix] errno=0`},
+	{`kexec fdbox=off luo=on fdbox=seal -> ENOSYS`, `kexec build=[fdbox=off luo=on fdbox=seal] errno=38`},
+	{`kexec -> EIO`, `kexec build=[] errno=5`},
 	{`reboot`, `reboot`},
 	// fault
 	{`fault page_alloc`, `fault page_alloc nth=1 times=1`},
@@ -231,7 +242,7 @@ var statementCases = []struct{ src, want string }{
 
 // roundTrip checks that a script prints to source that parses back to the
 // same tree, and prints the same again.
-func roundTrip(t testing.TB, s *Script) {
+func roundTrip(t testing.TB, s *scn.Script) {
 	t.Helper()
 	out := s.String()
 	s2, err := Parse(s.File, []byte(out))
@@ -255,11 +266,11 @@ func TestParseSourceAndPos(t *testing.T) {
 	if got := s.Stmts[0].Source(); got != "machine memory=1G" {
 		t.Errorf("Source = %q", got)
 	}
-	st := s.Stmts[1].(*Syscall)
-	if st.Source() != "vmm:  x = dup( 3 )" || st.Pos() != (Pos{3, 4}) || st.NamePos != (Pos{3, 14}) {
+	st := s.Stmts[1].(*scn.Syscall)
+	if st.Source() != "vmm:  x = dup( 3 )" || st.Pos() != (scn.Pos{Line: 3, Col: 4}) || st.NamePos != (scn.Pos{Line: 3, Col: 14}) {
 		t.Errorf("Source = %q, Pos = %v, NamePos = %v", st.Source(), st.Pos(), st.NamePos)
 	}
-	if a := st.Args[0]; a.At != (Pos{3, 19}) || a.Value.Pos() != (Pos{3, 19}) {
+	if a := st.Args[0]; a.At != (scn.Pos{Line: 3, Col: 19}) || a.Value.Pos() != (scn.Pos{Line: 3, Col: 19}) {
 		t.Errorf("arg at %v", a.At)
 	}
 }
@@ -270,7 +281,7 @@ func TestParseErrors(t *testing.T) {
 	for _, tc := range errorCases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("t.scn", []byte(tc.src))
-			var list ErrorList
+			var list scn.ErrorList
 			if !errors.As(err, &list) {
 				t.Fatalf("Parse returned %v (%T), want an ErrorList", err, err)
 			}
@@ -323,9 +334,17 @@ var errorCases = []struct {
 	{"machine positional", "machine 2G\n", []string{
 		`t.scn:1:9: expected machine key=value, found integer 2G`}},
 	{"unknown shmem_huge", machineLine + "boot shmem_huge=sometimes\nboot shmem_huge=1\nboot thp=never\n", []string{
-		`t.scn:2:17: unknown shmem_huge value "sometimes" (want never, always or within_size)`,
-		`t.scn:3:17: expected never, always or within_size after shmem_huge=, found integer 1`,
-		`t.scn:4:6: unknown boot key "thp" (want shmem_huge=)`}},
+		`t.scn:2:17: unknown shmem_huge value "sometimes" (want never, always, within_size, advise, deny or force)`,
+		`t.scn:3:17: expected a value for shmem_huge= (never, always, within_size, advise, deny or force), found integer 1`,
+		`t.scn:4:6: unknown boot key "thp" (want kho=, fdbox=, luo=, memfd= or shmem_huge=)`}},
+	{"build keys", machineLine + "boot kho=trees luo=yes\nkexec memfd=v3 -> EIO\nkexec fdbox=\"off\"\nkexec kho radix\nkexec -> 5\nkexec cpus=4 kho=radix\n", []string{
+		`t.scn:2:10: unknown kho value "trees" (want arrays, bitmaps or radix)`,
+		`t.scn:2:20: unknown luo value "yes" (want on or off)`,
+		`t.scn:3:13: unknown memfd value "v3" (want v1 or v2)`,
+		`t.scn:4:13: expected a value for fdbox= (stash, seal or off), found string "off"`,
+		`t.scn:5:7: unexpected name "kho" at end of statement`,
+		`t.scn:6:10: expected an errno name after ->, found integer 5`,
+		`t.scn:7:7: unknown kexec key "cpus" (want kho=, fdbox=, luo=, memfd= or shmem_huge=)`}},
 	{"process", machineLine + "process\nprocess p gid=1\nprocess p uid=4294967296\nprocess p caps=CAP_NOPE|all\nprocess p caps=none|CAP_CHOWN\n", []string{
 		`t.scn:2:8: expected a process name, found end of line`,
 		`t.scn:3:11: unknown process key "gid" (want uid= or caps=)`,
@@ -382,38 +401,38 @@ var errorCases = []struct {
 		`t.scn:3:4: expected a system call, found "="`,
 		`t.scn:4:8: expected a system call, found integer 3`,
 		`t.scn:5:4: unknown system call "frobnicate"`}},
-	{"syscall arity", machineLine + "p: close()\np: pwrite(f, 0, 4)\np: fcntl(f)\np: ioctl(b)\np: ioctl(b, FDBOX_SEAL, 3)\n", []string{
+	{"syscall arity", machineLine + "p: close()\np: pwrite(3, 0, 4)\np: fcntl(3)\np: ioctl(3)\np: ioctl(3, FDBOX_SEAL, 3)\n", []string{
 		`t.scn:2:4: close takes 1 argument: close(FD)`,
 		`t.scn:3:4: pwrite takes 4 arguments: pwrite(FD, OFF, LEN, DATA)`,
 		`t.scn:4:4: fcntl takes 2 or 3 arguments: fcntl(FD, CMD[, ARG])`,
 		`t.scn:5:4: ioctl takes 2 arguments: ioctl(FD, CMD, key=value...)`,
 		`t.scn:6:4: ioctl takes 2 arguments: ioctl(FD, CMD, key=value...)`}},
-	{"fcntl seals", machineLine + "p: fcntl(f, F_ADD_SEALS)\np: fcntl(f, F_GET_SEALS, 1)\n", []string{
+	{"fcntl seals", machineLine + "p: fcntl(3, F_ADD_SEALS)\np: fcntl(3, F_GET_SEALS, 1)\n", []string{
 		`t.scn:2:4: fcntl F_ADD_SEALS takes 3 arguments: fcntl(FD, F_ADD_SEALS, SEALS)`,
 		`t.scn:3:4: fcntl F_GET_SEALS takes 2 arguments: fcntl(FD, F_GET_SEALS)`}},
-	{"syscall argument kinds", machineLine + "p: open(3, O_RDWR)\np: pwrite(f, \"0\", 1, 5)\np: close(zeros)\n", []string{
+	{"syscall argument kinds", machineLine + "p: open(3, O_RDWR)\np: pwrite(3, \"0\", 1, 5)\np: close(zeros)\n", []string{
 		`t.scn:2:9: open: PATH must be a string, got 3`,
 		`t.scn:3:14: pwrite: OFF must be an integer, got "0"`,
 		`t.scn:3:22: pwrite: DATA must be data (a string, rand(SEED), zeros or content(...)), got 5`,
 		`t.scn:4:10: close: FD must be an integer, got zeros`}},
-	{"ioctl keys", machineLine + "p: ioctl(c, FDBOX_CREATE_BOX)\np: ioctl(b, FDBOX_PUT_FD, name=\"r\")\np: ioctl(b, FDBOX_SEAL, name=\"r\")\np: ioctl(b, FDBOX_GET_FD, name=7, nam=\"r\")\np: ioctl(b, FDBOX_GET_FD, name=\"a\", name=\"b\")\n", []string{
+	{"ioctl keys", machineLine + "p: ioctl(3, FDBOX_CREATE_BOX)\np: ioctl(3, FDBOX_PUT_FD, name=\"r\")\np: ioctl(3, FDBOX_SEAL, name=\"r\")\np: ioctl(3, FDBOX_GET_FD, name=7, nam=\"r\")\np: ioctl(3, FDBOX_GET_FD, name=\"a\", name=\"b\")\n", []string{
 		`t.scn:2:4: ioctl FDBOX_CREATE_BOX needs name=`,
 		`t.scn:3:4: ioctl FDBOX_PUT_FD needs fd=`,
 		`t.scn:4:25: ioctl FDBOX_SEAL does not take name=`,
 		`t.scn:5:32: ioctl: name= must be a string, got 7`,
 		`t.scn:5:35: unknown ioctl argument nam= (want name=, fd= or flags=)`,
 		`t.scn:6:37: duplicate argument name=`}},
-	{"key args elsewhere", machineLine + "p: close(fd=3)\np: ioctl(b, name=\"x\", FDBOX_SEAL)\n", []string{
+	{"key args elsewhere", machineLine + "p: close(fd=3)\np: ioctl(3, name=\"x\", FDBOX_SEAL)\n", []string{
 		`t.scn:2:10: close takes no key=value arguments`,
 		`t.scn:3:23: positional argument after key=value`}},
 	{"functions", machineLine + "expect size(p:m, 1) == 0\nexpect nosuch(1) == 0\nexpect frames(dirty) == 0\nexpect fds(3) == 0\nexpect zeros(1) == \"\"\nlet x = content(p:m, 0)\n", []string{
 		`t.scn:2:8: size takes 1 argument: size(PROC:RES)`,
 		`t.scn:3:8: unknown function "nosuch"`,
-		`t.scn:4:15: unknown frame state "dirty" (want free, used, preserved, reserved or scratch)`,
+		`t.scn:4:15: unknown frame state "dirty" (want free, used, slab, tracker, preserved, reserved or scratch)`,
 		`t.scn:5:12: expected a name for PROC of fds(PROC), found integer 3`,
 		`t.scn:6:8: zeros takes no arguments`,
 		`t.scn:7:9: content takes 3 arguments: content(PROC:RES, OFF, LEN)`}},
-	{"resource arguments", machineLine + "expect size(m) == 0\nexpect hash(3, 0, 1) == 0\np: pwrite(f, 0, 4, content(7, 0, 4))\n", []string{
+	{"resource arguments", machineLine + "expect size(m) == 0\nexpect hash(3, 0, 1) == 0\np: pwrite(3, 0, 4, content(7, 0, 4))\n", []string{
 		`t.scn:2:13: size: PROC:RES must be a resource PROC:RES, got m`,
 		`t.scn:3:13: hash: PROC:RES must be a resource PROC:RES, got 3`,
 		`t.scn:4:28: content: PROC:RES must be a resource (RES or PROC:RES), got 7`}},
@@ -432,6 +451,13 @@ var errorCases = []struct {
 		`t.scn:4:4: cannot bind EBUSY: it is a constant`,
 		`t.scn:5:7: expected "=" after let x, found integer 1`,
 		`t.scn:6:5: expected a variable name after let, found "="`}},
+	{"unbound names", machineLine + "let x = y + 1\nlet z = z\np: close(fd)\nexpect size(p:r) == n\np: n = dup(q)\nq: r = dup(3)\np: pwrite(3, 0, size(r), zeros)\nexpect fds(p) == O_RDWRX\n", []string{
+		`t.scn:2:9: unknown name y: it is neither a constant nor bound earlier in the file (by let y = ... or PROC: y = CALL(...))`,
+		`t.scn:3:9: unknown name z: it is neither a constant nor bound earlier in the file (by let z = ... or PROC: z = CALL(...)); this statement binds it, for the lines after it`,
+		`t.scn:4:10: unknown name fd: it is neither a constant nor bound earlier in the file (by let fd = ... or PROC: fd = CALL(...))`,
+		`t.scn:5:21: unknown name n: it is neither a constant nor bound earlier in the file (by let n = ... or PROC: n = CALL(...)); it is bound later, at line 6`,
+		`t.scn:6:12: unknown name q: it is neither a constant nor bound earlier in the file (by let q = ... or PROC: q = CALL(...))`,
+		`t.scn:9:18: unknown name O_RDWRX: it is neither a constant nor bound earlier in the file (by let O_RDWRX = ... or PROC: O_RDWRX = CALL(...))`}},
 	{"resource reference", machineLine + "expect p: == 1\n", []string{
 		`t.scn:2:11: expected a resource name after p:, found "=="`}},
 	{"nesting", machineLine + "let x = " + strings.Repeat("(", 200) + "1" + strings.Repeat(")", 200) + "\n", []string{
@@ -447,15 +473,15 @@ var errorCases = []struct {
 // TestErrorList checks the error types the runner relies on.
 func TestErrorList(t *testing.T) {
 	s, err := Parse("f.scn", []byte("machine memory=1G\nkexec x\nboot y=1\nexit\n"))
-	var list ErrorList
+	var list scn.ErrorList
 	if !errors.As(err, &list) || len(list) != 3 {
 		t.Fatalf("err = %v", err)
 	}
-	var first *Error
+	var first *scn.Error
 	if !errors.As(err, &first) || first != list[0] {
 		t.Fatalf("errors.As(*Error) = %v", first)
 	}
-	if first.File != "f.scn" || first.Pos != (Pos{2, 7}) || first.Msg != `unexpected name "x" at end of statement` {
+	if first.File != "f.scn" || first.Pos != (scn.Pos{Line: 2, Col: 7}) || first.Msg != `unexpected name "x" at end of statement` {
 		t.Errorf("first = %+v", first)
 	}
 	for i := 1; i < len(list); i++ {
@@ -493,7 +519,7 @@ func TestConstants(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, st := range s.Stmts[1:] {
-		c, ok := st.(*Let).Value.(*Const)
+		c, ok := st.(*scn.Let).Value.(*scn.Const)
 		if !ok || want[c.Name] != c.Value {
 			t.Errorf("%s: %s", st.Source(), dumpStmt(st))
 		}
@@ -510,7 +536,7 @@ func TestFaultSites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f := s.Stmts[1].(*Fault); f.Site != site.Site || f.Nth != 2 || f.Times != 3 {
+		if f := s.Stmts[1].(*scn.Fault); f.Site != site.Site || f.Nth != 2 || f.Times != 3 {
 			t.Errorf("%s: %s", site.Site, dumpStmt(f))
 		}
 	}

@@ -1,3 +1,22 @@
+// Package scenarios runs khosim scenario files on a simulated machine.
+// A script parsed in the scenario language (package scn, by Parse here)
+// runs on a fresh machine.Machine: Run boots the kernels of the builds the
+// script names, starts its processes as tasks of the running kernel and
+// makes their system calls, activates KHO, kexecs, arms faults, corrupts
+// the handover FDT, and checks the script's expectations and the machine's
+// audit; it reports a Result: each failure as FILE:LINE: statement: what
+// happened (with the state that explains it), a panic inside the simulator
+// as an internal error, statistics and timings.
+//
+// The package also owns the language's table (table.go): one description
+// per system call, ioctl command and expression function, holding its
+// signature, the decoding of its arguments (by kind, decode.go) and its
+// handler. Lang returns the signatures, which the parser checks calls
+// against and a generator of random scenarios can enumerate; Parse parses
+// with them.
+//
+// The library (Library, LibraryFiles) holds the scenarios that document
+// the language and run as tests.
 package scenarios
 
 import (
@@ -13,6 +32,7 @@ import (
 	"khosim/kbuild"
 	"khosim/kernel"
 	"khosim/machine"
+	"khosim/scenarios/scn"
 	"khosim/uapi"
 )
 
@@ -38,7 +58,7 @@ type Options struct {
 	// tracing and debugging). Like the simulator, it runs under the
 	// runner's recover: a panic in it is an internal error of the
 	// statement.
-	Trace func(st Stmt)
+	Trace func(st scn.Stmt)
 }
 
 // ProgressMin is the size from which a data step reports progress.
@@ -75,7 +95,7 @@ type Result struct {
 
 // Step is one statement that ran and how long it took.
 type Step struct {
-	Stmt Stmt
+	Stmt scn.Stmt
 	Wall time.Duration
 }
 
@@ -88,6 +108,10 @@ type Failure struct {
 	Message string `json:"message"`
 	// Stack is the goroutine stack of an internal error.
 	Stack string `json:"stack,omitempty"`
+	// Err is the error behind the failure, for errors.As: it wraps, for
+	// instance, the *invariant.Violation of a broken invariant (from
+	// `expect invariants`, or the panic value of an internal error).
+	Err error `json:"-"`
 }
 
 // Format returns the failure as printed: FILE:LINE: message (and the
@@ -136,18 +160,8 @@ type Stats struct {
 // an internal error of the statement that caused it.
 //
 // script must come from Parse without errors.
-func Run(script *Script, opts Options) *Result {
-	r := &runner{
-		script: script,
-		opts:   opts,
-		procs:  map[string]*proc{},
-		past:   map[string]*proc{},
-		vars:   map[string]value{},
-		res: &Result{
-			File:  script.File,
-			Stats: Stats{Timings: map[string]time.Duration{}},
-		},
-	}
+func Run(script *scn.Script, opts Options) *Result {
+	r := newRunner(script, opts)
 	start := time.Now()
 	defer func() {
 		r.res.Stats.Wall = time.Since(start)
@@ -166,10 +180,24 @@ func Run(script *Script, opts Options) *Result {
 	return r.res
 }
 
+func newRunner(script *scn.Script, opts Options) *runner {
+	return &runner{
+		script: script,
+		opts:   opts,
+		procs:  map[string]*proc{},
+		past:   map[string]*proc{},
+		vars:   map[string]value{},
+		res: &Result{
+			File:  script.File,
+			Stats: Stats{Timings: map[string]time.Duration{}},
+		},
+	}
+}
+
 // runner is the state of one run: the machine, the kernels it booted, the
 // processes with their resources, and the script's variables.
 type runner struct {
-	script *Script
+	script *scn.Script
 	opts   Options
 	res    *Result
 
@@ -186,8 +214,8 @@ type runner struct {
 	// (nil after a cold boot or a kexec without KHO active).
 	incoming []byte
 
-	cur     Stmt // the statement being run
-	logMark int  // kernel log lines of the running kernel already echoed
+	cur     scn.Stmt // the statement being run
+	logMark int      // kernel log lines of the running kernel already echoed
 	// stmtLog is the kernel log mark at the start of the statement.
 	stmtLog int
 }
@@ -256,13 +284,17 @@ func (rs *resource) describe() string {
 }
 
 // failure is a scenario failure of the current statement: what happened,
-// and the state that explains it (printed indented below).
+// and the state that explains it (printed indented below); cause is the
+// error behind it, if any (errors.As reaches it through Unwrap).
 type failure struct {
 	msg   string
 	state []string
+	cause error
 }
 
 func (f *failure) Error() string { return f.msg }
+
+func (f *failure) Unwrap() error { return f.cause }
 
 // failf returns a failure of the current statement.
 func failf(format string, args ...any) *failure {
@@ -282,7 +314,7 @@ func (f *failure) with(lines ...string) *failure {
 }
 
 // step runs one statement; it returns false when the run must stop.
-func (r *runner) step(st Stmt) (ok bool) {
+func (r *runner) step(st scn.Stmt) (ok bool) {
 	r.cur = st
 	r.res.Stats.Statements++
 	if k := r.kernel(); k != nil {
@@ -310,24 +342,24 @@ func (r *runner) step(st Stmt) (ok bool) {
 	return true
 }
 
-// timingKey names a statement's kind for Stats.Timings.
-func timingKey(st Stmt) string {
+// timingKey names a statement's kind for Stats.Timings, by its type
+// (never by formatting it: a let of a million terms would print in a
+// million steps).
+func timingKey(st scn.Stmt) string {
 	switch st := st.(type) {
-	case *Syscall:
+	case *scn.Syscall:
 		return st.Name
-	case *KHO:
+	case *scn.KHO:
 		if st.Activate {
 			return "kho activate"
 		}
 		return "kho deactivate"
-	case *Expect, *ExpectInvariants:
-		return "expect"
 	}
-	return strings.Fields(st.String())[0]
+	return st.Keyword()
 }
 
 // fail records the failure of st.
-func (r *runner) fail(st Stmt, err error) {
+func (r *runner) fail(st scn.Stmt, err error) {
 	var f *failure
 	if !errors.As(err, &f) {
 		f = failf("%v", err)
@@ -337,17 +369,19 @@ func (r *runner) fail(st Stmt, err error) {
 	for _, l := range f.state {
 		b.WriteString("\n    " + l)
 	}
-	r.res.Failures = append(r.res.Failures, Failure{Line: st.Pos().Line, Message: b.String()})
+	r.res.Failures = append(r.res.Failures, Failure{Line: st.Pos().Line, Message: b.String(), Err: err})
 	r.finishStats()
 }
 
 // internal records a panic inside the simulator while st ran.
-func (r *runner) internal(st Stmt, p any) {
+func (r *runner) internal(st scn.Stmt, p any) {
 	r.res.Internal = true
+	err, _ := p.(error)
 	r.res.Failures = append(r.res.Failures, Failure{
 		Line:    st.Pos().Line,
 		Message: fmt.Sprintf("internal error: %v\n    while running: %s", p, st.Source()),
 		Stack:   string(debug.Stack()),
+		Err:     err,
 	})
 	// The machine's state is suspect; statistics are best effort.
 	func() {
@@ -358,7 +392,7 @@ func (r *runner) internal(st Stmt, p any) {
 
 // echo prints a statement and its result for -v, and the kernel log lines
 // it produced.
-func (r *runner) echo(st Stmt, result string) {
+func (r *runner) echo(st scn.Stmt, result string) {
 	w := r.opts.Verbose
 	if w == nil {
 		return
@@ -461,39 +495,39 @@ func (r *runner) finishStats() {
 }
 
 // exec runs one statement and returns what -v prints after it.
-func (r *runner) exec(st Stmt) (string, error) {
+func (r *runner) exec(st scn.Stmt) (string, error) {
 	switch st := st.(type) {
-	case *Machine:
+	case *scn.Machine:
 		return r.machine(st)
-	case *Boot:
+	case *scn.Boot:
 		return r.boot(st)
-	case *Process:
+	case *scn.Process:
 		return r.process(st)
-	case *Exit:
+	case *scn.Exit:
 		return r.exit(st)
-	case *KHO:
+	case *scn.KHO:
 		return r.kho(st)
-	case *Kexec:
+	case *scn.Kexec:
 		return r.kexec(st)
-	case *Reboot:
+	case *scn.Reboot:
 		return r.reboot(st)
-	case *Fault:
+	case *scn.Fault:
 		return r.fault(st)
-	case *CorruptFDT:
+	case *scn.CorruptFDT:
 		return r.corrupt(st)
-	case *Syscall:
+	case *scn.Syscall:
 		return r.syscall(st)
-	case *Let:
+	case *scn.Let:
 		return r.let(st)
-	case *Expect:
+	case *scn.Expect:
 		return r.expect(st)
-	case *ExpectInvariants:
+	case *scn.ExpectInvariants:
 		return r.invariants(st)
 	}
 	return "", failf("statement %T is not supported by the runner", st)
 }
 
-func (r *runner) machine(st *Machine) (string, error) {
+func (r *runner) machine(st *scn.Machine) (string, error) {
 	if r.m != nil {
 		return "", failf("the machine already exists")
 	}
@@ -512,8 +546,15 @@ func (r *runner) machine(st *Machine) (string, error) {
 		return "", failf("cannot build the machine: %v", err)
 	}
 	r.m = m
+	if testOnMachine != nil {
+		testOnMachine(m)
+	}
 	return fmt.Sprintf("(seed %d)", seed), nil
 }
+
+// testOnMachine, set by tests only, sees the machine of each run as soon
+// as it is built.
+var testOnMachine func(*machine.Machine)
 
 // needMachine fails before the machine statement ran (the parser makes
 // it first, so this only guards scripts built by hand).
@@ -524,28 +565,48 @@ func (r *runner) needMachine() error {
 	return nil
 }
 
-func (r *runner) boot(st *Boot) (string, error) {
+// boot cold-boots the first kernel, of kbuild.Default() with the
+// statement's keys applied (machine.Boot).
+func (r *runner) boot(st *scn.Boot) (string, error) {
 	if err := r.needMachine(); err != nil {
 		return "", err
 	}
 	if len(r.kernels) > 0 {
 		return "", failf("a kernel is already running (use kexec or reboot)")
 	}
-	huge := st.ShmemHuge
-	if huge == "" {
-		huge = "never"
+	b, err := r.buildFor(kbuild.Default(), st.Build)
+	if err != nil {
+		return "", err
 	}
-	b := kbuild.Default()
-	b.ShmemHuge = huge
 	if err := r.m.Boot(b); err != nil {
 		return "", failf("boot failed: %v", err).with(r.newKernelLog()...)
 	}
 	r.addKernel("boot", st)
-	return fmt.Sprintf("= kernel %d", r.kernel().BootID), nil
+	out := fmt.Sprintf("= kernel %d", r.kernel().BootID)
+	if len(st.Build) > 0 {
+		out += " (" + b.String() + ")"
+	}
+	return out, nil
+}
+
+// buildFor returns base with the keys applied, or a failure if khosim
+// cannot build that kernel yet (machine.Supported: ENOSYS for a tracker or
+// a front-end not built). That is a limit of the simulator, not an errno
+// of the simulated kernel, so it is a failure whatever the statement
+// expects.
+func (r *runner) buildFor(base kbuild.Build, keys []scn.BuildKey) (kbuild.Build, error) {
+	b, err := scn.ApplyBuild(base, keys)
+	if err != nil {
+		return b, failf("%v", err)
+	}
+	if err := machine.Supported(b); err != nil {
+		return b, failf("khosim cannot build this kernel yet: %v", err)
+	}
+	return b, nil
 }
 
 // addKernel records the kernel the machine now runs.
-func (r *runner) addKernel(how string, st Stmt) {
+func (r *runner) addKernel(how string, st scn.Stmt) {
 	k := r.m.Kernel()
 	r.kernels = append(r.kernels, &kernelRec{k: k, boot: len(r.kernels) + 1, how: how, line: st.Pos().Line})
 	r.logMark = 0
@@ -572,7 +633,7 @@ func (r *runner) newKernelLog() []string {
 }
 
 // retire ends the running kernel's processes: kexec or reboot at st.
-func (r *runner) retire(how string, st Stmt) {
+func (r *runner) retire(how string, st scn.Stmt) {
 	kr := r.kernels[len(r.kernels)-1]
 	if kr.goneLine == 0 {
 		kr.goneLine = st.Pos().Line
@@ -584,7 +645,7 @@ func (r *runner) retire(how string, st Stmt) {
 	clear(r.procs)
 }
 
-func (r *runner) process(st *Process) (string, error) {
+func (r *runner) process(st *scn.Process) (string, error) {
 	kr, err := r.running()
 	if err != nil {
 		return "", err
@@ -605,7 +666,7 @@ func (r *runner) process(st *Process) (string, error) {
 	return fmt.Sprintf("= pid %d uid %d caps %#x", t.PID, st.UID, st.CapMask), nil
 }
 
-func (r *runner) exit(st *Exit) (string, error) {
+func (r *runner) exit(st *scn.Exit) (string, error) {
 	p, err := r.proc(st.Name)
 	if err != nil {
 		return "", err
@@ -675,7 +736,7 @@ func resList(p *proc) string {
 	return " (it has " + strings.Join(parts, ", ") + ")"
 }
 
-func (r *runner) kho(st *KHO) (string, error) {
+func (r *runner) kho(st *scn.KHO) (string, error) {
 	if _, err := r.running(); err != nil {
 		return "", err
 	}
@@ -737,11 +798,20 @@ func (r *runner) saveFDT() {
 	}
 }
 
-func (r *runner) kexec(st *Kexec) (string, error) {
+// kexec kexecs into a kernel of the running kernel's build with the
+// statement's keys applied (a key not given is inherited), and checks the
+// outcome against `-> ERRNO`.
+func (r *runner) kexec(st *scn.Kexec) (string, error) {
 	if _, err := r.running(); err != nil {
 		return "", err
 	}
+	from := r.m.Build()
+	b, err := r.buildFor(from, st.Build)
+	if err != nil {
+		return "", err
+	}
 	// What the next kernel receives: the active FDT, corruption included.
+	prevIncoming, prevFDT := r.incoming, r.res.FDT
 	r.incoming = nil
 	if kho := r.m.KHO(); kho != nil && kho.Active() {
 		if fdt, err := r.m.HandoverFDT(); err == nil {
@@ -749,42 +819,77 @@ func (r *runner) kexec(st *Kexec) (string, error) {
 			r.res.FDT = fdt
 		}
 	}
-	return r.replace("kexec", st, func() error { return r.m.Kexec(r.m.Build()) })
+	out, replaced, err := r.replace("kexec", st, st.Errno, func() error { return r.m.Kexec(b) })
+	if !replaced {
+		r.incoming, r.res.FDT = prevIncoming, prevFDT // the running kernel goes on as it was
+	}
+	if err == nil && out != "" {
+		if d := from.Diff(r.m.Build()); len(d) > 0 {
+			out += " (" + strings.Join(d, " ") + ")"
+		}
+	}
+	return out, err
 }
 
-func (r *runner) reboot(st *Reboot) (string, error) {
+func (r *runner) reboot(st *scn.Reboot) (string, error) {
 	// A reboot also brings a machine back after a kexec that failed.
 	if len(r.kernels) == 0 {
 		return "", failf("no kernel was booted yet (boot first)")
 	}
 	r.incoming = nil
-	return r.replace("reboot", st, r.m.Reboot)
+	out, _, err := r.replace("reboot", st, 0, r.m.Reboot)
+	return out, err
 }
 
-// replace runs a kexec or reboot: the running kernel and its processes
-// are gone, and the machine's new kernel (if it came up) runs.
-func (r *runner) replace(how string, st Stmt, do func() error) (string, error) {
+// replace runs a kexec or reboot and checks its errno against want (0: it
+// must succeed). If the running kernel is gone afterwards, its processes
+// are gone too, and the machine's new kernel (if one came up) runs; if it
+// still runs (a kexec that failed before the handover), nothing changed
+// and replaced is false. Whatever machine.Kexec does, the runner looks at
+// what the machine runs, not at the errno, to tell the two apart.
+func (r *runner) replace(how string, st scn.Stmt, want errno.Errno, do func() error) (out string, replaced bool, err error) {
 	old := r.kernel()
-	r.retire(how, st)
-	err := do()
-	if k := r.m.Kernel(); k != nil && k != old && !k.Gone() {
-		r.addKernel(how, st)
+	callErr := do()
+	k := r.m.Kernel()
+	replaced = old == nil || k != old || old.Gone()
+	if replaced {
+		r.retire(how, st)
+		if k != nil && !k.Gone() {
+			r.addKernel(how, st)
+			if how == "kexec" {
+				r.res.Stats.Kexecs++
+			} else {
+				r.res.Stats.Reboots++
+			}
+		}
 	}
-	if err != nil {
-		return "", failf("%s failed: %v", how, err).with(r.newKernelLog()...)
+	switch {
+	case want == 0 && callErr != nil:
+		return "", replaced, failf("%s failed: %v", how, callErr).with(r.newKernelLog()...)
+	case want != 0:
+		if ferr := r.checkErrno(how, callErr, want, ""); ferr != nil {
+			return "", replaced, ferr.(*failure).with(r.newKernelLog()...)
+		}
+		if !replaced {
+			return "", false, nil // failed as expected; the kernel goes on
+		}
+		return fmt.Sprintf("= failed as expected; %s", r.nowRunning()), true, nil
 	}
 	if r.kernel() == nil {
-		return "", failf("%s brought up no kernel", how)
+		return "", replaced, failf("%s brought up no kernel", how)
 	}
-	if how == "kexec" {
-		r.res.Stats.Kexecs++
-	} else {
-		r.res.Stats.Reboots++
-	}
-	return fmt.Sprintf("= kernel %d", r.kernel().BootID), nil
+	return fmt.Sprintf("= kernel %d", r.kernel().BootID), replaced, nil
 }
 
-func (r *runner) fault(st *Fault) (string, error) {
+// nowRunning says which kernel runs, for -v after a failed kexec.
+func (r *runner) nowRunning() string {
+	if k := r.kernel(); k != nil {
+		return fmt.Sprintf("kernel %d runs", k.BootID)
+	}
+	return "no kernel runs"
+}
+
+func (r *runner) fault(st *scn.Fault) (string, error) {
 	if err := r.needMachine(); err != nil {
 		return "", err
 	}
@@ -794,7 +899,7 @@ func (r *runner) fault(st *Fault) (string, error) {
 	return "= armed", nil
 }
 
-func (r *runner) corrupt(st *CorruptFDT) (string, error) {
+func (r *runner) corrupt(st *scn.CorruptFDT) (string, error) {
 	if _, err := r.running(); err != nil {
 		return "", err
 	}
@@ -805,12 +910,13 @@ func (r *runner) corrupt(st *CorruptFDT) (string, error) {
 	return "", nil
 }
 
-func (r *runner) invariants(st *ExpectInvariants) (string, error) {
+func (r *runner) invariants(st *scn.ExpectInvariants) (string, error) {
 	if err := r.needMachine(); err != nil {
 		return "", err
 	}
 	if err := r.m.CheckInvariants(); err != nil {
 		f := failf("%s", firstLine(err.Error()))
+		f.cause = err
 		if rest := restLines(err.Error()); rest != "" {
 			f.with(rest)
 		}

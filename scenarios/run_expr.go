@@ -8,10 +8,11 @@ import (
 	"github.com/zeebo/xxh3"
 
 	"khosim/kernel"
+	"khosim/scenarios/scn"
 )
 
-// value is the value of an expression: intVal, strVal, Data, contentVal
-// or bytesVal.
+// value is the value of an expression: intVal, strVal, dataVal,
+// contentVal or bytesVal.
 type value interface {
 	// show prints the value for messages and -v.
 	show() string
@@ -22,6 +23,10 @@ type intVal uint64
 
 // strVal is a string.
 type strVal string
+
+// dataVal is a data generator: rand(SEED), zeros, or a string used as
+// data.
+type dataVal struct{ d scn.Data }
 
 // contentVal is content(PROC:RES, OFF, LEN): a range of a file, read only
 // when compared, hashed or kept.
@@ -34,8 +39,8 @@ type contentVal struct {
 type bytesVal []byte
 
 func (v intVal) show() string     { return showInt(uint64(v)) }
-func (v strVal) show() string     { return Quote(string(v)) }
-func (d Data) show() string       { return d.String() }
+func (v strVal) show() string     { return scn.Quote(string(v)) }
+func (v dataVal) show() string    { return v.d.String() }
 func (v contentVal) show() string { return v.expr }
 func (v bytesVal) show() string   { return fmt.Sprintf("%d bytes of content", len(v)) }
 
@@ -45,7 +50,7 @@ func showInt(n uint64) string {
 	s := strconv.FormatUint(n, 10)
 	switch {
 	case n >= 1024 && n%1024 == 0:
-		return s + " (" + FormatSize(n) + ")"
+		return s + " (" + scn.FormatSize(n) + ")"
 	case n > 1<<32:
 		return s + fmt.Sprintf(" (%#x)", n)
 	}
@@ -63,32 +68,39 @@ type evalCtx struct {
 	p *proc
 }
 
-// eval evaluates an expression.
-func (r *runner) eval(e Expr, ctx evalCtx) (value, error) {
+// eval evaluates an expression. A chain of binary operators is evaluated
+// along its left spine (scn.BinaryChain), so the recursion depth is
+// bounded by the nesting of parentheses and precedence levels, which the
+// parser bounds, never by the length of a chain.
+func (r *runner) eval(e scn.Expr, ctx evalCtx) (value, error) {
 	switch e := e.(type) {
-	case *IntLit:
+	case *scn.IntLit:
 		return intVal(e.Value), nil
-	case *StringLit:
+	case *scn.StringLit:
 		return strVal(e.Value), nil
-	case *Const:
+	case *scn.Const:
 		return intVal(e.Value), nil
-	case *Unary:
+	case *scn.Unary:
 		x, err := r.evalInt(e.X, ctx, "operand of "+e.Op.String())
 		if err != nil {
 			return nil, err
 		}
 		return intVal(e.Op.Apply(0, x)), nil
-	case *Binary:
-		x, err := r.evalInt(e.X, ctx, "operand of "+e.Op.String())
+	case *scn.Binary:
+		first, chain := scn.BinaryChain(e)
+		v, err := r.evalInt(first, ctx, "operand of "+chain[0].Op.String())
 		if err != nil {
 			return nil, err
 		}
-		y, err := r.evalInt(e.Y, ctx, "operand of "+e.Op.String())
-		if err != nil {
-			return nil, err
+		for _, n := range chain {
+			y, err := r.evalInt(n.Y, ctx, "operand of "+n.Op.String())
+			if err != nil {
+				return nil, err
+			}
+			v = n.Op.Apply(v, y)
 		}
-		return intVal(e.Op.Apply(x, y)), nil
-	case *Ident:
+		return intVal(v), nil
+	case *scn.Ident:
 		if ctx.p != nil {
 			if rs, ok := ctx.p.res[e.Name]; ok {
 				return intVal(rs.number()), nil
@@ -102,22 +114,30 @@ func (r *runner) eval(e Expr, ctx evalCtx) (value, error) {
 			return nil, failf("variable %s is not defined", e.Name)
 		}
 		return v, nil
-	case *ResRef:
+	case *scn.ResRef:
 		_, rs, err := r.resRef(e, ctx)
 		if err != nil {
 			return nil, err
 		}
 		return intVal(rs.number()), nil
-	case *Word:
+	case *scn.Word:
 		return nil, failf("%s is not a value", e.Name)
-	case *Func:
-		return r.call(e, ctx)
+	case *scn.Func:
+		f := lookupFunc(e.Name)
+		if f == nil {
+			return nil, failf("function %s is not in the runner's table", e.Name)
+		}
+		a, err := r.decodeFunc(f, e, ctx)
+		if err != nil {
+			return nil, err
+		}
+		return f.eval(r, e, a, ctx)
 	}
 	return nil, failf("expression %T is not supported by the runner", e)
 }
 
 // evalInt evaluates an expression that must be an integer.
-func (r *runner) evalInt(e Expr, ctx evalCtx, what string) (uint64, error) {
+func (r *runner) evalInt(e scn.Expr, ctx evalCtx, what string) (uint64, error) {
 	v, err := r.eval(e, ctx)
 	if err != nil {
 		return 0, err
@@ -130,7 +150,7 @@ func (r *runner) evalInt(e Expr, ctx evalCtx, what string) (uint64, error) {
 }
 
 // evalString evaluates an expression that must be a string.
-func (r *runner) evalString(e Expr, ctx evalCtx, what string) (string, error) {
+func (r *runner) evalString(e scn.Expr, ctx evalCtx, what string) (string, error) {
 	v, err := r.eval(e, ctx)
 	if err != nil {
 		return "", err
@@ -144,16 +164,16 @@ func (r *runner) evalString(e Expr, ctx evalCtx, what string) (string, error) {
 
 // resRef resolves a resource argument: PROC:RES anywhere, or a bare RES of
 // the calling process inside a system call.
-func (r *runner) resRef(e Expr, ctx evalCtx) (*proc, *resource, error) {
+func (r *runner) resRef(e scn.Expr, ctx evalCtx) (*proc, *resource, error) {
 	switch e := e.(type) {
-	case *ResRef:
+	case *scn.ResRef:
 		p, err := r.proc(e.Proc)
 		if err != nil {
 			return nil, nil, err
 		}
 		rs, err := r.resource(p, e.Res)
 		return p, rs, err
-	case *Ident:
+	case *scn.Ident:
 		if ctx.p == nil {
 			return nil, nil, failf("%s must be PROC:RES", e.Name)
 		}
@@ -194,20 +214,10 @@ func (r *runner) fileOf(p *proc, rs *resource) (*kernel.File, int64, error) {
 
 const pageSize = 4096
 
-// rangeOf evaluates the (PROC:RES, OFF, LEN) arguments of content and hash.
-func (r *runner) rangeOf(args []Expr, ctx evalCtx, fn string) (fileRange, error) {
-	p, rs, err := r.resRef(args[0], ctx)
-	if err != nil {
-		return fileRange{}, err
-	}
-	off, err := r.evalInt(args[1], ctx, fn+": OFF")
-	if err != nil {
-		return fileRange{}, err
-	}
-	n, err := r.evalInt(args[2], ctx, fn+": LEN")
-	if err != nil {
-		return fileRange{}, err
-	}
+// rangeOf is the range the decoded (PROC:RES, OFF, LEN) arguments of
+// content and hash name.
+func (r *runner) rangeOf(a []arg, fn string) (fileRange, error) {
+	p, rs, off, n := a[0].p, a[0].rs, a[1].n, a[2].n
 	if int64(off) < 0 || int64(n) < 0 || int64(off+n) < int64(off) {
 		return fileRange{}, failf("%s: range %d+%d is out of bounds", fn, off, n)
 	}
@@ -245,103 +255,38 @@ func (r *runner) read(fr fileRange, what string, fn func(chunk []byte, off int64
 	return n, nil
 }
 
-// call evaluates an expression function.
-func (r *runner) call(e *Func, ctx evalCtx) (value, error) {
-	switch e.Name {
-	case "rand":
-		seed, err := r.evalInt(e.Args[0], ctx, "rand: SEED")
-		if err != nil {
-			return nil, err
-		}
-		return RandData(seed), nil
-	case "zeros":
-		return ZerosData(), nil
-	case "content":
-		fr, err := r.rangeOf(e.Args, ctx, "content")
-		if err != nil {
-			return nil, err
-		}
-		return contentVal{fr: fr, expr: e.String()}, nil
-	case "hash":
-		fr, err := r.rangeOf(e.Args, ctx, "hash")
-		if err != nil {
-			return nil, err
-		}
-		h := xxh3.New()
-		if _, err := r.read(fr, "hash "+fr.name, func(b []byte, _ int64) error {
-			_, _ = h.Write(b)
-			return nil
-		}); err != nil {
-			return nil, err
-		}
-		return intVal(h.Sum64()), nil
-	case "size", "pos", "seals":
-		p, rs, err := r.resRef(e.Args[0], ctx)
-		if err != nil {
-			return nil, err
-		}
-		f, _, err := r.fileOf(p, rs)
-		if err != nil {
-			return nil, err
-		}
-		switch e.Name {
-		case "size":
-			return intVal(fileSize(f)), nil
-		case "pos":
-			return intVal(f.Pos), nil
-		}
-		seals, err := fileSeals(f)
-		if err != nil {
-			return nil, failf("seals of %s:%s: %v", p.name, rs.name, err)
-		}
-		return intVal(seals), nil
-	case "refcount", "mapcount":
-		p, rs, err := r.resRef(e.Args[0], ctx)
-		if err != nil {
-			return nil, err
-		}
-		index, err := r.evalInt(e.Args[1], ctx, e.Name+": INDEX")
-		if err != nil {
-			return nil, err
-		}
-		f, _, err := r.fileOf(p, rs)
-		if err != nil {
-			return nil, err
-		}
-		fi, ok := folioAt(f, index)
-		if !ok {
-			return nil, failf("%s: page %d of %s:%s is not in the page cache", e.Name, index, p.name, rs.name).with(cacheSummary(f))
-		}
-		if e.Name == "refcount" {
-			return intVal(fi.Refcount), nil
-		}
-		return intVal(fi.Mapcount), nil
-	case "fds":
-		w, _ := e.Args[0].(*Word)
-		if w == nil {
-			return nil, failf("fds: want a process name, got %s", e.Args[0])
-		}
-		p, err := r.proc(w.Name)
-		if err != nil {
-			return nil, err
-		}
-		return intVal(len(p.task.FDs())), nil
-	case "frames":
-		w, _ := e.Args[0].(*Word)
-		if w == nil {
-			return nil, failf("frames: want a frame state, got %s", e.Args[0])
-		}
-		if _, err := r.running(); err != nil {
-			return nil, err
-		}
-		counts := r.m.FrameCounts()
-		n, ok := counts[w.Name]
-		if !ok {
-			return nil, failf("frames: unknown frame state %s", w.Name)
-		}
-		return intVal(n), nil
+// evalHash is hash(PROC:RES, OFF, LEN).
+func evalHash(r *runner, e *scn.Func, a []arg, ctx evalCtx) (value, error) {
+	fr, err := r.rangeOf(a, "hash")
+	if err != nil {
+		return nil, err
 	}
-	return nil, failf("function %s is not supported by the runner", e.Name)
+	h := xxh3.New()
+	if _, err := r.read(fr, "hash "+fr.name, func(b []byte, _ int64) error {
+		_, _ = h.Write(b)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return intVal(h.Sum64()), nil
+}
+
+// evalFolioCount is refcount(PROC:RES, INDEX) and mapcount(PROC:RES,
+// INDEX).
+func evalFolioCount(r *runner, e *scn.Func, a []arg, ctx evalCtx) (value, error) {
+	p, rs, index := a[0].p, a[0].rs, a[1].n
+	f, _, err := r.fileOf(p, rs)
+	if err != nil {
+		return nil, err
+	}
+	fi, ok := folioAt(f, index)
+	if !ok {
+		return nil, failf("%s: page %d of %s:%s is not in the page cache", e.Name, index, p.name, rs.name).with(cacheSummary(f))
+	}
+	if e.Name == "refcount" {
+		return intVal(fi.Refcount), nil
+	}
+	return intVal(fi.Mapcount), nil
 }
 
 // fileSize is i_size, or the kind's size for files without an inode.
@@ -364,7 +309,7 @@ func (r *runner) keep(v value) (value, error) {
 	}
 	if c.fr.n > maxKeep {
 		return nil, failf("%s is %s: too large to keep in a variable (at most %s); keep hash(...) instead",
-			c.expr, FormatSize(uint64(c.fr.n)), FormatSize(maxKeep))
+			c.expr, scn.FormatSize(uint64(c.fr.n)), scn.FormatSize(maxKeep))
 	}
 	buf := make([]byte, 0, c.fr.n)
 	if _, err := r.read(c.fr, "read "+c.fr.name, func(b []byte, _ int64) error {
@@ -408,10 +353,10 @@ func (r *runner) equal(x, y value) (bool, *failure, error) {
 		}
 	case contentVal:
 		switch y := y.(type) {
-		case Data:
-			return r.contentVsData(x, y)
+		case dataVal:
+			return r.contentVsData(x, y.d)
 		case strVal:
-			return r.contentVsData(x, TextData(string(y)))
+			return r.contentVsData(x, scn.TextData(string(y)))
 		case bytesVal:
 			return r.contentVsBytes(x, y)
 		case contentVal:
@@ -423,9 +368,9 @@ func (r *runner) equal(x, y value) (bool, *failure, error) {
 			return bytesEqual(x, y, "left", "right")
 		case strVal:
 			return bytesEqual(x, []byte(y), "the content", "the string")
-		case Data:
-			if i := y.Mismatch(x, 0, 0); i >= 0 {
-				return false, failf("byte %d is %#02x, want %#02x from %s", i, x[i], y.At(0, int64(i)), y), nil
+		case dataVal:
+			if i := y.d.Mismatch(x, 0, 0); i >= 0 {
+				return false, failf("byte %d is %#02x, want %#02x from %s", i, x[i], y.d.At(0, int64(i)), y.d), nil
 			}
 			return true, nil, nil
 		}
@@ -439,7 +384,7 @@ func kindName(v value) string {
 		return "an integer"
 	case strVal:
 		return "a string"
-	case Data:
+	case dataVal:
 		return "a data generator (it has no length: compare it with content(...))"
 	case contentVal, bytesVal:
 		return "content"
@@ -461,7 +406,7 @@ func bytesEqual(a, b []byte, an, bn string) (bool, *failure, error) {
 }
 
 // contentVsData compares a file range with a generator, streaming.
-func (r *runner) contentVsData(c contentVal, d Data) (bool, *failure, error) {
+func (r *runner) contentVsData(c contentVal, d scn.Data) (bool, *failure, error) {
 	if l := d.Len(); l >= 0 && l != c.fr.n {
 		return false, failf("%s is a range of %d bytes, %s has %d", c.expr, c.fr.n, d, l), nil
 	}
@@ -624,7 +569,7 @@ func (r *runner) contentVsContent(a, b contentVal) (bool, *failure, error) {
 	}
 }
 
-func (r *runner) let(st *Let) (string, error) {
+func (r *runner) let(st *scn.Let) (string, error) {
 	v, err := r.eval(st.Value, evalCtx{})
 	if err != nil {
 		return "", err
@@ -636,7 +581,7 @@ func (r *runner) let(st *Let) (string, error) {
 	return "= " + v.show(), nil
 }
 
-func (r *runner) expect(st *Expect) (string, error) {
+func (r *runner) expect(st *scn.Expect) (string, error) {
 	x, err := r.eval(st.X, evalCtx{})
 	if err != nil {
 		return "", err
@@ -670,21 +615,20 @@ func (r *runner) expect(st *Expect) (string, error) {
 	return "= ok", nil
 }
 
-// hasConst reports whether any of the expressions uses a named constant.
-func hasConst(es ...Expr) bool {
+// hasConst reports whether any of the expressions uses a named constant
+// in its arithmetic.
+func hasConst(es ...scn.Expr) bool {
+	found := false
 	for _, e := range es {
-		switch e := e.(type) {
-		case *Const:
-			return true
-		case *Binary:
-			if hasConst(e.X, e.Y) {
-				return true
+		scn.Walk(e, func(x scn.Expr) bool {
+			switch x.(type) {
+			case *scn.Const:
+				found = true
+			case *scn.Binary, *scn.Unary:
+				return !found
 			}
-		case *Unary:
-			if hasConst(e.X) {
-				return true
-			}
-		}
+			return false
+		})
 	}
-	return false
+	return found
 }

@@ -8,6 +8,7 @@ import (
 	"khosim/fdt"
 	"khosim/kernel"
 	"khosim/physmem"
+	"khosim/scenarios/scn"
 )
 
 // folioInfo is the folio caching one page of a file, for refcount(),
@@ -283,7 +284,7 @@ func fdtNode(blob []byte, path string, depth int) []string {
 // bytes, cut to 32 bytes.
 func propValue(v []byte) string {
 	if n := len(v); n > 1 && v[n-1] == 0 && printable(v[:n-1]) {
-		return Quote(string(v[:n-1]))
+		return scn.Quote(string(v[:n-1]))
 	}
 	if len(v) > 32 {
 		return fmt.Sprintf("[% x ...] /* %d bytes */", v[:32], len(v))

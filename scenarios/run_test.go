@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"khosim/scenarios/scn"
 )
 
 // runSource parses and runs a scenario given as text.
@@ -159,10 +161,10 @@ func TestFailureMessages(t *testing.T) {
 			want: `expect size(p:nosuch) == 0: process p has no resource nosuch (it has m=fd 3)`,
 		},
 		{
-			name: "unknown name in a call",
-			src:  "p: close(nosuch)\n",
-			line: 6,
-			want: `p: close(nosuch): nosuch is neither a resource of p nor a variable (it has m=fd 3)`,
+			name: "resource of another process in a call",
+			src:  "process q\nq: other = dup(0)\np: close(other)\n",
+			line: 8,
+			want: `p: close(other): other is neither a resource of p nor a variable (it has m=fd 3)`,
 		},
 		{
 			name: "unknown process",
@@ -183,9 +185,9 @@ func TestFailureMessages(t *testing.T) {
 			want: `expect size(p:m) == 0: p:m is fd 3, which is not open in p (bound at line 4)`,
 		},
 		{
-			name: "undefined variable",
-			src:  "expect x == 1\n",
-			line: 6,
+			name: "a resource is not a variable",
+			src:  "p: x = dup(m)\nexpect x == 1\n",
+			line: 7,
 			want: `expect x == 1: variable x is not defined`,
 		},
 		{
@@ -253,7 +255,7 @@ func TestFailureMessages(t *testing.T) {
 // recovered and reported as FILE:LINE: internal error with the stack.
 func TestInternalError(t *testing.T) {
 	res := runSource(t, "t.scn", prologue+"expect size(p:m) == 8KiB\n", Options{
-		Trace: func(st Stmt) {
+		Trace: func(st scn.Stmt) {
 			if st.Pos().Line == 6 {
 				panic("boom")
 			}

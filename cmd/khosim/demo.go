@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"khosim/scenarios"
+	"khosim/scenarios/scn"
 )
 
 func init() {
@@ -82,7 +83,7 @@ func runDemo(e *env, args []string) int {
 }
 
 // report prints what the demo preserved, what it cost and the verdict.
-func report(e *env, s *scenarios.Script, res *scenarios.Result, total time.Duration) {
+func report(e *env, s *scn.Script, res *scenarios.Result, total time.Duration) {
 	w := e.stdout
 	row := func(label, format string, args ...any) {
 		fmt.Fprintf(w, "  %-11s %s\n", label, fmt.Sprintf(format, args...))
@@ -123,19 +124,19 @@ func report(e *env, s *scenarios.Script, res *scenarios.Result, total time.Durat
 	phase := 0
 	for _, st := range res.Steps {
 		switch x := st.Stmt.(type) {
-		case *scenarios.KHO:
+		case *scn.KHO:
 			if x.Activate {
 				activate += st.Wall
 				phase = 1
 				continue
 			}
-		case *scenarios.Kexec:
+		case *scn.Kexec:
 			initcalls := min(res.Stats.Machine.RestoreTime, st.Wall)
 			kexec += st.Wall - initcalls
 			restore += initcalls
 			phase = 2
 			continue
-		case *scenarios.Expect, *scenarios.ExpectInvariants:
+		case *scn.Expect, *scn.ExpectInvariants:
 			if phase == 2 {
 				phase = 3
 			}

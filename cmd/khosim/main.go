@@ -4,6 +4,7 @@
 //	khosim demo [-v] [--script]  the same, with options
 //	khosim run [-v] [--json] [--seed N] [--dump-fdt FILE.dtb] FILE.scn...
 //	khosim faults                list the fault-injection sites
+//	khosim kernels               list the kernel build keys of boot and kexec (also: khosim help kernels)
 //	khosim fdt FILE.dtb          print a device tree blob as DTS-like text
 //
 // Exit status: 0 success; 1 a scenario failed; 2 usage or parse error;
@@ -69,6 +70,15 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "bench" {
 		bench.Reexec() // returns unless it replaced the process (see bench.GODEBUG)
 	}
+	// The command runs in a child process, so that a Go runtime crash
+	// exits 3, not 2 (supervise.go).
+	if !supervised() {
+		if exe, err := os.Executable(); err == nil {
+			if status, ok := supervise(exe, os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr); ok {
+				os.Exit(status)
+			}
+		}
+	}
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, tty: isTerminal(os.Stderr)}
 	os.Exit(khosim(e, os.Args[1:]))
 }
@@ -80,8 +90,7 @@ func khosim(e *env, args []string) int {
 	}
 	switch args[0] {
 	case "help", "-h", "-help", "--help":
-		usage(e.stdout)
-		return exitOK
+		return help(e, args[1:])
 	}
 	c := lookup(args[0])
 	if c == nil {
@@ -92,11 +101,36 @@ func khosim(e *env, args []string) int {
 	return c.run(e, args[1:])
 }
 
+// help prints the usage, or, for `help TOPIC`, the topic: `kernels` (the
+// kernel build keys) or a command's usage line and summary.
+func help(e *env, topics []string) int {
+	switch {
+	case len(topics) == 0:
+		usage(e.stdout)
+		return exitOK
+	case len(topics) > 1:
+		fmt.Fprintf(e.stderr, "usage: khosim help [TOPIC]\n")
+		return exitUsage
+	case topics[0] == "kernels":
+		printKernels(e.stdout)
+		return exitOK
+	}
+	c := lookup(topics[0])
+	if c == nil {
+		fmt.Fprintf(e.stderr, "khosim: no help on %q (topics: kernels and the commands)\n\n", topics[0])
+		usage(e.stderr)
+		return exitUsage
+	}
+	fmt.Fprintf(e.stdout, "usage: %s\n    %s\n", strings.TrimSpace("khosim "+c.name+" "+c.args), c.summary)
+	return exitOK
+}
+
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "usage:\n  khosim                 run the built-in demo\n")
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %s\n        %s\n", strings.TrimSpace("khosim "+c.name+" "+c.args), c.summary)
 	}
+	fmt.Fprintf(w, "  khosim help [kernels | COMMAND]\n        this text, the kernel build keys, or a command's usage\n")
 	fmt.Fprintf(w, "\nexit status: 0 ok, 1 scenario failure, 2 usage or parse error, 3 internal error\n")
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"khosim/scenarios"
+	"khosim/scenarios/scn"
 )
 
 // cli runs the command line in-process and returns its exit status and
@@ -80,8 +81,8 @@ func TestExitStatus(t *testing.T) {
 		{"bad flag", []string{"run", "--nope", ok}, nil, 2, `flag provided but not defined`},
 		{"unknown command", []string{"frobnicate"}, nil, 2, `unknown command "frobnicate"`},
 		{"internal error", []string{"run", ok}, func(o *scenarios.Options) {
-			o.Trace = func(st scenarios.Stmt) {
-				if _, isKexec := st.(*scenarios.Kexec); isKexec {
+			o.Trace = func(st scn.Stmt) {
+				if _, isKexec := st.(*scn.Kexec); isKexec {
 					panic("injected")
 				}
 			}

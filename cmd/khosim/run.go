@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"khosim/scenarios"
+	"khosim/scenarios/scn"
 )
 
 func init() {
@@ -77,7 +78,7 @@ func runCmd(e *env, args []string) int {
 	}
 
 	// Parse everything before running anything.
-	scripts := make([]*scenarios.Script, 0, len(files))
+	scripts := make([]*scn.Script, 0, len(files))
 	bad := false
 	for _, name := range files {
 		src, err := os.ReadFile(name)
@@ -220,7 +221,7 @@ func (b *progressBar) update(p scenarios.Progress) {
 			what = what[:37] + "..."
 		}
 		fmt.Fprintf(b.w, "\r\x1b[K%-40s [%s%s] %3.0f%% of %s", what,
-			repeat('#', n), repeat('.', width-n), frac*100, scenarios.FormatSize(p.Total))
+			repeat('#', n), repeat('.', width-n), frac*100, scn.FormatSize(p.Total))
 	}
 }
 

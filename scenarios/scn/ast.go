@@ -1,67 +1,4 @@
-// Package scenarios reads khosim scenario files (*.scn), the language of
-// the contract /work/shared/spec/scenario-language.md: a lexer, an AST and a
-// parser. Nothing here runs a scenario.
-//
-// Parse reads a whole file and returns a *Script and, when the file has
-// errors, an ErrorList holding every one of them as FILE:LINE:COL: message,
-// sorted by position. A script that came with errors must not be run.
-// Positions are 1-based lines and 1-based byte columns (see Pos).
-//
-// # Grammar
-//
-// One statement per line; `#` starts a comment outside strings.
-//
-//	stmt    = "machine" {key "=" value}            memory= swap= seed= scratch=
-//	        | "boot" ["shmem_huge" "=" NAME]
-//	        | "process" NAME {("uid" "=" INT | "caps" "=" NAME {"|" NAME})}
-//	        | "exit" NAME | "kexec" | "reboot"
-//	        | "kho" ("activate" | "deactivate") ["->" ERRNO]
-//	        | "fault" SITE {("nth" | "times") "=" INT}
-//	        | "corrupt" "fdt" INT INT
-//	        | "let" NAME "=" expr
-//	        | "expect" "invariants" | "expect" expr ("==" | "!=") expr
-//	        | NAME ":" [NAME "="] NAME "(" [arg {"," arg}] ")" ["->" ERRNO]
-//	arg     = [NAME "="] expr
-//	expr    = sum {"|" sum}
-//	sum     = product {("+" | "-") product}
-//	product = unary {"*" unary}
-//	unary   = "-" unary | primary
-//	primary = INT | STRING | "(" expr ")" | NAME ":" NAME | NAME "(" [expr {"," expr}] ")" | NAME
-//
-// A line whose first two tokens are NAME ":" is a system call, so a
-// process may be named like a keyword (`kexec: close(3)`). Options of
-// machine, boot, process and fault may come in any order; their values are
-// integer literals (or names where shown), not expressions.
-//
-// # What the parser resolves and checks
-//
-// Constant and errno names become their values (keeping their names for
-// printing); size suffixes are applied; process credentials get their
-// defaults (uid=1000, caps=none; uid=0 alone means caps=all); machine keys,
-// boot values, fault sites and errno names are checked. System calls are
-// checked against the contract's table (parse_calls.go): an unknown call
-// name is an error (so a typo is caught before anything runs), as are a
-// wrong number of arguments, key=value arguments anywhere but ioctl, the
-// wrong keys for an FDBox ioctl command, and arguments that cannot have the
-// right type (a string for an fd, an integer for a path or for DATA,
-// name= that is not a string). The same goes for expression functions,
-// whose set is closed. What needs a machine (which process or resource a
-// name denotes, whether a variable is bound) is left to the runner.
-//
-// # Extensions
-//
-//   - Integer arithmetic `+ - *`, unary `-` and parentheses, with `|`
-//     binding loosest, then `+ -`, then `*`. Arithmetic wraps modulo 2^64
-//     (Op.Apply), so `lseek(f, -1, SEEK_END)` passes the off_t -1 as Linux
-//     would. Fold evaluates constant expressions.
-//   - `zeros()` is accepted as a synonym of `zeros`.
-//   - Functions of a resource (content, hash, size, pos, seals, refcount,
-//     mapcount) may name a resource of the calling process bare inside a
-//     system call's arguments: `pwrite(f, 0, size(f), zeros)`.
-//
-// Every statement and expression prints back (String) to source that parses
-// to the same tree, so the runner can quote expressions in its messages.
-package scenarios
+package scn
 
 import (
 	"fmt"
@@ -70,6 +7,7 @@ import (
 
 	"khosim/errno"
 	"khosim/fault"
+	"khosim/kbuild"
 )
 
 // Script is a parsed scenario file.
@@ -102,6 +40,10 @@ type Stmt interface {
 	Source() string
 	// String is the statement in canonical form.
 	String() string
+	// Keyword classifies the statement by its type: its first keyword
+	// ("machine", "boot", "kho", "expect", ...), or "call" for a system
+	// call. It never formats the statement.
+	Keyword() string
 	stmtNode()
 }
 
@@ -135,12 +77,45 @@ type Scratch struct {
 	Bytes   uint64 // scratch=SIZE: bytes, > 0
 }
 
-// Boot is `boot [shmem_huge=never|always|within_size]`.
+// Boot is `boot [KEY=VALUE...]`: the cold boot of the first kernel, of
+// the build kbuild.Default() with Build applied.
 type Boot struct {
 	Loc
-	// ShmemHuge is "never", "always", "within_size", or "" when not given
-	// (the runner's default, Linux's "never").
-	ShmemHuge string
+	// Build are the kernel build keys as written, in order; a key given
+	// twice counts with its last value (ApplyBuild).
+	Build []BuildKey
+}
+
+// BuildKey is one `KEY=VALUE` of boot or kexec: a key of kbuild.Keys()
+// with one of its values (the parser has checked both).
+type BuildKey struct {
+	At         Pos // of the key
+	Key, Value string
+}
+
+func (k BuildKey) String() string { return k.Key + "=" + k.Value }
+
+// ApplyBuild returns base with keys applied in order (kbuild.Build.With),
+// so that a key given twice counts with its last value. Keys from Parse
+// are valid; an invalid one is an error (EINVAL) naming the values its key
+// takes.
+func ApplyBuild(base kbuild.Build, keys []BuildKey) (kbuild.Build, error) {
+	for _, k := range keys {
+		b, err := base.With(k.Key, k.Value)
+		if err != nil {
+			return base, err
+		}
+		base = b
+	}
+	return base, nil
+}
+
+func buildString(keys []BuildKey) string {
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(" " + k.String())
+	}
+	return b.String()
 }
 
 // Process is `process NAME [uid=N] [caps=CAP_A|CAP_B|all|none]`.
@@ -170,8 +145,14 @@ type KHO struct {
 	Errno    errno.Errno // the errno it must fail with; 0: it must succeed
 }
 
-// Kexec is `kexec`.
-type Kexec struct{ Loc }
+// Kexec is `kexec [KEY=VALUE...] [-> ERRNO]`: kexec into a kernel of the
+// running kernel's build with Build applied (a key not given is
+// inherited).
+type Kexec struct {
+	Loc
+	Build []BuildKey  // as for Boot
+	Errno errno.Errno // the errno it must fail with; 0: it must succeed
+}
 
 // Reboot is `reboot`.
 type Reboot struct{ Loc }
@@ -195,7 +176,7 @@ type Syscall struct {
 	Loc
 	Proc    string // the process that makes the call
 	Result  string // the resource of Proc bound to the result; "" if none
-	Name    string // a known system call (the table in parse_calls.go)
+	Name    string // a system call of the Lang it was parsed with
 	NamePos Pos
 	Args    []Arg
 	Errno   errno.Errno // the errno it must fail with; 0: it must succeed
@@ -246,6 +227,20 @@ func (*Let) stmtNode()              {}
 func (*Expect) stmtNode()           {}
 func (*ExpectInvariants) stmtNode() {}
 
+func (*Machine) Keyword() string          { return "machine" }
+func (*Boot) Keyword() string             { return "boot" }
+func (*Process) Keyword() string          { return "process" }
+func (*Exit) Keyword() string             { return "exit" }
+func (*KHO) Keyword() string              { return "kho" }
+func (*Kexec) Keyword() string            { return "kexec" }
+func (*Reboot) Keyword() string           { return "reboot" }
+func (*Fault) Keyword() string            { return "fault" }
+func (*CorruptFDT) Keyword() string       { return "corrupt" }
+func (*Syscall) Keyword() string          { return "call" }
+func (*Let) Keyword() string              { return "let" }
+func (*Expect) Keyword() string           { return "expect" }
+func (*ExpectInvariants) Keyword() string { return "expect" }
+
 func (s *Machine) String() string {
 	var b strings.Builder
 	b.WriteString("machine memory=" + FormatSize(s.Memory))
@@ -264,12 +259,7 @@ func (s *Machine) String() string {
 	return b.String()
 }
 
-func (s *Boot) String() string {
-	if s.ShmemHuge == "" {
-		return "boot"
-	}
-	return "boot shmem_huge=" + s.ShmemHuge
-}
+func (s *Boot) String() string { return "boot" + buildString(s.Build) }
 
 func (s *Process) String() string {
 	out := "process " + s.Name
@@ -292,7 +282,7 @@ func (s *KHO) String() string {
 	return out + errnoSuffix(s.Errno)
 }
 
-func (s *Kexec) String() string  { return "kexec" }
+func (s *Kexec) String() string  { return "kexec" + buildString(s.Build) + errnoSuffix(s.Errno) }
 func (s *Reboot) String() string { return "reboot" }
 
 func (s *Fault) String() string {
@@ -332,7 +322,12 @@ func (s *Expect) String() string {
 	if s.Equal {
 		op = " == "
 	}
-	return "expect " + s.X.String() + op + s.Y.String()
+	var b strings.Builder
+	b.WriteString("expect ")
+	writeExpr(&b, s.X)
+	b.WriteString(op)
+	writeExpr(&b, s.Y)
+	return b.String()
 }
 
 func (s *ExpectInvariants) String() string { return "expect invariants" }
@@ -347,8 +342,9 @@ func errnoSuffix(e errno.Errno) string {
 // Expr is an expression.
 //
 // A bare name is resolved at parse time in this order: a constant or errno
-// name is a *Const; `zeros` is the data generator (*Func); anything else is
-// an *Ident the runner resolves.
+// name is a *Const; a bare function (`zeros`) is a *Func; a name bound
+// earlier in the file is an *Ident the runner resolves; anything else is a
+// parse error.
 type Expr interface {
 	// Pos is the position of the expression's first token.
 	Pos() Pos
@@ -379,10 +375,10 @@ type Const struct {
 	Value uint64
 }
 
-// Ident is a bare name the parser could not resolve. In a system call's
-// arguments it names a resource of the calling process or a script
-// variable (the runner decides, resources first or variables first as it
-// documents); elsewhere it names a script variable.
+// Ident is a bare name bound earlier in the file (by let or RES =). In a
+// system call's arguments it names a resource of the calling process or a
+// script variable (the runner decides, resources first or variables first
+// as it documents); elsewhere it names a script variable.
 type Ident struct {
 	At   Pos
 	Name string
@@ -403,19 +399,21 @@ type Word struct {
 	Name string
 }
 
-// Func is a call of an expression function: content, hash, size, pos,
-// seals, refcount, mapcount, fds, frames, rand, zeros. Their signatures
-// are the table funcs in parse_calls.go, and the parser has checked them.
-// `zeros` and `zeros()` are the same Func with no Args.
+// Func is a call of an expression function of the Lang the script was
+// parsed with (content, hash, size, ... in the runner's table); the parser
+// has checked it against its signature. `zeros` and `zeros()` are the same
+// Func with no Args.
 //
-// Arguments written PROC:RES in the signature are *ResRef, or, inside a
-// system call's arguments only, an *Ident naming a resource of the calling
-// process. The argument of fds is a *Word (a process name); that of frames
-// is a *Word holding one of free, used, preserved, reserved, scratch.
+// Arguments of kind KindRes are *ResRef, or, inside a system call's
+// arguments only, an *Ident naming a resource of the calling process.
+// Arguments of kind KindWord are *Word (fds' process, frames' state).
 type Func struct {
 	At   Pos
 	Name string
 	Args []Expr
+	// Bare is the signature's: with no Args, the call prints without
+	// parentheses.
+	Bare bool
 }
 
 // Op is an arithmetic or bitwise operator.
@@ -455,7 +453,7 @@ func (op Op) Apply(x, y uint64) uint64 {
 	case OpNeg:
 		return -y
 	}
-	panic(fmt.Sprintf("scenarios: Apply of %v", op))
+	panic(fmt.Sprintf("scn: Apply of %v", op))
 }
 
 func (op Op) prec() int {
@@ -513,33 +511,123 @@ func (e *ResRef) String() string    { return e.Proc + ":" + e.Res }
 func (e *Word) String() string      { return e.Name }
 
 func (e *Func) String() string {
-	if e.Name == "zeros" && len(e.Args) == 0 {
-		return "zeros"
-	}
-	args := make([]string, len(e.Args))
-	for i, a := range e.Args {
-		args[i] = a.String()
-	}
-	return e.Name + "(" + strings.Join(args, ", ") + ")"
+	var b strings.Builder
+	writeExpr(&b, e)
+	return b.String()
 }
 
-func (e *Unary) String() string { return e.Op.String() + operand(e.X, e.Op.prec(), false) }
+func (e *Unary) String() string {
+	var b strings.Builder
+	writeExpr(&b, e)
+	return b.String()
+}
 
 func (e *Binary) String() string {
-	return operand(e.X, e.Op.prec(), false) + " " + e.Op.String() + " " + operand(e.Y, e.Op.prec(), true)
+	var b strings.Builder
+	writeExpr(&b, e)
+	return b.String()
 }
 
-// operand prints x as an operand of an operator of precedence prec,
+// writeExpr prints e into b, with only the parentheses precedence needs.
+// A chain of left-associative operators is printed by walking its left
+// spine (BinaryChain), not by recursion: the recursion depth is bounded by
+// the nesting of parentheses and precedence levels, never by the length of
+// a chain, and the time is linear in the output.
+func writeExpr(b *strings.Builder, e Expr) {
+	switch e := e.(type) {
+	case *Binary:
+		first, chain := BinaryChain(e)
+		writeOperand(b, first, chain[0].Op.prec(), false)
+		for _, n := range chain {
+			b.WriteString(" " + n.Op.String() + " ")
+			writeOperand(b, n.Y, n.Op.prec(), true)
+		}
+	case *Unary:
+		b.WriteString(e.Op.String())
+		writeOperand(b, e.X, e.Op.prec(), false)
+	case *Func:
+		if e.Bare && len(e.Args) == 0 {
+			b.WriteString(e.Name)
+			return
+		}
+		b.WriteString(e.Name + "(")
+		for i, a := range e.Args {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			writeExpr(b, a)
+		}
+		b.WriteString(")")
+	default:
+		b.WriteString(e.String())
+	}
+}
+
+// writeOperand prints x as an operand of an operator of precedence prec,
 // parenthesized when x binds less tightly (or, on the right of a
 // left-associative operator, equally tightly).
-func operand(x Expr, prec int, right bool) string {
-	if b, ok := x.(*Binary); ok {
-		p := b.Op.prec()
+func writeOperand(b *strings.Builder, x Expr, prec int, right bool) {
+	if bx, ok := x.(*Binary); ok {
+		p := bx.Op.prec()
 		if p < prec || right && p == prec {
-			return "(" + x.String() + ")"
+			b.WriteString("(")
+			writeExpr(b, x)
+			b.WriteString(")")
+			return
 		}
 	}
-	return x.String()
+	writeExpr(b, x)
+}
+
+// BinaryChain flattens the left spine of e: the operators that print
+// without parentheses to the left of e's, innermost first. It returns the
+// leftmost operand and the chain, whose last element is e:
+// `1 + 2 * 3 - 4` gives 1 and [(+ 2*3), (- 4)]; each element's Y is its
+// right operand. The value of e is first, then each element's Op applied
+// with its Y in order. Walking a chain this way instead of recursing on X
+// keeps the stack depth independent of its length.
+func BinaryChain(e *Binary) (first Expr, chain []*Binary) {
+	n := 1
+	for x := e; ; n++ {
+		next, ok := x.X.(*Binary)
+		if !ok || next.Op.prec() < x.Op.prec() {
+			break
+		}
+		x = next
+	}
+	chain = make([]*Binary, n)
+	x := e
+	for i := n - 1; i >= 0; i-- {
+		chain[i] = x
+		if i > 0 {
+			x = x.X.(*Binary)
+		}
+	}
+	return chain[0].X, chain
+}
+
+// Walk calls fn for e and every expression under it, parents before
+// children, and does not descend below an expression for which fn returns
+// false. It uses an explicit stack, so any chain length is fine.
+func Walk(e Expr, fn func(Expr) bool) {
+	stack := []Expr{e}
+	for len(stack) > 0 {
+		x := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if x == nil || !fn(x) {
+			continue
+		}
+		switch x := x.(type) {
+		case *Binary:
+			stack = append(stack, x.Y, x.X)
+		case *Unary:
+			stack = append(stack, x.X)
+		case *Func:
+			for i := len(x.Args) - 1; i >= 0; i-- {
+				stack = append(stack, x.Args[i])
+			}
+		}
+	}
 }
 
 // Fold returns the value of an expression made only of integer literals,
@@ -554,12 +642,19 @@ func Fold(e Expr) (uint64, bool) {
 		x, ok := Fold(e.X)
 		return e.Op.Apply(0, x), ok
 	case *Binary:
-		x, ok1 := Fold(e.X)
-		y, ok2 := Fold(e.Y)
-		if !ok1 || !ok2 {
+		first, chain := BinaryChain(e)
+		v, ok := Fold(first)
+		if !ok {
 			return 0, false
 		}
-		return e.Op.Apply(x, y), true
+		for _, n := range chain {
+			y, ok := Fold(n.Y)
+			if !ok {
+				return 0, false
+			}
+			v = n.Op.Apply(v, y)
+		}
+		return v, true
 	}
 	return 0, false
 }

@@ -1,13 +1,15 @@
-package scenarios
+package scn
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
 
 	"khosim/errno"
 	"khosim/fault"
+	"khosim/kbuild"
 	"khosim/uapi"
 )
 
@@ -56,18 +58,31 @@ var constants = func() map[string]uint64 {
 	return m
 }()
 
+// Constant returns the value of a constant or errno name.
+func Constant(name string) (uint64, bool) {
+	v, ok := constants[name]
+	return v, ok
+}
+
+// ConstantNames returns every constant and errno name, sorted.
+func ConstantNames() []string { return slices.Sorted(maps.Keys(constants)) }
+
 // maxDepth bounds the nesting of parentheses and unary operators, so that
 // no input can exhaust the stack.
 const maxDepth = 100
 
-// Parse parses a whole scenario file. It returns the script and, if the
-// file has errors, an ErrorList with every one of them (lexical and
-// syntactic, and the checks the parser makes) sorted by position. The
-// script then holds only the statements that parsed, and must not be run.
+// Parse parses a whole scenario file, with the system calls and
+// expression functions of lang. It returns the script and, if the file has
+// errors, an ErrorList with every one of them (lexical and syntactic, and
+// the checks the parser makes) sorted by position. The script then holds
+// only the statements that parsed, and must not be run.
 //
 // Parse never runs anything and never panics.
-func Parse(filename string, src []byte) (*Script, error) {
-	p := &parser{file: filename, src: src}
+func Parse(filename string, src []byte, lang *Lang) (*Script, error) {
+	if lang == nil {
+		lang = NewLang(nil, nil)
+	}
+	p := &parser{file: filename, src: src, lang: lang, bound: map[string]int{}}
 	toks := lex(src, p.report)
 	s := &Script{File: filename}
 	var heads []lineHead
@@ -90,6 +105,7 @@ func Parse(filename string, src []byte) (*Script, error) {
 		}
 	}
 	p.checkMachine(heads)
+	p.reportUnbound()
 	if len(s.Stmts) > 0 {
 		s.Machine, _ = s.Stmts[0].(*Machine)
 	}
@@ -119,11 +135,21 @@ type lineHead struct {
 type parser struct {
 	file   string
 	src    []byte
+	lang   *Lang
 	errs   ErrorList
 	toks   []token // the current line, ending with its tEOL
 	i      int     // index of the current token in toks
 	inCall bool    // parsing a system call's arguments
 	depth  int     // expression nesting
+	// bound are the names bound so far (by let or RES =), with the line
+	// of their first binding.
+	bound map[string]int
+	// unbound are the bare names of the current line that are neither
+	// constants nor bound; lineUnbound moves them to allUnbound once the
+	// line is done, unless another error already covers them.
+	unbound    []*Ident
+	covered    map[*Ident]bool
+	allUnbound []*Ident
 }
 
 // bailout is the panic value that abandons the current line after a
@@ -198,6 +224,7 @@ func (p *parser) parseLine(line []token) (st Stmt) {
 		}
 	}
 	p.toks, p.i, p.inCall, p.depth = line, 0, false, 0
+	p.unbound, p.covered = p.unbound[:0], nil
 	nerr := len(p.errs)
 	defer func() {
 		if r := recover(); r != nil {
@@ -205,6 +232,12 @@ func (p *parser) parseLine(line []token) (st Stmt) {
 				panic(r)
 			}
 			st = nil
+			return // a syntax error: the names of the line are not worth reporting
+		}
+		for _, id := range p.unbound {
+			if !p.covered[id] {
+				p.allUnbound = append(p.allUnbound, id)
+			}
 		}
 	}()
 	st = p.stmt()
@@ -242,7 +275,9 @@ func (p *parser) stmt() Stmt {
 	case "kho":
 		return p.kho()
 	case "kexec":
-		return &Kexec{}
+		k := &Kexec{Build: p.build("kexec")}
+		k.Errno = p.errnoSuffix()
+		return k
 	case "reboot":
 		return &Reboot{}
 	case "fault":
@@ -342,19 +377,50 @@ func (p *parser) machine(kw token) *Machine {
 	return m
 }
 
-// shmemHuge are the values of boot's shmem_huge=.
-var shmemHuge = []string{"never", "always", "within_size"}
+func (p *parser) boot() *Boot { return &Boot{Build: p.build("boot")} }
 
-func (p *parser) boot() *Boot {
-	b := &Boot{}
-	p.options("boot", []string{"shmem_huge"}, func(key token) {
-		v := p.name("never, always or within_size after shmem_huge=")
-		if !slices.Contains(shmemHuge, v.text) {
-			p.errorf(v.pos, "unknown shmem_huge value %q (want never, always or within_size)", v.text)
+// build parses the kernel build keys of boot or kexec, as long as KEY=
+// follows: `kho=radix fdbox=seal`. Keys and values are those of
+// kbuild.Keys(); a key given twice is not an error (the last counts).
+func (p *parser) build(stmt string) []BuildKey {
+	var keys []BuildKey
+	for p.at(tName) && p.peek(1).kind == tAssign {
+		key := p.next()
+		p.next() // "="
+		info, ok := buildKey(key.text)
+		if !ok {
+			p.errorf(key.pos, "unknown %s key %q (want %s)", stmt, key.text, orList(buildKeyList()))
+			for !p.at(tEOL) && !p.at(tArrow) && !(p.at(tName) && p.peek(1).kind == tAssign) {
+				p.next()
+			}
+			continue
 		}
-		b.ShmemHuge = v.text
-	})
-	return b
+		v := p.name(fmt.Sprintf("a value for %s= (%s)", key.text, orList(info.Values)))
+		if !slices.Contains(info.Values, v.text) {
+			p.errorf(v.pos, "unknown %s value %q (want %s)", key.text, v.text, orList(info.Values))
+		}
+		keys = append(keys, BuildKey{At: key.pos, Key: key.text, Value: v.text})
+	}
+	return keys
+}
+
+// buildKey returns the kbuild key named name.
+func buildKey(name string) (kbuild.KeyInfo, bool) {
+	for _, k := range kbuild.Keys() {
+		if k.Name == name {
+			return k, true
+		}
+	}
+	return kbuild.KeyInfo{}, false
+}
+
+// buildKeyList lists the build keys as "kho=", "fdbox=", ...
+func buildKeyList() []string {
+	var out []string
+	for _, k := range kbuild.KeyNames() {
+		out = append(out, k+"=")
+	}
+	return out
 }
 
 func (p *parser) process() *Process {
@@ -462,12 +528,23 @@ func (p *parser) corrupt() *CorruptFDT {
 }
 
 // bindable reports names that cannot be bound, because a bare use of them
-// would never reach the binding: constants and `zeros`.
+// would never reach the binding: constants and bare functions (`zeros`).
 func (p *parser) bindable(t token) {
 	if _, ok := constants[t.text]; ok {
 		p.errorf(t.pos, "cannot bind %s: it is a constant", t.text)
-	} else if t.text == "zeros" {
-		p.errorf(t.pos, "cannot bind zeros: it is a data generator")
+	} else if f, ok := p.lang.Func(t.text); ok && f.Bare {
+		what := "a function"
+		if f.Result == KindData {
+			what = "a data generator"
+		}
+		p.errorf(t.pos, "cannot bind %s: it is %s", t.text, what)
+	}
+}
+
+// bind records that name is bound from the next line on.
+func (p *parser) bind(t token) {
+	if _, ok := p.bound[t.text]; !ok {
+		p.bound[t.text] = t.pos.Line
 	}
 }
 
@@ -475,7 +552,25 @@ func (p *parser) let() *Let {
 	t := p.name("a variable name after let")
 	p.bindable(t)
 	p.expect(tAssign, " after let "+t.text)
-	return &Let{Name: t.text, Value: p.expr()}
+	l := &Let{Name: t.text, Value: p.expr()}
+	p.bind(t)
+	return l
+}
+
+// reportUnbound reports every bare name used as a value that was neither a
+// constant nor bound earlier, saying where it is bound later if it is.
+func (p *parser) reportUnbound() {
+	for _, id := range p.allUnbound {
+		msg := fmt.Sprintf("unknown name %s: it is neither a constant nor bound earlier in the file (by let %s = ... or PROC: %s = CALL(...))",
+			id.Name, id.Name, id.Name)
+		switch line, ok := p.bound[id.Name]; {
+		case ok && line == id.At.Line:
+			msg += "; this statement binds it, for the lines after it"
+		case ok:
+			msg += fmt.Sprintf("; it is bound later, at line %d", line)
+		}
+		p.report(id.At, msg)
+	}
 }
 
 func (p *parser) expectStmt() Stmt {
@@ -490,9 +585,9 @@ func (p *parser) expectStmt() Stmt {
 	}
 	p.next()
 	y := p.expr()
-	kx, ky := kindOf(x), kindOf(y)
-	bytesKind := func(k kind) bool { return k == kString || k == kData }
-	if kx == kInt && bytesKind(ky) || ky == kInt && bytesKind(kx) {
+	kx, ky := p.kindOf(x), p.kindOf(y)
+	bytesKind := func(k Kind) bool { return k == KindString || k == KindData }
+	if kx == KindInt && bytesKind(ky) || ky == KindInt && bytesKind(kx) {
 		p.errorf(x.Pos(), "cannot compare %s with %s", x, y)
 	}
 	return &Expect{X: x, Y: y, Equal: op.kind == tEq}
@@ -502,8 +597,9 @@ func (p *parser) expectStmt() Stmt {
 func (p *parser) syscall() *Syscall {
 	s := &Syscall{Proc: p.next().text}
 	p.next() // ":"
+	var res token
 	if p.at(tName) && p.peek(1).kind == tAssign {
-		res := p.next()
+		res = p.next()
 		p.bindable(res)
 		p.next()
 		s.Result = res.text
@@ -525,6 +621,9 @@ func (p *parser) syscall() *Syscall {
 	s.Errno = p.errnoSuffix()
 	p.checkSyscall(s)
 	p.inCall = false
+	if s.Result != "" {
+		p.bind(res)
+	}
 	return s
 }
 
@@ -595,7 +694,7 @@ func (p *parser) unary() Expr {
 
 // checkOperand reports a string or data operand of an integer operator.
 func (p *parser) checkOperand(op Op, x Expr) {
-	if k := kindOf(x); k == kString || k == kData {
+	if k := p.kindOf(x); k == KindString || k == KindData {
 		p.errorf(x.Pos(), "operator %s needs integers, got %s", op, x)
 	}
 }
@@ -623,13 +722,18 @@ func (p *parser) primary() Expr {
 			return &ResRef{At: t.pos, Proc: t.text, Res: res.text}
 		case p.at(tLParen):
 			return p.funcCall(t)
-		case t.text == "zeros":
-			return &Func{At: t.pos, Name: "zeros"}
+		}
+		if f, ok := p.lang.Func(t.text); ok && f.Bare {
+			return &Func{At: t.pos, Name: t.text, Bare: true}
 		}
 		if v, ok := constants[t.text]; ok {
 			return &Const{At: t.pos, Name: t.text, Value: v}
 		}
-		return &Ident{At: t.pos, Name: t.text}
+		id := &Ident{At: t.pos, Name: t.text}
+		if _, ok := p.bound[t.text]; !ok {
+			p.unbound = append(p.unbound, id)
+		}
+		return id
 	}
 	p.failf(t.pos, "expected an expression, found %s", t.describe())
 	return nil
@@ -638,16 +742,16 @@ func (p *parser) primary() Expr {
 // funcCall parses the arguments of the expression function named by t, the
 // current token being "(", and checks them against its signature.
 func (p *parser) funcCall(t token) *Func {
-	sg, ok := funcs[t.text]
+	sg, ok := p.lang.Func(t.text)
 	if !ok {
 		p.failf(t.pos, "unknown function %q", t.text)
 	}
 	p.next() // "("
-	f := &Func{At: t.pos, Name: t.text}
+	f := &Func{At: t.pos, Name: t.text, Bare: sg.Bare}
 	if !p.got(tRParen) {
 		for {
-			if i := len(f.Args); i < len(sg.params) && sg.params[i].kind == kWord {
-				w := p.name(fmt.Sprintf("a name for %s of %s", sg.params[i].name, sg))
+			if i := len(f.Args); i < len(sg.Params) && sg.Params[i].Kind == KindWord {
+				w := p.name(fmt.Sprintf("a name for %s of %s", sg.Params[i].Name, sg))
 				f.Args = append(f.Args, &Word{At: w.pos, Name: w.text})
 			} else {
 				f.Args = append(f.Args, p.expr())
@@ -659,21 +763,16 @@ func (p *parser) funcCall(t token) *Func {
 			break
 		}
 	}
-	if lo, hi := sg.arity(); len(f.Args) < lo || len(f.Args) > hi {
+	if lo, hi := arity(sg.Params); len(f.Args) < lo || len(f.Args) > hi {
 		if hi == 0 {
 			p.errorf(t.pos, "%s takes no arguments", t.text)
 		} else {
-			p.errorf(t.pos, "%s takes %s: %s", t.text, sg.arityText(), sg)
+			p.errorf(t.pos, "%s takes %s: %s", t.text, arityText(lo, hi), sg)
 		}
 		return f
 	}
 	for i, a := range f.Args {
-		prm := sg.params[i]
-		if prm.kind != kWord {
-			p.checkArg(t.text+": "+prm.name, a, prm.kind)
-		} else if w := a.(*Word); t.text == "frames" && !slices.Contains(frameStates, w.Name) {
-			p.errorf(w.At, "unknown frame state %q (want %s)", w.Name, orList(frameStates))
-		}
+		p.checkArg(t.text+": "+sg.Params[i].Name, a, sg.Params[i])
 	}
 	return f
 }

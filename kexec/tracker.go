@@ -127,6 +127,10 @@ type Tracker interface {
 // TrackerInfo registers a tracker.
 type TrackerInfo struct {
 	Name kbuild.Tracker
+	// Root describes the root of this tracker's handovers: its
+	// compatible and what tells its layout apart ("kho-v1 +
+	// preserved-memory-map").
+	Root string
 	// New makes the tracker of a kernel's KHO, when the kernel boots
 	// (from kexec.New, during early boot).
 	New func(h *KHO) Tracker

@@ -23,7 +23,7 @@ type arrays struct{ h *KHO }
 const MemPropName = "mem"
 
 func init() {
-	RegisterTracker(TrackerInfo{Name: kbuild.TrackerArrays, New: func(h *KHO) Tracker { return arrays{h} }})
+	RegisterTracker(TrackerInfo{Name: kbuild.TrackerArrays, Root: KHOCompatible + " (\"mem\" properties, no " + PreservedMemoryMapProp + ")", New: func(h *KHO) Tracker { return arrays{h} }})
 }
 
 func (arrays) Name() kbuild.Tracker             { return kbuild.TrackerArrays }

@@ -105,7 +105,7 @@ const (
 )
 
 func init() {
-	RegisterTracker(TrackerInfo{Name: kbuild.TrackerBitmaps, New: func(h *KHO) Tracker { return &bitmaps{h: h} }})
+	RegisterTracker(TrackerInfo{Name: kbuild.TrackerBitmaps, Root: KHOCompatible + " + " + PreservedMemoryMapProp + " (khoser_mem_chunk list)", New: func(h *KHO) Tracker { return &bitmaps{h: h} }})
 }
 
 func (t *bitmaps) Name() kbuild.Tracker    { return kbuild.TrackerBitmaps }

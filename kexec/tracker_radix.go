@@ -73,7 +73,7 @@ const (
 )
 
 func init() {
-	RegisterTracker(TrackerInfo{Name: kbuild.TrackerRadix, New: func(h *KHO) Tracker { return &radix{h: h} }})
+	RegisterTracker(TrackerInfo{Name: kbuild.TrackerRadix, Root: "kho-v2 + " + PreservedMemoryMapProp + " (radix tree)", New: func(h *KHO) Tracker { return &radix{h: h} }})
 }
 
 func (t *radix) Name() kbuild.Tracker    { return kbuild.TrackerRadix }

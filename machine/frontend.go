@@ -38,6 +38,9 @@ type Frontend struct {
 	// Carried, if set, names (for blackout accounting) the files a kexec
 	// now hands over, after the reboot path ran.
 	Carried func(instance any) []string
+	// Compatibles lists the compatible strings a kernel of build b writes
+	// and reads with this front-end (for `khosim kernels`).
+	Compatibles func(b kbuild.Build) (writes, reads []string)
 	// Check, if set, is the front-end's part of the audit
 	// (Machine.CheckInvariants), given what Wire's initcalls stored with
 	// Set.
@@ -66,6 +69,28 @@ var frontends []Frontend
 // registerFrontend adds a front-end. Front-ends are wired in registration
 // order (file order of their init functions: fdbox before luo).
 func registerFrontend(f Frontend) { frontends = append(frontends, f) }
+
+// CompatSet is what one part of a kernel writes and reads in a handover.
+type CompatSet struct {
+	Part          string // "kho" (the tracker) or a front-end's name
+	Writes, Reads []string
+}
+
+// Compatibles returns the compatible strings a kernel of build b writes
+// and reads in a handover: its tracker's root, then each front-end's.
+func Compatibles(b kbuild.Build) []CompatSet {
+	var out []CompatSet
+	if t, ok := kexec.LookupTracker(b.KHO); ok {
+		out = append(out, CompatSet{"kho", []string{t.Root}, []string{t.Root}})
+	}
+	for _, fe := range frontends {
+		if fe.Compatibles != nil && fe.Enabled(b) {
+			w, r := fe.Compatibles(b)
+			out = append(out, CompatSet{fe.Name, w, r})
+		}
+	}
+	return out
+}
 
 // Supported reports whether khosim can build a kernel of b: b is valid,
 // its tracker is registered with kexec, and, for every front-end b asks

@@ -5,6 +5,7 @@ import (
 	"khosim/fdbox"
 	"khosim/kbuild"
 	"khosim/kernel"
+	"khosim/preserve"
 )
 
 // fdboxInstance is what the FDBox front-end leaves in a kernel.
@@ -55,6 +56,10 @@ func init() {
 		},
 		Check:   func(v any) error { return v.(*fdboxInstance).d.CheckInvariants() },
 		Carried: func(v any) []string { return v.(*fdboxInstance).d.Carried() },
+		Compatibles: func(kbuild.Build) ([]string, []string) {
+			w := []string{fdbox.FdboxCompatible, fdbox.BoxCompatible, fdbox.MemfdCompatible, preserve.ShmemCompatibleV2}
+			return w, append(w, preserve.ShmemCompatibleV1)
+		},
 	})
 }
 

@@ -1,6 +1,9 @@
 package machine
 
 import (
+	"fmt"
+	"slices"
+
 	"khosim/kbuild"
 	"khosim/luo"
 )
@@ -27,7 +30,15 @@ func init() {
 		Reboot:   func(v any) (bool, error) { return v.(*luo.LUO).Reboot() },
 		Unreboot: func(v any) { v.(*luo.LUO).Unreboot() },
 		Carried:  func(v any) []string { return v.(*luo.LUO).Carried() },
-		Check:    func(v any) error { return v.(*luo.LUO).CheckInvariants() },
+		Compatibles: func(b kbuild.Build) ([]string, []string) {
+			w := []string{luo.FDTCompatible, luo.SessionCompatible}
+			r := slices.Clone(w)
+			for v := 1; v <= b.Memfd; v++ {
+				r = append(r, fmt.Sprintf("memfd-v%d", v))
+			}
+			return append(w, fmt.Sprintf("memfd-v%d", b.Memfd)), r
+		},
+		Check: func(v any) error { return v.(*luo.LUO).CheckInvariants() },
 	})
 }
 

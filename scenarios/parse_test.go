@@ -420,7 +420,7 @@ var errorCases = []struct {
 		`t.scn:3:4: ioctl FDBOX_PUT_FD needs fd=`,
 		`t.scn:4:25: ioctl FDBOX_SEAL does not take name=`,
 		`t.scn:5:32: ioctl: name= must be a string, got 7`,
-		`t.scn:5:35: unknown ioctl argument nam= (want name=, fd= or flags=)`,
+		`t.scn:5:35: unknown ioctl argument nam= (want name=, fd=, flags= or token=)`,
 		`t.scn:6:37: duplicate argument name=`}},
 	{"key args elsewhere", machineLine + "p: close(fd=3)\np: ioctl(3, name=\"x\", FDBOX_SEAL)\n", []string{
 		`t.scn:2:10: close takes no key=value arguments`,

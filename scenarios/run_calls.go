@@ -199,6 +199,9 @@ func runIoctl(c *callEnv) (callResult, error) {
 	if c.cmd != nil && c.cmd.note != nil && arg != nil && err == nil {
 		res.note = c.cmd.note(arg)
 	}
+	if c.cmd != nil && c.cmd.ret != nil && arg != nil && err == nil {
+		res.n = c.cmd.ret(arg)
+	}
 	return res, err
 }
 

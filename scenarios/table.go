@@ -40,6 +40,10 @@ type ioctlCommand struct {
 	// note, if set, describes for -v what the call returned through its
 	// argument (FDBOX_LIST's names).
 	note func(arg any) string
+	// ret, if set, is the call's result when it succeeds, read from its
+	// argument (the fd LUO's session ioctls return through their
+	// structure).
+	ret func(arg any) int64
 	// explain, if set, is the state that explains a failure of the
 	// command (the FDBox boxes). It runs only when the statement fails,
 	// after the call, so that no dump is built for calls that pass;
@@ -68,6 +72,7 @@ var (
 	kName  = scn.Param{Name: "name", Kind: scn.KindString}
 	kFD    = scn.Param{Name: "fd", Kind: scn.KindFD}
 	kFlags = scn.Param{Name: "flags", Kind: scn.KindInt, Optional: true}
+	kToken = scn.Param{Name: "token", Kind: scn.KindInt}
 )
 
 func optional(p scn.Param) scn.Param { p.Optional = true; return p }

@@ -68,6 +68,45 @@ func printKernels(w io.Writer) {
 	if missing {
 		fmt.Fprintf(w, "\n* not built into khosim yet: a boot or kexec with it is a scenario failure (ENOSYS)\n")
 	}
+	fmt.Fprintf(w, "\nWhat each value writes (w) and reads (r) in a handover (machine.Compatibles):\n\n")
+	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, k := range []string{"kho", "fdbox", "luo", "memfd"} {
+		for _, v := range kbuildValues(k) {
+			b, err := kbuild.Default().With(k, v)
+			if err != nil {
+				continue
+			}
+			part := k
+			if k == "memfd" {
+				b.LUO, part = true, "luo" // memfd= is the LUO serialization
+			}
+			var wr, rd []string
+			for _, c := range machine.Compatibles(b) {
+				if c.Part == part {
+					wr, rd = c.Writes, c.Reads
+				}
+			}
+			fmt.Fprintf(tw, "%s=%s\tw: %s\n\tr: %s\n", k, v, orNone(wr), orNone(rd))
+		}
+	}
+	tw.Flush()
+}
+
+// kbuildValues returns the values of a build key.
+func kbuildValues(key string) []string {
+	for _, k := range kbuild.Keys() {
+		if k.Name == key {
+			return k.Values
+		}
+	}
+	return nil
+}
+
+func orNone(xs []string) string {
+	if len(xs) == 0 {
+		return "(none)"
+	}
+	return strings.Join(xs, ", ")
 }
 
 // wrap breaks s into lines of at most width bytes at spaces.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"khosim/kbuild"
+	"khosim/machine"
 )
 
 // TestKernels checks `khosim kernels` and `khosim help kernels`: every key
@@ -28,8 +29,18 @@ func TestKernels(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(out, "radix*") || !strings.Contains(out, "* not built into khosim yet") {
-		t.Errorf("builds khosim cannot make are not marked:\n%s", out)
+	for _, k := range kbuild.Keys() {
+		for _, v := range k.Values {
+			b, _ := kbuild.Default().With(k.Name, v)
+			if marked := strings.Contains(out, " "+v+"*"); marked != (machine.Supported(b) != nil) {
+				t.Errorf("%s=%s marked %v, supported %v:\n%s", k.Name, v, marked, machine.Supported(b) == nil, out)
+			}
+		}
+	}
+	for _, want := range []string{"kho=bitmaps", "kho-v1 + preserved-memory-map", "kho-v2", "fdbox,shmem-v2", "fdbox,shmem-v1", "luo-v1", "memfd=v1", "memfd-v2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kernels lacks the compatible %q:\n%s", want, out)
+		}
 	}
 	if status, help, _ := cli(t, nil, "help", "kernels"); status != exitOK || help != out {
 		t.Errorf("help kernels: status %d, output differs:\n%s", status, help)

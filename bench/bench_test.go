@@ -88,7 +88,7 @@ func BenchmarkRestore(b *testing.B) {
 			for i := range b.N {
 				b.StopTimer()
 				if i > 0 {
-					if err := r.Reseal(); err != nil {
+					if _, err := r.Prepare(); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -121,7 +121,7 @@ func BenchmarkHandover(b *testing.B) {
 			for i := range b.N {
 				if i > 0 {
 					b.StopTimer()
-					if err := r.Reseal(); err != nil {
+					if _, err := r.Prepare(); err != nil {
 						b.Fatal(err)
 					}
 					b.StartTimer()

@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"slices"
 	"time"
+
+	"khosim/kbuild"
 )
 
 // Options tune Measure.
@@ -26,6 +28,10 @@ type Options struct {
 	Seed uint64
 	// Log, if set, receives a line per step (progress for a terminal).
 	Log io.Writer
+	// Design is the design the files are handed over with ("": the
+	// stash); KHO the tracker ("": arrays).
+	Design Design
+	KHO    kbuild.Tracker
 }
 
 // DefaultRuns is the number of cycles `khosim bench` measures per row.
@@ -48,12 +54,19 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 	if runs <= 0 {
 		runs = DefaultRuns
 	}
+	row := NewRow(size, order)
+	row.Design, row.KHO = string(opts.Design), string(opts.KHO)
+	if row.Design == "" {
+		row.Design = string(DesignStash)
+	}
+	if row.KHO == "" {
+		row.KHO = string(kbuild.Default().KHO)
+	}
 	logf := func(format string, args ...any) {
 		if opts.Log != nil {
-			fmt.Fprintf(opts.Log, "bench: %s order %d: %s\n", FormatSize(size), order, fmt.Sprintf(format, args...))
+			fmt.Fprintf(opts.Log, "bench: %s order %d %s kho=%s: %s\n", FormatSize(size), order, row.Design, row.KHO, fmt.Sprintf(format, args...))
 		}
 	}
-	row := NewRow(size, order)
 	row.Runs = runs
 	row.Warmup = max(opts.Warmup, 0)
 	debug.FreeOSMemory()
@@ -61,7 +74,7 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 
 	logf("fill")
 	start := time.Now()
-	r, err := NewRig(RigConfig{Files: 1, Size: size, Order: order, Seed: opts.Seed})
+	r, err := NewRig(RigConfig{Files: 1, Size: size, Order: order, Seed: opts.Seed, Design: opts.Design, KHO: opts.KHO})
 	if err != nil {
 		return row, err
 	}
@@ -81,7 +94,7 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 	// Each run is a handover cycle followed by the copy baseline over the
 	// restored file's frames, so that both see the same conditions on a
 	// shared machine.
-	sealed := true // NewRig seals the box
+	prepared := true // NewRig prepares the handover
 	r.CycleLabel = "warmup"
 	for i := range row.Warmup {
 		a, k, re, _, err := r.Cycle()
@@ -90,25 +103,32 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 		}
 		logf("warm-up cycle %d (untimed): activate %s, kexec %s, restore %s; host page faults %d, %d, %d", i+1,
 			fmtDur(a.Nanoseconds()), fmtDur(k.Nanoseconds()), fmtDur(re.Nanoseconds()), r.Faults[0], r.Faults[1], r.Faults[2])
-		if err := r.Reseal(); err != nil {
+		if _, err := r.Prepare(); err != nil {
 			return row, err
 		}
 	}
 	r.CycleLabel = "measured"
-	var act, kx, rest, cout, cin []int64
+	var act, kx, rest, cout, cin, before []int64
 	for i := range runs {
-		if !sealed {
-			if err := r.Reseal(); err != nil {
+		if !prepared {
+			b, err := r.Prepare()
+			if err != nil {
 				return row, err
 			}
+			before = append(before, b.Nanoseconds())
 		}
-		sealed = false
+		prepared = false
 		a, k, re, meta, err := r.Cycle()
 		if err != nil {
 			return row, fmt.Errorf("cycle %d: %w", i+1, err)
 		}
 		act, kx, rest = append(act, a.Nanoseconds()), append(kx, k.Nanoseconds()), append(rest, re.Nanoseconds())
 		row.MetadataBytes = meta
+		if u := r.M.Updates(); len(u) > 0 {
+			last := u[len(u)-1]
+			row.Before, row.Inside = last.Before, last.Inside
+			row.TrackerBytes = last.Before.TrackerBytes + last.Inside.TrackerBytes
+		}
 		logf("cycle %d: activate %s, kexec %s, restore %s; host page faults %d, %d, %d", i+1,
 			fmtDur(a.Nanoseconds()), fmtDur(k.Nanoseconds()), fmtDur(re.Nanoseconds()), r.Faults[0], r.Faults[1], r.Faults[2])
 
@@ -122,7 +142,22 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 		restamp(spans) // a copy through a smaller buffer moved the stamps
 	}
 
+	// The cost of an abort once the update is committed, then the
+	// handover is prepared again.
+	b, err := r.Prepare()
+	if err != nil {
+		return row, err
+	}
+	before = append(before, b.Nanoseconds())
+	ab, err := r.Abort()
+	if err != nil {
+		return row, fmt.Errorf("abort: %w", err)
+	}
+	row.AbortNS = ab.Nanoseconds()
+	logf("abort: %s", fmtDur(row.AbortNS))
+
 	row.ActivateNS, row.KexecNS, row.RestoreNS = median(act), median(kx), median(rest)
+	row.BeforeNS = median(before)
 	row.CopyOutNS, row.CopyInNS = median(cout), median(cin)
 	row.finish()
 	if peak, err := PeakRSS(); err == nil {
@@ -144,14 +179,25 @@ func median(xs []int64) int64 {
 // MeasureAll measures every (size, order), sizes outermost, in the order
 // given.
 func MeasureAll(sizes []uint64, orders []int, opts Options) ([]Row, error) {
+	return MeasureMatrix(sizes, orders, []Design{opts.Design}, []kbuild.Tracker{opts.KHO}, opts)
+}
+
+// MeasureMatrix measures every (size, order, design, tracker), sizes
+// outermost, in the order given.
+func MeasureMatrix(sizes []uint64, orders []int, designs []Design, trackers []kbuild.Tracker, opts Options) ([]Row, error) {
 	var rows []Row
 	for _, s := range sizes {
 		for _, o := range orders {
-			r, err := Measure(s, o, opts)
-			if err != nil {
-				return rows, fmt.Errorf("%s order %d: %w", FormatSize(s), o, err)
+			for _, d := range designs {
+				for _, t := range trackers {
+					opts.Design, opts.KHO = d, t
+					r, err := Measure(s, o, opts)
+					if err != nil {
+						return rows, fmt.Errorf("%s order %d %s kho=%s: %w", FormatSize(s), o, d, t, err)
+					}
+					rows = append(rows, r)
+				}
 			}
-			rows = append(rows, r)
 		}
 	}
 	return rows, nil

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"khosim/kbuild"
 	"os"
 	"testing"
 
@@ -56,7 +57,8 @@ func TestRigManySmall(t *testing.T) {
 	require.Equal(t, uint64(4*MiB), r.Bytes())
 	for i := range 2 {
 		if i > 0 {
-			require.NoError(t, r.Reseal())
+			_, err = r.Prepare()
+			require.NoError(t, err)
 		}
 		_, _, _, meta, err := r.Cycle()
 		require.NoError(t, err)
@@ -79,4 +81,34 @@ func TestMachineSizing(t *testing.T) {
 	m := MachineMemory(4 * GiB)
 	require.Greater(t, m, uint64(4*GiB+4*GiB/64))
 	require.Less(t, m, uint64(6*GiB))
+}
+
+// TestMeasureDesigns: every design over every tracker hands the rig's
+// memfd over, and the deterministic counts say where each does its work:
+// the FDBox designs serialize inside the blackout, LUO before it.
+func TestMeasureDesigns(t *testing.T) {
+	const size = 8 * MiB
+	for _, d := range Designs {
+		for _, tr := range []kbuild.Tracker{kbuild.TrackerArrays, kbuild.TrackerBitmaps, kbuild.TrackerRadix} {
+			t.Run(string(d)+"/"+string(tr), func(t *testing.T) {
+				row, err := Measure(size, 0, Options{Runs: 1, Seed: 1, Design: d, KHO: tr})
+				require.NoError(t, err)
+				require.Equal(t, string(d), row.Design)
+				require.Equal(t, string(tr), row.KHO)
+				folios := uint64(size / PageSize)
+				if d == DesignLUO {
+					require.GreaterOrEqual(t, row.Before.FoliosSerialized, folios)
+					require.Less(t, row.Inside.FoliosSerialized, uint64(16))
+				} else {
+					require.Equal(t, folios, row.Inside.FoliosSerialized)
+				}
+				require.GreaterOrEqual(t, row.Inside.StructPagesWritten, folios)
+				require.Equal(t, row.TotalNS(), row.BlackoutNS)
+				require.Positive(t, row.AbortNS)
+				if tr != kbuild.TrackerArrays {
+					require.Positive(t, row.TrackerBytes)
+				}
+			})
+		}
+	}
 }

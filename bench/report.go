@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"khosim/blackout"
 )
 
 // PageSize is the base page size (4 KiB).
@@ -22,6 +24,10 @@ const PageSize = 4096
 type Row struct {
 	SizeBytes  uint64 `json:"size_bytes"`
 	FolioOrder int    `json:"folio_order"`
+	// Design is the live-update design (stash, seal, luo) and KHO the
+	// tracker (arrays, bitmaps, radix) of the row.
+	Design string `json:"design"`
+	KHO    string `json:"kho"`
 	// Pages is the number of preserved folios, SizeBytes/4096>>FolioOrder:
 	// 4 KiB pages at order 0, 2 MiB folios at order 9 — the unit of
 	// metadata work (one kho_mem, one index and one flags byte each).
@@ -40,8 +46,27 @@ type Row struct {
 	// FDBOX_UNSEAL, FDBOX_GET_FD.
 	RestoreNS int64 `json:"restore_ns"`
 
+	// BlackoutNS is the blackout: activate + kexec + restore, from the
+	// moment the workload lost its memory until its files were back.
+	BlackoutNS int64 `json:"blackout_ns"`
+	// BeforeNS is the design's work before the blackout (Rig.Prepare:
+	// LUO's PRESERVE_FD serializes here; FDBox's PUT_FD, the stash's
+	// SEAL).
+	BeforeNS int64 `json:"before_ns"`
+	// AbortNS is what aborting a committed update costs the design until
+	// the workload has its files back (Rig.Abort).
+	AbortNS int64 `json:"abort_ns"`
+	// Before and Inside are the live-update work of the last measured
+	// cycle before and inside its blackout (blackout.Counts:
+	// deterministic).
+	Before blackout.Counts `json:"before_blackout"`
+	Inside blackout.Counts `json:"inside_blackout"`
+	// TrackerBytes are the bytes of the KHO tracker's own record.
+	TrackerBytes uint64 `json:"tracker_bytes"`
+
 	// MetadataBytes is the size of the handover FDT: everything the next
-	// kernel needs beyond the preserved frames themselves.
+	// kernel needs beyond the preserved frames themselves (and, for
+	// trackers with a record of their own, TrackerBytes).
 	MetadataBytes uint64 `json:"metadata_bytes"`
 	// MetadataPerGiB is MetadataBytes per GiB preserved.
 	MetadataPerGiB float64 `json:"metadata_bytes_per_gib"`
@@ -88,8 +113,9 @@ func (r Row) PerPage(ns int64) float64 {
 // finish fills the fields derived from the measurements.
 func (r *Row) finish() {
 	r.CopyNS = r.CopyOutNS + r.CopyInNS
+	r.BlackoutNS = r.TotalNS()
 	if r.SizeBytes > 0 {
-		r.MetadataPerGiB = float64(r.MetadataBytes) * GiB / float64(r.SizeBytes)
+		r.MetadataPerGiB = float64(r.MetadataBytes+r.TrackerBytes) * GiB / float64(r.SizeBytes)
 	}
 	if t := r.TotalNS(); t > 0 {
 		r.CopyRatio = float64(r.CopyNS) / float64(t)
@@ -143,8 +169,14 @@ func fmtRatio(x float64) string {
 	return fmt.Sprintf("1/%.1f", x)
 }
 
-// TableHeader is the table's column line (tab separated).
-const TableHeader = "SIZE\tORDER\tPAGES\tACTIVATE\tKEXEC\tRESTORE\tns/pg ACT\tns/pg KEXEC\tns/pg REST\tns/pg TOTAL\tMETADATA\tMETA/GiB\tCOPY x2\tns/pg COPY\tKHO/COPY\t"
+// TableHeader is the table's column line (tab separated). The phases are
+// named for what they time: ENTER is the design's step into the blackout
+// (kho activate; SEAL and kho activate for the seal lifecycle; nothing
+// for LUO), KEXEC+BOOT the kexec with the reboot path and the next
+// kernel's boot, whose initcalls revive the files, REOPEN the new
+// process's open and ioctls that take them back. BEFORE is the work
+// before the blackout, ABORT an aborted update's cost.
+const TableHeader = "SIZE\tORDER\tDESIGN\tKHO\tPAGES\tBEFORE\tENTER\tKEXEC+BOOT\tREOPEN\tBLACKOUT\tns/pg BLACKOUT\tABORT\tMETADATA\tMETA/GiB\tCOPY x2\tns/pg COPY\tBLACKOUT/COPY\t"
 
 // WriteTable writes the rows as an aligned table, one row per (size,
 // order): times, cost per page of each phase, the handover metadata, the
@@ -154,12 +186,11 @@ func WriteTable(w io.Writer, rows []Row) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, TableHeader)
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			FormatSize(r.SizeBytes), r.FolioOrder, r.Pages,
-			fmtDur(r.ActivateNS), fmtDur(r.KexecNS), fmtDur(r.RestoreNS),
-			fmtPerPage(r.PerPage(r.ActivateNS)), fmtPerPage(r.PerPage(r.KexecNS)),
-			fmtPerPage(r.PerPage(r.RestoreNS)), fmtPerPage(r.PerPage(r.TotalNS())),
-			humanBytes(float64(r.MetadataBytes)), humanBytes(r.MetadataPerGiB),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			FormatSize(r.SizeBytes), r.FolioOrder, r.Design, r.KHO, r.Pages,
+			fmtDur(r.BeforeNS), fmtDur(r.ActivateNS), fmtDur(r.KexecNS), fmtDur(r.RestoreNS),
+			fmtDur(r.TotalNS()), fmtPerPage(r.PerPage(r.TotalNS())), fmtDur(r.AbortNS),
+			humanBytes(float64(r.MetadataBytes+r.TrackerBytes)), humanBytes(r.MetadataPerGiB),
 			fmtDur(r.CopyNS), fmtPerPage(r.PerPage(r.CopyNS)), fmtRatio(r.CopyRatio))
 	}
 	return tw.Flush()

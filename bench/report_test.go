@@ -56,6 +56,7 @@ func TestFormatSize(t *testing.T) {
 // row builds a measured row with round figures.
 func row(size uint64, order int, perPageNS, copyNS int64) Row {
 	r := NewRow(size, order)
+	r.Design, r.KHO = "stash", "arrays"
 	r.ActivateNS = perPageNS * int64(r.Pages) / 2
 	r.KexecNS = perPageNS * int64(r.Pages) / 4
 	r.RestoreNS = perPageNS * int64(r.Pages) / 4
@@ -92,7 +93,8 @@ func TestWriteJSONFieldNames(t *testing.T) {
 	for i, l := range lines {
 		var m map[string]any
 		require.NoError(t, json.Unmarshal([]byte(l), &m))
-		for _, k := range []string{"size_bytes", "folio_order", "pages", "activate_ns", "kexec_ns", "restore_ns", "metadata_bytes", "copy_ns"} {
+		for _, k := range []string{"size_bytes", "folio_order", "pages", "activate_ns", "kexec_ns", "restore_ns", "metadata_bytes", "copy_ns",
+			"design", "kho", "blackout_ns", "before_ns", "abort_ns", "before_blackout", "inside_blackout", "tracker_bytes"} {
 			require.Contains(t, m, k, "line %d", i)
 		}
 		require.EqualValues(t, rows[i].Pages, m["pages"])
@@ -111,12 +113,12 @@ func TestWriteTable(t *testing.T) {
 	require.Len(t, lines, 3)
 	require.Equal(t, strings.Fields(strings.ReplaceAll(TableHeader, "\t", " ")), strings.Fields(lines[0]))
 	f := strings.Fields(lines[1])
-	require.Equal(t, []string{"64MiB", "0", "16384"}, f[:3])
-	require.Equal(t, "120", f[9]) // total ns/page
+	require.Equal(t, []string{"64MiB", "0", "stash", "arrays", "16384"}, f[:5])
+	require.Equal(t, "120", f[10]) // blackout ns/page
 	f = strings.Fields(lines[2])
-	require.Equal(t, []string{"4GiB", "9", "2048"}, f[:3])
-	require.Equal(t, "25.0MiB", f[10]) // 25 B/page * 1Mi pages
-	require.Equal(t, "6.2MiB", f[11])
+	require.Equal(t, []string{"4GiB", "9", "stash", "arrays", "2048"}, f[:5])
+	require.Equal(t, "25.0MiB", f[12]) // 25 B/page * 1Mi pages
+	require.Equal(t, "6.2MiB", f[13])
 	require.Contains(t, lines[2], "2.40s")
 	// All data lines are as wide as the header (right-aligned columns).
 	require.Equal(t, len([]rune(lines[0])), len([]rune(lines[1])))

@@ -8,7 +8,6 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"khosim/fdbox"
 	"khosim/kbuild"
 	"khosim/kernel"
 	"khosim/machine"
@@ -29,15 +28,16 @@ const stampMagic uint64 = 0x6b686f73_696d4b48
 //
 //	Activate (kho active <- 1)  ->  Kexec  ->  Restore (open box, UNSEAL, GET_FD)
 //	                                                |
-//	Reseal (PUT_FD every file back, SEAL)  <--------+
+//	Prepare (PUT_FD, SEAL; or PRESERVE_FD)  <-------+
 //
 // so that one fill serves any number of cycles, each on a newly kexec'd
 // kernel.
 type Rig struct {
-	M     *machine.Machine
-	Size  uint64 // bytes of each memfd
-	Order int    // folio order of the memfds
-	Names []string
+	M      *machine.Machine
+	Design Design // how the memfds are handed over
+	Size   uint64 // bytes of each memfd
+	Order  int    // folio order of the memfds
+	Names  []string
 
 	// Faults are the host page faults (MinorFaults) each timed phase of
 	// the last cycle took: activate, kexec, restore.
@@ -48,9 +48,10 @@ type Rig struct {
 	// kexec or restore (see timed). Measure sets "warmup" or "measured".
 	CycleLabel string
 
-	task  *kernel.Task
-	boxfd int
-	fds   map[string]int // the restored files' fds, by name; empty while boxed
+	task   *kernel.Task
+	boxfd  int            // FDBox: the box's fd
+	sessfd int            // LUO: the outgoing session's fd
+	fds    map[string]int // the workload's fds of its files, by name; empty while boxed
 }
 
 // RigConfig says what a Rig holds.
@@ -60,6 +61,10 @@ type RigConfig struct {
 	Size  uint64
 	Order int
 	Seed  uint64
+	// Design is how the files are handed over ("": the stash) and KHO
+	// the tracker ("": the default build's).
+	Design Design
+	KHO    kbuild.Tracker
 }
 
 // MachineMemory is the simulated RAM a rig of total memfd bytes gets: the
@@ -96,7 +101,10 @@ func NewRig(c RigConfig) (*Rig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: machine: %w", err)
 	}
-	r := &Rig{M: m, Size: c.Size, Order: c.Order, fds: map[string]int{}}
+	if c.Design == "" {
+		c.Design = DesignStash
+	}
+	r := &Rig{M: m, Design: c.Design, Size: c.Size, Order: c.Order, fds: map[string]int{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -107,23 +115,16 @@ func NewRig(c RigConfig) (*Rig, error) {
 	if c.Order == MaxOrder {
 		huge = "always"
 	}
-	b := kbuild.Default()
-	b.ShmemHuge = huge
+	b, err := c.Design.build(c.KHO, huge)
+	if err != nil {
+		return nil, err
+	}
 	if err := m.Boot(b); err != nil {
 		return nil, fmt.Errorf("bench: boot: %w", err)
 	}
 	t := r.newTask("bench", c.Files)
-	ctl, err := t.Open(fdbox.CtlPath, uapi.O_RDWR)
-	if err != nil {
-		return nil, fmt.Errorf("bench: open %s: %w", fdbox.CtlPath, err)
-	}
-	var cb uapi.FdboxCreateBox
-	uapi.SetName(&cb.Name, BoxName)
-	if _, err := t.Ioctl(ctl, uapi.FDBOX_CREATE_BOX, &cb); err != nil {
-		return nil, fmt.Errorf("bench: FDBOX_CREATE_BOX: %w", err)
-	}
-	if r.boxfd, err = t.Open(fdbox.DevDir+BoxName, uapi.O_RDWR); err != nil {
-		return nil, fmt.Errorf("bench: open box: %w", err)
+	if err := r.setup(); err != nil {
+		return nil, err
 	}
 	for i := range c.Files {
 		name := fmt.Sprintf("m%d", i)
@@ -146,7 +147,7 @@ func NewRig(c RigConfig) (*Rig, error) {
 		r.Names = append(r.Names, name)
 		r.fds[name] = fd
 	}
-	if err := r.Reseal(); err != nil {
+	if _, err := r.Prepare(); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -181,28 +182,6 @@ func (r *Rig) Pages() uint64 { return uint64(len(r.Names)) * (r.Size / PageSize 
 // Bytes returns the bytes of all the rig's memfds.
 func (r *Rig) Bytes() uint64 { return uint64(len(r.Names)) * r.Size }
 
-// Reseal puts every restored file back in the box and seals it: the state
-// Activate starts from.
-func (r *Rig) Reseal() error {
-	t := r.task
-	for _, name := range r.Names {
-		fd, ok := r.fds[name]
-		if !ok {
-			return fmt.Errorf("bench: %s is not restored", name)
-		}
-		a := uapi.FdboxPutFD{FD: uint32(fd)}
-		uapi.SetName(&a.Name, name)
-		if _, err := t.Ioctl(r.boxfd, uapi.FDBOX_PUT_FD, &a); err != nil {
-			return fmt.Errorf("bench: FDBOX_PUT_FD %s: %w", name, err)
-		}
-		delete(r.fds, name)
-	}
-	if _, err := t.Ioctl(r.boxfd, uapi.FDBOX_SEAL, nil); err != nil {
-		return fmt.Errorf("bench: FDBOX_SEAL: %w", err)
-	}
-	return nil
-}
-
 // timed runs one timed phase of the cycle after a garbage collection
 // (so that no collection of earlier garbage lands in it), counts the host
 // page faults it takes in r.Faults, and returns its wall time. A CPU profile taken meanwhile sees its samples labelled
@@ -231,13 +210,11 @@ const (
 
 var phaseNames = [...]string{"activate", "kexec", "restore"}
 
-// Activate is KHO activation. It returns the wall time.
+// Activate is the design's first step inside the blackout (enter: kho
+// activate, preceded by SEAL for the seal lifecycle; nothing for LUO). It
+// returns the wall time.
 func (r *Rig) Activate() (time.Duration, error) {
-	d, err := r.timed(phaseActivate, r.M.KHOActivate)
-	if err != nil {
-		return d, fmt.Errorf("bench: kho activate: %w", err)
-	}
-	return d, nil
+	return r.timed(phaseActivate, r.enter)
 }
 
 // Deactivate undoes Activate (kho active <- 0). Untimed.
@@ -248,7 +225,8 @@ func (r *Rig) Deactivate() error {
 	return nil
 }
 
-// Metadata returns the size of the handover FDT (KHO must be active).
+// Metadata returns the size of the handover FDT (the active one, or the
+// one the last kexec handed over).
 func (r *Rig) Metadata() (uint64, error) {
 	blob, err := r.M.HandoverFDT()
 	if err != nil {
@@ -267,36 +245,15 @@ func (r *Rig) Kexec() (time.Duration, error) {
 	return d, nil
 }
 
-// Restore is the new process's part after a kexec: it opens the box,
-// unseals it and takes every file out. It returns the wall time (the
-// process's creation is not counted).
+// Restore is the new process's part after a kexec (restore): FDBox's
+// open, UNSEAL and GET_FDs, or LUO's retrieves and FINISH. It returns the
+// wall time (the process's creation is not counted).
 func (r *Rig) Restore() (time.Duration, error) {
-	t := r.newTask("restore", len(r.Names))
-	var boxfd int
-	d, err := r.timed(phaseRestore, func() error {
-		var err error
-		boxfd, err = t.Open(fdbox.DevDir+BoxName, uapi.O_RDWR)
-		if err != nil {
-			return fmt.Errorf("bench: open box after kexec: %w", err)
-		}
-		if _, err := t.Ioctl(boxfd, uapi.FDBOX_UNSEAL, nil); err != nil {
-			return fmt.Errorf("bench: FDBOX_UNSEAL: %w", err)
-		}
-		for _, name := range r.Names {
-			a := uapi.FdboxGetFD{}
-			uapi.SetName(&a.Name, name)
-			fd, err := t.Ioctl(boxfd, uapi.FDBOX_GET_FD, &a)
-			if err != nil {
-				return fmt.Errorf("bench: FDBOX_GET_FD %s: %w", name, err)
-			}
-			r.fds[name] = int(fd)
-		}
-		return nil
-	})
+	r.newTask("restore", len(r.Names))
+	d, err := r.timed(phaseRestore, r.restore)
 	if err != nil {
 		return 0, err
 	}
-	r.boxfd = boxfd
 	return d, nil
 }
 
@@ -372,17 +329,18 @@ func (r *Rig) Spans() ([][]byte, error) {
 	return spans, nil
 }
 
-// Cycle runs one handover: Activate, Kexec, Restore, with the metadata
-// size read in between, and checks the restored fds. The rig must be
-// sealed; afterwards the files are restored (Reseal before the next).
+// Cycle runs one handover: Activate, Kexec, Restore, with the handover
+// FDT's size read after the kexec, and checks the restored fds. The rig
+// must be prepared (Prepare); afterwards the files are restored (Prepare
+// again before the next).
 func (r *Rig) Cycle() (act, kx, rest time.Duration, meta uint64, err error) {
 	if act, err = r.Activate(); err != nil {
 		return
 	}
-	if meta, err = r.Metadata(); err != nil {
+	if kx, err = r.Kexec(); err != nil {
 		return
 	}
-	if kx, err = r.Kexec(); err != nil {
+	if meta, err = r.Metadata(); err != nil {
 		return
 	}
 	if rest, err = r.Restore(); err != nil {

@@ -11,13 +11,14 @@ import (
 	"strings"
 
 	"khosim/bench"
+	"khosim/kbuild"
 )
 
 func init() {
 	register(&command{
 		name:    "bench",
-		args:    "[--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]",
-		summary: "measure KHO+FDBox serialize/restore against a copy-out/copy-in baseline (docs/performance.md)",
+		args:    "[--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--designs stash,seal,luo] [--kho arrays,bitmaps,radix] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]",
+		summary: "measure the blackout of each live-update design against a copy-out/copy-in baseline (docs/performance.md)",
 		run: func(e *env, args []string) int {
 			return benchMain(args, e.stdout, e.stderr)
 		},
@@ -26,18 +27,21 @@ func init() {
 
 // benchFlags are the options of khosim bench.
 type benchFlags struct {
-	sizes   []uint64
-	orders  []int
-	runs    int
-	warmup  int
-	json    bool
-	verbose bool
-	cpuprof string
+	sizes    []uint64
+	orders   []int
+	designs  []bench.Design
+	trackers []kbuild.Tracker
+	runs     int
+	warmup   int
+	json     bool
+	verbose  bool
+	cpuprof  string
 }
 
 // parseBenchFlags parses khosim bench's command line.
 func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
-	f := benchFlags{sizes: bench.DefaultSizes, orders: bench.DefaultOrders, runs: bench.DefaultRuns, warmup: bench.DefaultWarmup}
+	f := benchFlags{sizes: bench.DefaultSizes, orders: bench.DefaultOrders, runs: bench.DefaultRuns, warmup: bench.DefaultWarmup,
+		designs: []bench.Design{bench.DesignStash}, trackers: []kbuild.Tracker{kbuild.Default().KHO}}
 	fs := flag.NewFlagSet("khosim bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Func("sizes", "comma-separated memfd `SIZES`, multiples of 2MiB (default 64MiB,256MiB,1GiB,4GiB)", func(s string) error {
@@ -50,13 +54,23 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 		f.orders = v
 		return err
 	})
+	fs.Func("designs", "comma-separated live-update `DESIGNS`: stash (the RFC), seal (serialize at SEAL), luo (LUO sessions) (default stash)", func(s string) error {
+		v, err := bench.ParseDesigns(s)
+		f.designs = v
+		return err
+	})
+	fs.Func("kho", "comma-separated KHO `TRACKERS`: arrays, bitmaps, radix (default arrays)", func(s string) error {
+		v, err := bench.ParseTrackers(s)
+		f.trackers = v
+		return err
+	})
 	fs.IntVar(&f.runs, "runs", bench.DefaultRuns, "handover cycles per row; the row reports medians")
 	fs.IntVar(&f.warmup, "warmup", bench.DefaultWarmup, "untimed handover cycles per row before the measured ones")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per row on stdout (the summary goes to stderr)")
 	fs.BoolVar(&f.verbose, "v", false, "print every step's time on stderr")
 	fs.StringVar(&f.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to `FILE`; timed phases carry pprof labels phase=activate|kexec|restore and cycle=warmup|measured")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: khosim bench [--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]\n")
+		fmt.Fprintf(stderr, "usage: khosim bench [--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--designs stash,seal,luo] [--kho arrays,bitmaps,radix] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -116,20 +130,23 @@ func benchMain(args []string, stdout, stderr io.Writer) (status int) {
 	}
 	var rows []bench.Row
 	var failed error
+measure:
 	for _, s := range f.sizes {
 		for _, o := range f.orders {
-			if !f.verbose {
-				fmt.Fprintf(stderr, "measuring %s order %d...\n", bench.FormatSize(s), o)
+			for _, d := range f.designs {
+				for _, t := range f.trackers {
+					if !f.verbose {
+						fmt.Fprintf(stderr, "measuring %s order %d %s kho=%s...\n", bench.FormatSize(s), o, d, t)
+					}
+					opts.Design, opts.KHO = d, t
+					r, err := bench.Measure(s, o, opts)
+					if err != nil {
+						failed = fmt.Errorf("%s order %d %s kho=%s: %w", bench.FormatSize(s), o, d, t, err)
+						break measure
+					}
+					rows = append(rows, r)
+				}
 			}
-			r, err := bench.Measure(s, o, opts)
-			if err != nil {
-				failed = fmt.Errorf("%s order %d: %w", bench.FormatSize(s), o, err)
-				break
-			}
-			rows = append(rows, r)
-		}
-		if failed != nil {
-			break
 		}
 	}
 	var peak uint64
@@ -151,7 +168,7 @@ func benchMain(args []string, stdout, stderr io.Writer) (status int) {
 			bench.WriteTable(stdout, rows)
 			fmt.Fprintln(stdout)
 			sum.Write(stdout)
-			fmt.Fprintf(stdout, "(%d handover cycles per row after %d untimed warm-up cycles, medians; times are wall clock on this machine; KHO/COPY 1/N: the handover took 1/N of the copies' time)\n", f.runs, f.warmup)
+			fmt.Fprintf(stdout, "(%d handover cycles per row after %d untimed warm-up cycles, medians; times are wall clock on this machine; BLACKOUT = ENTER + KEXEC+BOOT + REOPEN; BLACKOUT/COPY 1/N: the blackout took 1/N of the copies' time)\n", f.runs, f.warmup)
 		}
 	}
 	if failed != nil {

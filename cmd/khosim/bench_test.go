@@ -22,7 +22,7 @@ func TestBenchFlags(t *testing.T) {
 		t.Fatalf("parsed: %+v, %v", f, err)
 	}
 	for _, bad := range [][]string{
-		{"--sizes", "1MiB"}, {"--sizes", "lots"}, {"--orders", "3"}, {"--runs", "0"}, {"--warmup", "-1"}, {"extra"}, {"--nope"},
+		{"--sizes", "1MiB"}, {"--sizes", "lots"}, {"--orders", "3"}, {"--designs", "box"}, {"--kho", "lists"}, {"--runs", "0"}, {"--warmup", "-1"}, {"extra"}, {"--nope"},
 	} {
 		var errb bytes.Buffer
 		if status := benchMain(bad, io.Discard, &errb); status != exitUsage {
@@ -43,8 +43,9 @@ func TestBenchTiny(t *testing.T) {
 		t.Fatalf("exit %d: %s", status, errb.String())
 	}
 	lines := strings.Split(out.String(), "\n")
-	if !strings.HasPrefix(strings.TrimSpace(lines[0]), "SIZE") || !strings.HasPrefix(strings.TrimSpace(lines[1]), "2MiB      0    512") ||
-		!strings.HasPrefix(strings.TrimSpace(lines[2]), "2MiB      9      1") {
+	cols := func(l string) string { return strings.Join(strings.Fields(l)[:5], " ") }
+	if !strings.HasPrefix(strings.TrimSpace(lines[0]), "SIZE") || cols(lines[1]) != "2MiB 0 stash arrays 512" ||
+		cols(lines[2]) != "2MiB 9 stash arrays 1" {
 		t.Fatalf("table:\n%s", out.String())
 	}
 	for _, want := range []string{"not measured", "peak RSS"} {

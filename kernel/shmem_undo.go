@@ -85,6 +85,16 @@ func (shmemDefaultUndoOps) UndoPartialFolio(info *ShmemInodeInfo, f physmem.Foli
 // nrpages, the folios removed). On an ops error the walk stops there and
 // the recalculation still runs, so alloced and swapped stay exact for what
 // remains.
+//
+// Folio locks are not modelled (khosim is single-threaded: find_lock_entries
+// is find_get_entries, folio_unlock a no-op), so two bugs of the RFC's
+// patch 3/5 cannot show here and are recorded instead: its pass-1 error
+// path breaks out of the batch loop with the rest of the batch's folios
+// still locked (and referenced: folio_batch_release never runs for them),
+// and it calls folio_unlock on every batch entry, value (swap) entries
+// included, which are not folios at all. A port back to Linux must unlock
+// and release the rest of the batch on the error path and skip value
+// entries, as mainline's shmem_undo_range does.
 func ShmemUndoRange(info *ShmemInodeInfo, lstart, lend int64, unfalloc bool, ops ShmemUndoOps) error {
 	k := info.inode.k
 	k.mustAlive()

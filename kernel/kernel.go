@@ -66,6 +66,7 @@ type Kernel struct {
 	memmapBlocks      []physmem.PhysAddr // the memmap's early allocations
 	warnedMemfdNoexec bool
 	stats             vmEvents
+	migrations        migrationTrace // folios migrated (Migrations)
 
 	gone     bool
 	goneWhy  string
@@ -138,6 +139,7 @@ func (k *Kernel) Poison(why string) {
 	k.swap = nil
 	k.shm, k.tmp, k.tmpDir = nil, nil, nil
 	k.mappings, k.freeIDs = nil, nil
+	k.migrations = migrationTrace{}
 	k.counters = nil
 	k.Scratch = nil
 }

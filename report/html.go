@@ -443,4 +443,3 @@ func orderOf(size uint64) int {
 	}
 	return -1
 }
-

@@ -461,7 +461,12 @@ func (m *Machine) recordOwners() func(pfn physmem.PFN) string {
 			name, _, _ := strings.Cut(p.String(), ": ")
 			name = strings.TrimPrefix(name, p.Handler().Name()+" ")
 			for mem := range p.Mems() {
-				rs = append(rs, rangeOwner{mem.PFN(), mem.PFN() + physmem.PFN(mem.NrPages()), name})
+				r := rangeOwner{mem.PFN(), mem.PFN() + physmem.PFN(mem.NrPages()), name}
+				if n := len(rs); n > 0 && rs[n-1].end == r.start && rs[n-1].owner == name {
+					rs[n-1].end = r.end // physically contiguous folios of one record
+					continue
+				}
+				rs = append(rs, r)
 			}
 		}
 	}

@@ -124,16 +124,15 @@ type Run struct {
 	Fails   []Failure
 
 	m     *machine.Machine
-	start time.Time
-	// Now is the clock for events' At (time.Now; tests set a fake).
+	start time.Time // the first reading of Now
+	// Now is the clock for events' At (time.Now; tests set a fake). The
+	// run's time starts at its first event.
 	Now func() time.Time
 }
 
 // NewRun starts the record of a run.
 func NewRun(title string) *Run {
-	r := &Run{Title: title, Now: time.Now}
-	r.start = r.Now()
-	return r
+	return &Run{Title: title, Now: time.Now}
 }
 
 func (r *Run) since() time.Duration {

@@ -1,18 +1,25 @@
 package machine
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
 
 	"khosim/kbuild"
+	"khosim/kernel"
 	"khosim/physmem"
+	"khosim/uapi"
 )
 
 // checkMemMap checks the map's promises against the machine: the runs
 // cover every frame once, in order, merged; the counts agree with the
 // runs, with FrameCounts' partition and with the scratch counters.
-func checkMemMap(t *testing.T, m *Machine, mm *MemMap) {
+func checkMemMap(t interface {
+	require.TestingT
+	Helper()
+}, m *Machine, mm *MemMap) {
 	t.Helper()
 	var next physmem.PFN
 	var counts [NrFrameKinds]uint64
@@ -165,4 +172,94 @@ func TestMemoryMapNoKernel(t *testing.T) {
 	_, ok := m.FDTPlacement()
 	require.False(t, ok)
 	require.Zero(t, m.MigratedFolios())
+}
+
+// TestMemoryMapModel drives a machine through random writes, truncations,
+// closes, FDBox activations and deactivations and kexecs (in either
+// shmem_huge mode, some memfds landing in scratch) and checks the map
+// after every step: it covers every frame once, merged, agrees with
+// FrameCounts and leaves no frame unowned.
+func TestMemoryMapModel(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		huge := rapid.SampledFrom([]string{"never", "always"}).Draw(rt, "huge")
+		m, err := New(Config{Memory: 128 * MiB, ScratchBytes: 16 * MiB})
+		require.NoError(rt, err)
+		defer m.Close()
+		b := kbuild.Default()
+		b.ShmemHuge = huge
+		require.NoError(rt, m.Boot(b))
+		var p *kernel.Task
+		var fds []int
+		box := -1
+		start := func() {
+			p = m.Kernel().NewTask("p", kernel.Cred{UID: 0, Caps: uapi.CapAll})
+			fds, box = nil, -1
+			ctl, err := p.Open("/dev/fdbox/fdbox", uapi.O_RDWR)
+			require.NoError(rt, err)
+			var cb uapi.FdboxCreateBox
+			uapi.SetName(&cb.Name, "b")
+			if _, err := p.Ioctl(ctl, uapi.FDBOX_CREATE_BOX, &cb); err == nil {
+				box, _ = p.Open("/dev/fdbox/b", uapi.O_RDWR)
+			}
+		}
+		start()
+		check := func() {
+			mm, err := m.MemoryMap()
+			require.NoError(rt, err)
+			checkMemMap(rt, m, mm)
+		}
+		steps := rapid.IntRange(1, 12).Draw(rt, "steps")
+		for i := range steps {
+			switch rapid.IntRange(0, 6).Draw(rt, "op") {
+			case 6: // fill memory outside scratch, so later files land in it
+				fd, err := p.MemfdCreate("filler", uapi.MFD_NOEXEC_SEAL)
+				require.NoError(rt, err)
+				free := int64(m.Kernel().MM.Zone.NrFreePagesOf(physmem.MigrateMovable)) * physmem.PageSize
+				_, _ = p.Pwrite(fd, 0, free, func(dst []byte, off int64) { clear(dst) })
+				fds = append(fds, fd)
+			case 0: // a new memfd with data
+				fd, err := p.MemfdCreate("f", uapi.MFD_NOEXEC_SEAL)
+				require.NoError(rt, err)
+				n := int64(rapid.IntRange(1, 1024).Draw(rt, "pages")) * physmem.PageSize
+				// A write may run out of memory (ENOMEM, ENOSPC): the map
+				// must hold either way.
+				_, _ = p.Pwrite(fd, int64(rapid.IntRange(0, 64).Draw(rt, "at"))*physmem.PageSize, n, func(dst []byte, off int64) {
+					for j := range dst {
+						dst[j] = byte(off + int64(j))
+					}
+				})
+				fds = append(fds, fd)
+			case 1: // truncate one
+				if len(fds) > 0 {
+					fd := fds[rapid.IntRange(0, len(fds)-1).Draw(rt, "which")]
+					_ = p.Ftruncate(fd, int64(rapid.IntRange(0, 256).Draw(rt, "len"))*physmem.PageSize)
+				}
+			case 2: // close one
+				if len(fds) > 0 {
+					j := rapid.IntRange(0, len(fds)-1).Draw(rt, "which")
+					require.NoError(rt, p.Close(fds[j]))
+					fds = append(fds[:j], fds[j+1:]...)
+				}
+			case 3: // box one and seal the box
+				if len(fds) > 0 && box >= 0 {
+					put := uapi.FdboxPutFD{FD: uint32(fds[0])}
+					uapi.SetName(&put.Name, fmt.Sprintf("f%d", i))
+					if _, err := p.Ioctl(box, uapi.FDBOX_PUT_FD, &put); err == nil {
+						fds = fds[1:]
+					}
+					_, _ = p.Ioctl(box, uapi.FDBOX_SEAL, nil)
+				}
+			case 4: // activate, or deactivate
+				if m.KHO().Active() {
+					require.NoError(rt, m.KHODeactivate())
+				} else {
+					_ = m.KHOActivate()
+				}
+			case 5:
+				require.NoError(rt, m.Kexec(m.Build()))
+				start()
+			}
+			check()
+		}
+	})
 }

@@ -21,15 +21,32 @@ const DumpMaxValue = 256
 //	name = <0x01 0x1000>;       otherwise, when the length is a multiple of 4
 //	name = [01 02 03];          otherwise
 //
+// — except in a KHO handover (root compatible "kho-v1" or "kho-v2"), whose
+// properties Dump reads by the formats khosim writes (typed.go): their
+// integers are little endian, which big-endian cells would show
+// byte-swapped. Such a value prints as the byte string it is, which dtc
+// compiles back to the same bytes, after a comment that reads it:
+//
+//	pos = /* u64 4096 */ [00 10 00 00 00 00 00 00];
+//	seals = /* seals 0x5 F_SEAL_SEAL|F_SEAL_GROW */ [05 00 00 00];
+//	mem = /* 2 x kho_mem, 8 KiB {addr, size} */ [
+//		/* 0x100000 +4 KiB */ 00 00 10 00 00 00 00 00 00 10 00 00 00 00 00 00
+//		/* 0x200000 +4 KiB */ 00 00 20 00 00 00 00 00 00 10 00 00 00 00 00 00
+//	];
+//
+// A value whose bytes do not have its type's shape (a corrupt node) prints
+// raw, as outside a handover.
+//
 // Unlike dtc, a string list prints as "a", "b" (dtc 1.6 writes "a\0b"), an
 // unnamed node other than the root prints as "/* unnamed */ {" (dtc writes
 // "/ {", which it cannot read back: source cannot name a node ""), and a
 // value longer than DumpMaxValue bytes is cut, e.g.
-// `mem = <...> /* 4194304 bytes, 256 shown */;`. Bytes that are not
-// printable in a node or property name print as \xNN. Without unnamed
-// nodes and cut values the output compiles back with dtc into the same
-// tree. Dump writes nothing when Open fails, and returns the first write
-// error.
+// `mem = <...> /* 4194304 bytes, 256 shown */;` (a typed array after
+// DumpMaxValue bytes of entries: `/* ... 262128 more entries, 4194304
+// bytes in all */`). Bytes that are not printable in a node or property
+// name print as \xNN. Without unnamed nodes and cut values the output
+// compiles back with dtc into the same tree. Dump writes nothing when Open
+// fails, and returns the first write error.
 func Dump(w io.Writer, blob []byte) error {
 	f, err := Open(blob)
 	if err != nil {
@@ -45,7 +62,7 @@ func (f *FDT) dump(w io.Writer) error {
 		addr, size, _ := f.GetMemRsv(n)
 		fmt.Fprintf(bw, "/memreserve/\t0x%016x 0x%016x;\n", addr, size)
 	}
-	if err := f.dumpNode(bw, 0, 0); err != nil {
+	if err := f.dumpNode(bw, 0, dumpPos{limit: -1}); err != nil {
 		return err
 	}
 	return bw.Flush()
@@ -57,15 +74,32 @@ func tabs(w *bufio.Writer, n int) {
 	}
 }
 
-func (f *FDT) dumpNode(w *bufio.Writer, i, depth int) error {
+// dumpPos is where dumpNode is: the indentation, the node's depth in the
+// tree (for the schema), how many levels below may still print (-1: all),
+// and whether this is the top node of a DumpNode (named by its path).
+type dumpPos struct {
+	indent, tree, limit int
+	top                 bool
+}
+
+func (f *FDT) dumpNode(w *bufio.Writer, i int, at dumpPos) error {
 	const fn = "dump"
 	f.steps++
-	tabs(w, depth)
+	tabs(w, at.indent)
 	name, err := f.name(fn, i)
 	if err != nil {
 		return err
 	}
 	switch {
+	case at.top:
+		p, err := f.path(fn, i)
+		if err != nil {
+			return err
+		}
+		writeName(w, []byte(p))
+		if len(name) == 0 && i != 0 {
+			w.WriteString(" /* unnamed */")
+		}
 	case i == 0:
 		w.WriteString("/")
 	case len(name) == 0:
@@ -74,6 +108,7 @@ func (f *FDT) dumpNode(w *bufio.Writer, i, depth int) error {
 		writeName(w, name)
 	}
 	w.WriteString(" {\n")
+	c := f.ctx(i, at.tree, f.isKHO())
 	lo, hi := f.propRange(i)
 	for k := lo; k < hi; k++ {
 		f.steps++
@@ -85,18 +120,41 @@ func (f *FDT) dumpNode(w *bufio.Writer, i, depth int) error {
 		if err != nil {
 			return err
 		}
-		tabs(w, depth+1)
+		tabs(w, at.indent+1)
 		writeName(w, pn)
-		f.writeValue(w, v)
+		if t := propType(c, string(pn)); t != TypeRaw && t != TypeString && len(v) > 0 && t.fits(v) {
+			f.writeTyped(w, t, v, at.indent+1)
+		} else {
+			f.writeValue(w, v)
+		}
 		w.WriteString(";\n")
 	}
-	for c := i + 1; c < len(f.nodes) && int(f.nodes[c].parent) == i; c = int(f.nodes[c].next) {
+	for ch := i + 1; ch < len(f.nodes) && int(f.nodes[ch].parent) == i; ch = int(f.nodes[ch].next) {
 		w.WriteByte('\n')
-		if err := f.dumpNode(w, c, depth+1); err != nil {
+		if at.limit == 0 {
+			f.steps++
+			tabs(w, at.indent+1)
+			cn, err := f.name(fn, ch)
+			if err != nil {
+				return err
+			}
+			if len(cn) == 0 {
+				w.WriteString("/* unnamed */")
+			} else {
+				writeName(w, cn)
+			}
+			w.WriteString(" { ... };\n")
+			continue
+		}
+		next := dumpPos{indent: at.indent + 1, tree: at.tree + 1, limit: at.limit - 1}
+		if at.limit < 0 {
+			next.limit = -1
+		}
+		if err := f.dumpNode(w, ch, next); err != nil {
 			return err
 		}
 	}
-	tabs(w, depth)
+	tabs(w, at.indent)
 	w.WriteString("};\n")
 	return nil
 }

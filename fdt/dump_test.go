@@ -58,7 +58,9 @@ func TestDumpGolden(t *testing.T) {
 		vm1 {
 
 			/* unnamed */ {
-				mem = <0x2000 0x00 0x100000 0x00>;
+				mem = /* 1 x kho_mem {addr, size}, 4 KiB */ [
+					/* 0x200000 +4 KiB */ 00 00 20 00 00 00 00 00 00 10 00 00 00 00 00 00
+				];
 			};
 		};
 
@@ -186,7 +188,9 @@ func ExampleDump() {
 	// 	compatible = "kho-v1";
 	//
 	// 	fdbox {
-	// 		mem = <0x1000 0x00 0x100000 0x00>;
+	// 		mem = /* 1 x kho_mem {addr, size}, 4 KiB */ [
+	// 			/* 0x100000 +4 KiB */ 00 00 10 00 00 00 00 00 00 10 00 00 00 00 00 00
+	// 		];
 	// 	};
 	// };
 }

@@ -19,6 +19,7 @@ type vmEvents struct {
 	thpSplitPage    uint64 // THP_SPLIT_PAGE
 	pswpin          uint64 // PSWPIN
 	pswpout         uint64 // PSWPOUT
+	pgmigrate       uint64 // PGMIGRATE_SUCCESS
 }
 
 // VMStat returns the event counters, by their /proc/vmstat names.
@@ -27,6 +28,7 @@ func (k *Kernel) VMStat() map[string]uint64 {
 	return map[string]uint64{
 		"thp_file_alloc": s.thpFileAlloc, "thp_file_fallback": s.thpFileFallback,
 		"thp_split_page": s.thpSplitPage, "pswpin": s.pswpin, "pswpout": s.pswpout,
+		"pgmigrate_success": s.pgmigrate,
 	}
 }
 
@@ -133,40 +135,10 @@ func (a *refAudit) Frames(pfn physmem.PFN, nr uint64, who string) {
 	}
 }
 
-// collect runs every owner: the page caches, the page tables, the fd
-// tables and mappings, and the registered owners.
+// collect runs every owner (VisitOwners), counting the PTEs that map
+// each page for the mapcount check.
 func (a *refAudit) collect() {
-	k := a.k
-	for _, info := range k.mappings {
-		if info == nil {
-			continue
-		}
-		who := fmt.Sprintf("page cache of inode %d", info.inode.Ino)
-		for e := range info.mapping.Range(0, ^uint64(0)) {
-			if !e.Entry.IsValue() {
-				a.Folio(e.Entry.PFN(), int64(e.NrIndices()), who)
-			}
-		}
-	}
-	for _, t := range k.Tasks() {
-		ptes := t.MM.presentPTEs()
-		for _, pfn := range slices.Sorted(maps.Keys(ptes)) {
-			n := ptes[pfn]
-			a.mapcount[pfn] += n
-			a.Folio(k.MM.PageFolio(pfn).PFN(), int64(n), fmt.Sprintf("page tables of task %d (%s)", t.PID, t.Name))
-		}
-		for _, f := range t.fds {
-			if f != nil {
-				a.File(f, 1, fmt.Sprintf("fd table of task %d", t.PID))
-			}
-		}
-		for _, v := range t.MM.vmas {
-			a.File(v.File, 1, fmt.Sprintf("mapping %#x of task %d", v.Start, t.PID))
-		}
-	}
-	for _, o := range k.owners {
-		o.visit(a)
-	}
+	a.k.visitOwners(a, func(pfn physmem.PFN, n int32) { a.mapcount[pfn] += n })
 }
 
 // presentPTEs counts the PTEs mapping each page.

@@ -67,6 +67,7 @@ type Kernel struct {
 	memmapBlocks      []physmem.PhysAddr // the memmap's early allocations
 	warnedMemfdNoexec bool
 	stats             vmEvents
+	migrations        migrationTrace // folios migrated (Migrations)
 
 	gone     bool
 	goneWhy  string
@@ -146,6 +147,7 @@ func (k *Kernel) Poison(why string) {
 	k.swap = nil
 	k.shm, k.tmp, k.tmpDir = nil, nil, nil
 	k.mappings, k.freeIDs = nil, nil
+	k.migrations = migrationTrace{}
 	k.counters = nil
 	k.Scratch = nil
 }

@@ -79,6 +79,8 @@ func (k *Kernel) MigrateLongtermFolio(info *ShmemInodeInfo, old physmem.Folio, i
 	flags := k.folioHead(old).Flags() & migratedFlags
 	k.replacePageCacheFolio(info, old, nf, index, flags)
 	k.MM.FolioPut(nf) // the page cache holds it now
+	k.stats.pgmigrate += 1 << order
+	k.migrations.record(MigrationRun{From: old.PFN(), To: nf.PFN(), Pages: 1 << order, Ino: info.inode.Ino, Index: index})
 	return nf, flags, nil
 }
 
@@ -96,8 +98,10 @@ const migratedFlags = physmem.PGUptodate | physmem.PGDirty | physmem.PGSwapBacke
 func (k *Kernel) UnmigrateFolio(info *ShmemInodeInfo, old, nf physmem.Folio, index uint64, flags physmem.PageFlags) {
 	k.mustAlive()
 	k.MM.FolioGet(nf)
+	nr := k.folioNrPages(nf)
 	k.replacePageCacheFolio(info, nf, old, index, flags)
 	k.MM.FolioPut(nf) // frees it
+	k.migrations.record(MigrationRun{From: nf.PFN(), To: old.PFN(), Pages: nr, Ino: info.inode.Ino, Index: index, Back: true})
 }
 
 // replacePageCacheFolio puts to in from's place in info's page cache at

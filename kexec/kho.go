@@ -514,6 +514,16 @@ func (h *KHO) FDT() (addr physmem.PhysAddr, blob []byte, ok bool) {
 	return h.fdtBase.Phys(), h.mm.Frames.Span(h.fdtBase, h.fdtPages)[:h.fdtSize], true
 }
 
+// FDTBuffer returns the frames allocated for the handover FDT (the buffer
+// Activate sized with Estimate, of which the finished blob uses the first
+// bytes): ok is false while no buffer is allocated.
+func (h *KHO) FDTBuffer() (buf Mem, ok bool) {
+	if len(h.fdtBlocks) == 0 {
+		return Mem{}, false
+	}
+	return Mem{Addr: h.fdtBase.Phys(), Size: h.fdtPages << physmem.PageShift}, true
+}
+
 // PreserveFolio is kho_preserve_folio(): the folio will be handed over to
 // the next kernel. KHO takes one reference on it, which it holds until
 // UnpreserveFolio, the abort of the activation that preserved it, or the

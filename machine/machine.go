@@ -125,6 +125,9 @@ type Machine struct {
 	lastFDTAt *kexec.Handover
 	stats     Stats
 	earlyTime time.Duration // the last boot up to its initcalls
+	scrubTime time.Duration // the last kexec's reboot path and scrub, for the phase hook
+
+	phaseHook func(PhaseEvent) // SetPhaseHook
 }
 
 // New creates a machine: its memory (all zero), its swap disk and an
@@ -288,6 +291,8 @@ func (m *Machine) bootKernel(ho *kexec.Handover, b kbuild.Build) error {
 		return nil
 	})
 	m.earlyTime = time.Since(start)
+	m.phase(PhaseEvent{Phase: PhaseEarlyBoot, Kexec: ho != nil, Took: m.scrubTime + m.earlyTime})
+	m.scrubTime = 0
 	restore := time.Now()
 	k.RunInitcalls()
 	m.stats.RestoreTime = time.Since(restore)
@@ -295,6 +300,7 @@ func (m *Machine) bootKernel(ho *kexec.Handover, b kbuild.Build) error {
 	if c := m.FDBoxKHO(); c != nil {
 		m.stats.Recovered = c.Recovered()
 	}
+	m.phase(PhaseEvent{Phase: PhaseRestored, Kexec: ho != nil, Took: m.stats.RestoreTime})
 	return nil
 }
 
@@ -312,10 +318,12 @@ func (m *Machine) KHOActivate() error {
 	if err := m.running(); err != nil {
 		return err
 	}
+	m.phase(PhaseEvent{Phase: PhaseBeforeActivation})
 	start := time.Now()
 	err := m.kho.Activate()
 	m.stats.ActivateTime = time.Since(start)
 	if err != nil {
+		m.phase(PhaseEvent{Phase: PhaseActivationFailed, Took: m.stats.ActivateTime, Err: err})
 		return err
 	}
 	m.stats.Activations++
@@ -324,6 +332,7 @@ func (m *Machine) KHOActivate() error {
 	m.stats.PreservedBytes = m.kho.PreservedPages() * physmem.PageSize
 	_, blob, _ := m.kho.FDT()
 	m.stats.FDTBytes = uint64(len(blob))
+	m.phase(PhaseEvent{Phase: PhaseActivated, Took: m.stats.ActivateTime})
 	return nil
 }
 
@@ -394,6 +403,7 @@ func (m *Machine) Kexec(b kbuild.Build) error {
 	m.k, m.kho, m.layer, m.fe = nil, nil, nil, nil
 	m.stats.Kexecs++
 	scrub := time.Since(start)
+	m.scrubTime = scrub
 	err := m.bootKernel(ho, b)
 	m.stats.KexecTime = scrub + m.earlyTime
 	return err
@@ -570,18 +580,22 @@ func (m *Machine) CheckInvariants() error {
 }
 
 // FrameCounts returns the running kernel's frames by state: free, used,
-// preserved (handed over and not yet claimed or returned), reserved (the
-// rest: kernel image, memmap, the incoming FDT, ...), which partition
-// memory, and scratch (KHO scratch, whatever its state), plus total. Nil
-// without a running kernel.
+// slab, tracker, preserved (handed over and not yet claimed or returned),
+// reserved (the rest: kernel image, memmap, the incoming FDT, ...), which
+// partition memory; scratch (KHO scratch, whatever its state), split into
+// scratch_free (free in the allocator) and scratch_used (allocated or
+// reserved: page cache placed there, a kexec'd kernel's memmap); plus
+// total. Nil without a running kernel.
 func (m *Machine) FrameCounts() map[string]uint64 {
 	if m.k == nil {
 		return nil
 	}
 	c := m.k.FrameCounts()
+	used, free := m.scratchCounts()
 	return map[string]uint64{
 		"total": c.Total, "free": c.Free, "used": c.Used, "slab": c.Slab, "tracker": c.Tracker,
 		"preserved": c.Preserved, "reserved": c.Reserved, "scratch": c.Scratch,
+		"scratch_used": used, "scratch_free": free,
 	}
 }
 

@@ -5,13 +5,13 @@ import "khosim/errno"
 // folioPage returns the head page of f, checking that f names a folio:
 // a valid frame ("pfn-in-range") whose struct page is initialised
 // ("page-initialised"), not a tail ("folio-is-head"), not free
-// ("folio-not-free").
+// ("folio-not-free"), not a slab ("folio-not-slab").
 func (mm *MM) folioPage(f Folio, op string) *Page {
 	p := mm.Memmap.Page(PFN(f))
 	if mm.uninitialised(PFN(f)) {
 		mm.badUninitialised(PFN(f), op)
 	}
-	if p.flags&(PGTail|PGBuddy) != 0 || p.lru[0]|p.lru[1] != 0 { // a tail, or free (buddy or per-CPU list)
+	if p.flags&(PGTail|PGBuddy|PGSlab) != 0 || p.lru[0]|p.lru[1] != 0 { // a tail, a slab, or free (buddy or per-CPU list)
 		mm.badFolio(f, op)
 	}
 	return p
@@ -20,6 +20,9 @@ func (mm *MM) folioPage(f Folio, op string) *Page {
 func (mm *MM) badFolio(f Folio, op string) {
 	if mm.Memmap.pages[f].flags&PGTail != 0 {
 		bug(invFolioIsHead, mm.dumpPage(PFN(f)), "%s on tail page %v", op, PFN(f))
+	}
+	if mm.Memmap.pages[f].flags&PGSlab != 0 {
+		bug(invFolioNotSlab, mm.dumpPage(PFN(f)), "%s on slab page %v", op, PFN(f))
 	}
 	bug(invFolioNotFree, mm.dumpPage(PFN(f)), "%s on free page %v", op, PFN(f))
 }

@@ -238,6 +238,9 @@ func TestSlabFreeBugs(t *testing.T) {
 	noErr(t, err)
 	requireViolation(t, invSlabFree, func() { mm.Kfree(mkSlabObj(f.PFN(), 0)) })
 	requireViolation(t, invFolioNotSlab, func() { mm.FolioPut(Folio(o.PFN())) })
+	requireViolation(t, invFolioNotSlab, func() { mm.FolioGet(Folio(o.PFN())) })
+	eq(t, mm.FolioOrder(Folio(o.PFN())), uint(0), "folio_order of a slab")
+	eq(t, mm.FolioRefCount(Folio(o.PFN())), int32(1), "folio_ref_count of a slab")
 	requireViolation(t, invPageFlagOwner, func() { mm.Page(o.PFN()).Set(PGDirty) })
 	c.Free(o)
 	requireViolation(t, invSlabFree, func() { c.Free(o) }) // double free

@@ -276,7 +276,10 @@ func (k *Kernel) exists(p string) bool {
 // missing name without O_CREAT; EEXIST with O_CREAT|O_EXCL on an existing name; EACCES
 // to create outside /tmp or without permission; EISDIR to create or write
 // a directory; ENOSPC when /tmp is full; EPERM for O_TRUNC of a sealed
-// file; the driver's errors.
+// file; the driver's errors. Kernel memory: ENOMEM when the fd table must
+// grow and cannot, or when the struct file cannot be allocated (which
+// path_openat does first, before looking the path up); ENOSPC when the
+// inode of a new file cannot (shmem_get_inode).
 func (t *Task) Open(path string, flags int) (int, error) {
 	t.mustAlive()
 	k := t.k
@@ -291,9 +294,25 @@ func (t *Task) Open(path string, flags int) (int, error) {
 	if _, err := t.getUnusedFD(0); err != nil {
 		return -1, err
 	}
+	// path_openat: alloc_empty_file() first. The filp object goes back
+	// (fput of the empty file) unless a file is made of it.
+	obj, err := k.filpAlloc()
+	if err != nil {
+		return -1, err
+	}
+	defer func() {
+		if obj != 0 {
+			k.caches.filp.Free(obj)
+		}
+	}()
 	l, err := k.resolve(path)
 	if err != nil {
 		return -1, err
+	}
+	newFile := func(ops FileOps, inode *Inode) *File {
+		f := k.newFile(obj, ops, inode, l.path, openFileFlags(flags))
+		obj = 0
+		return f
 	}
 	if l.slash && l.kind != lookupDir {
 		// open_last_lookups: a trailing slash asks for a directory.
@@ -318,19 +337,25 @@ func (t *Task) Open(path string, flags int) (int, error) {
 		if l.parent != "/tmp" {
 			return -1, errno.EACCES // / and /dev are not writable in khosim
 		}
-		info := k.shmemGetInode(k.tmp, 0o644, t.Cred.UID)
+		info, err := k.shmemGetInode(k.tmp, 0o644, t.Cred.UID)
+		if err != nil {
+			return -1, err
+		}
 		info.inode.Nlink = 1
 		k.tmpDir[l.name] = info.inode
-		f = k.NewFile(tmpfsFops, info.inode, l.path, openFileFlags(flags))
+		f = newFile(tmpfsFops, info.inode)
 	case lookupDir:
 		if flags&uapi.O_CREAT != 0 || flags&uapi.O_ACCMODE != uapi.O_RDONLY {
 			return -1, errno.EISDIR
 		}
-		f = k.NewFile(dirFops, nil, l.path, openFileFlags(flags))
+		f = newFile(dirFops, nil)
 	case lookupDevice:
-		if f, err = k.openDevice(t, l.path, openFileFlags(flags)); err != nil {
+		ops, private, err := k.openDevice(t, l.path, openFileFlags(flags))
+		if err != nil {
 			return -1, err
 		}
+		f = newFile(ops, nil)
+		f.Private = private
 	case lookupTmpFile:
 		if err := inodePermission(t, l.inode, accMode(flags)); err != nil {
 			return -1, err
@@ -340,7 +365,7 @@ func (t *Task) Open(path string, flags int) (int, error) {
 				return -1, err
 			}
 		}
-		f = k.NewFile(tmpfsFops, l.inode, l.path, openFileFlags(flags))
+		f = newFile(tmpfsFops, l.inode)
 	}
 	fd, err := t.InstallFD(f, flags&uapi.O_CLOEXEC != 0)
 	if err != nil {

@@ -163,7 +163,7 @@ var funcs = map[string]signature{
 }
 
 // frameStates are the arguments of frames(STATE).
-var frameStates = []string{"free", "used", "preserved", "reserved", "scratch"}
+var frameStates = []string{"free", "used", "slab", "preserved", "reserved", "scratch"}
 
 // ioctlKeys are the key=value arguments ioctl takes, with their kinds.
 var ioctlKeys = map[string]kind{"name": kString, "fd": kInt, "flags": kInt}

@@ -344,7 +344,7 @@ var errorCases = []struct {
 	{"unknown errno after call", machineLine + "p: close(3) -> EBADFD2\n", []string{
 		`t.scn:2:16: unknown errno "EBADFD2"`}},
 	{"unknown fault site", machineLine + "fault page_allocation nth=2\nfault\n", []string{
-		`t.scn:2:7: unknown fault site "page_allocation" (want page_alloc, fdt, kho_write, kho_claim or recover)`,
+		`t.scn:2:7: unknown fault site "page_allocation" (want page_alloc, slab, fdt, kho_write, kho_claim or recover)`,
 		`t.scn:3:6: expected a fault site, found end of line`}},
 	{"fault options", machineLine + "fault fdt nth=0 times=0\nfault fdt nth=2147483648 when=1\n", []string{
 		`t.scn:2:15: nth= must be at least 1`,
@@ -409,7 +409,7 @@ var errorCases = []struct {
 	{"functions", machineLine + "expect size(p:m, 1) == 0\nexpect nosuch(1) == 0\nexpect frames(dirty) == 0\nexpect fds(3) == 0\nexpect zeros(1) == \"\"\nlet x = content(p:m, 0)\n", []string{
 		`t.scn:2:8: size takes 1 argument: size(PROC:RES)`,
 		`t.scn:3:8: unknown function "nosuch"`,
-		`t.scn:4:15: unknown frame state "dirty" (want free, used, preserved, reserved or scratch)`,
+		`t.scn:4:15: unknown frame state "dirty" (want free, used, slab, preserved, reserved or scratch)`,
 		`t.scn:5:12: expected a name for PROC of fds(PROC), found integer 3`,
 		`t.scn:6:8: zeros takes no arguments`,
 		`t.scn:7:9: content takes 3 arguments: content(PROC:RES, OFF, LEN)`}},
@@ -440,7 +440,7 @@ var errorCases = []struct {
 		`t.scn:2:1: machine must be the first statement`,
 		`t.scn:3:15: expected an integer for uid=, found name "x"`,
 		`t.scn:4:11: expected ")" or ",", found end of line`,
-		`t.scn:5:7: unknown fault site "nope" (want page_alloc, fdt, kho_write, kho_claim or recover)`,
+		`t.scn:5:7: unknown fault site "nope" (want page_alloc, slab, fdt, kho_write, kho_claim or recover)`,
 		`t.scn:7:1: unterminated string`}},
 }
 

@@ -96,13 +96,6 @@ func (k *Kernel) SlabInfo() []physmem.SlabInfo {
 	return k.MM.SlabInfo()
 }
 
-// RadixTreeNodeCache returns the cache of the page-cache XArray nodes
-// (radix_tree_node_cachep), for address spaces made outside this package.
-func (k *Kernel) RadixTreeNodeCache() *physmem.KmemCache {
-	k.mustAlive()
-	return k.caches.radixTreeNode
-}
-
 // Fd tables (fs/file.c). A task's files_struct embeds a table of
 // NR_OPEN_DEFAULT fds; beyond, expand_files allocates a larger fdtable:
 // the struct itself (kmalloc), the fd array and the bitmaps (kvmalloc),

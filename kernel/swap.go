@@ -136,9 +136,9 @@ type swapInfo struct {
 	dev     *SwapDevice
 	swapMap []uint8
 	mapBuf  physmem.Kvbuf // what swap_map costs: vzalloc(maxpages), a byte per slot
-	pages   uint64 // usable slots (si->pages)
-	inuse   uint64 // si->inuse_pages
-	next    uint64 // si->cluster_next
+	pages   uint64        // usable slots (si->pages)
+	inuse   uint64        // si->inuse_pages
+	next    uint64        // si->cluster_next
 }
 
 const swapMapBad = 0x3f // SWAP_MAP_BAD

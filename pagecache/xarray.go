@@ -45,12 +45,12 @@ const (
 // tree holds one object of it (obj, a radix_tree_node slab object of 576
 // bytes); the arena is only the host's copy of the node's fields.
 type xaNode struct {
-	shift    uint8  // bits of the index below this node's slots
-	offset   uint8  // slot of this node in its parent
-	count    uint8  // non-NULL slots
-	nrValues uint8  // value-entry slots (siblings included)
-	parent   uint32 // arena id of the parent, 0 for the root; next free node once freed
-	id       uint32 // this node's arena id
+	shift    uint8           // bits of the index below this node's slots
+	offset   uint8           // slot of this node in its parent
+	count    uint8           // non-NULL slots
+	nrValues uint8           // value-entry slots (siblings included)
+	parent   uint32          // arena id of the parent, 0 for the root; next free node once freed
+	id       uint32          // this node's arena id
 	obj      physmem.SlabObj // its radix_tree_node object, 0 without a node cache
 	marks    [xaMarkCount]uint64
 	slots    [XAChunkSize]Entry

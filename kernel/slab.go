@@ -21,8 +21,8 @@ import (
 //	shmem_inode_cache  768          every shmem/tmpfs inode           at eviction
 //	filp               256          every struct file                 at the last fput
 //	vm_area_struct     184          every mapping                     at munmap/exit
-//	kmalloc-64, -1k..  56, 8/fd     fd tables beyond 64 fds           when replaced, at exit
-//	vmalloc            1 byte/slot  the swap map (swapon)             never (no swapoff)
+//	kmalloc, kvmalloc  56 + 8/fd    fd tables beyond 64 fds           when replaced, at exit
+//	kvmalloc           1 byte/slot  the swap map (swapon)             never (no swapoff)
 //
 // The sizes are those of x86-64 builds of Linux 6.x (sizeof of the
 // structure, rounded as its cache rounds it), up to a few bytes.

@@ -141,8 +141,8 @@ func (c *xaChecker) walk(n *xaNode, base uint64) *invariant.Violation {
 	if n.count == 0 {
 		return c.fail(n, "xa-empty-node", "node %d has no entries", n.id)
 	}
-	if (n.obj != 0) != (xa.cache != nil) {
-		return c.fail(n, "xa-node-charged", "node %d holds slab object %v, node cache %v", n.id, n.obj, xa.cache)
+	if xa.cache != nil && (int(n.id) >= len(xa.objs) || xa.objs[n.id] == 0) {
+		return c.fail(n, "xa-node-charged", "node %d holds no radix_tree_node object", n.id)
 	}
 	reach := uint(XAChunkSize)
 	if n.shift == xaMaxShift {

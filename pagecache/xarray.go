@@ -42,16 +42,17 @@ const (
 // (XArray.free, chained through parent), so freeing never allocates.
 //
 // What the node costs: with a node cache (SetNodeCache) every node in the
-// tree holds one object of it (obj, a radix_tree_node slab object of 576
-// bytes); the arena is only the host's copy of the node's fields.
+// tree holds one object of it (a radix_tree_node slab object of 576
+// bytes, whose handle XArray.objs keeps by arena id, beside the arena so
+// that a walk's cache lines stay as they were); the arena is only the
+// host's copy of the node's fields.
 type xaNode struct {
-	shift    uint8           // bits of the index below this node's slots
-	offset   uint8           // slot of this node in its parent
-	count    uint8           // non-NULL slots
-	nrValues uint8           // value-entry slots (siblings included)
-	parent   uint32          // arena id of the parent, 0 for the root; next free node once freed
-	id       uint32          // this node's arena id
-	obj      physmem.SlabObj // its radix_tree_node object, 0 without a node cache
+	shift    uint8  // bits of the index below this node's slots
+	offset   uint8  // slot of this node in its parent
+	count    uint8  // non-NULL slots
+	nrValues uint8  // value-entry slots (siblings included)
+	parent   uint32 // arena id of the parent, 0 for the root; next free node once freed
+	id       uint32 // this node's arena id
 	marks    [xaMarkCount]uint64
 	slots    [XAChunkSize]Entry
 }
@@ -106,6 +107,9 @@ type XArray struct {
 
 	// cache is the node cache (radix_tree_node_cachep), nil for none.
 	cache *physmem.KmemCache
+	// objs holds, by arena id, the radix_tree_node object of each node in
+	// the tree (0 for free ids); nil without a node cache.
+	objs []physmem.SlabObj
 	// preload holds the node objects allocated for the operation in
 	// progress, which allocNode takes (xas->xa_alloc): empty between
 	// operations.
@@ -188,7 +192,10 @@ func (xa *XArray) allocNode(shift uint, parent uint32, off uint) *xaNode {
 		if k < 0 {
 			xa.badPreload("a store needs a node it did not allocate first")
 		}
-		n.obj = xa.preload[k]
+		for int(id) >= len(xa.objs) {
+			xa.objs = append(xa.objs, 0)
+		}
+		xa.objs[id] = xa.preload[k]
 		xa.preload = xa.preload[:k]
 	}
 	xa.nrNodes++
@@ -249,8 +256,9 @@ func (xa *XArray) freeNode(n *xaNode) {
 	if n.id == xa.hint {
 		xa.hint = 0
 	}
-	if n.obj != 0 {
-		xa.cache.Free(n.obj) // radix_tree_node_rcu_free
+	if xa.cache != nil {
+		xa.cache.Free(xa.objs[n.id]) // radix_tree_node_rcu_free
+		xa.objs[n.id] = 0
 	}
 	*n = xaNode{id: n.id, shift: freedShift}
 	n.parent = xa.free
@@ -345,19 +353,25 @@ func (xa *XArray) loadFrom(n *xaNode, index uint64) Entry {
 		if e&3 != internalTag {
 			return e
 		}
-		if e.isSibling() {
-			e = n.slots[e.siblingOffset()]
-			if e == zeroEntry {
-				return 0
-			}
-			return e
-		}
-		if e == zeroEntry {
-			return 0
+		if !e.isNode() {
+			return loadSpecial(n, e)
 		}
 		n = xa.at(e.nodeID())
 		shift -= XAChunkShift
 	}
+}
+
+// loadSpecial is what loadFrom finds in an internal entry of n that is no
+// node: a sibling (the entry of its canonical slot) or a reservation
+// (NULL). Out of line, so that the walk down stays one test per level.
+func loadSpecial(n *xaNode, e Entry) Entry {
+	if e.isSibling() {
+		e = n.slots[e.siblingOffset()]
+	}
+	if e == zeroEntry {
+		return 0
+	}
+	return e
 }
 
 // Lookup models xas_load() followed by xas_get_order(): the entry covering

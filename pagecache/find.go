@@ -122,13 +122,16 @@ func (xa *XArray) findFirst(st *xaState, start, max uint64, filter int) (Found, 
 			e = n.slots[c]
 		}
 		switch {
-		case e == 0 || !matches(n, c, filter) || !e.isNode() && !entryMatches(e, filter):
+		case e == 0 || !matches(n, c, filter):
 			st.off = off + 1
 			return xa.findNext(st, max, filter)
 		case e.isNode():
 			st.base += uint64(off) << n.shift
 			n = xa.node(e)
 			st.node = n
+		case (e == zeroEntry) != (filter == filterReserved): // see entryMatches
+			st.off = off + 1
+			return xa.findNext(st, max, filter)
 		default:
 			return st.found(c), true
 		}
@@ -168,12 +171,14 @@ func (xa *XArray) findNext(st *xaState, max uint64, filter int) (Found, bool) {
 			continue
 		}
 		switch e := n.slots[off]; {
-		case e == 0 || e.isSibling() || !e.isNode() && !entryMatches(e, filter):
+		case e == 0 || e.isSibling():
 			off++
 		case e.isNode():
 			base += uint64(off) << n.shift
 			n = xa.node(e)
 			off = 0
+		case (e == zeroEntry) != (filter == filterReserved): // see entryMatches
+			off++
 		default:
 			st.node, st.base = n, base
 			return st.found(off), true

@@ -24,6 +24,7 @@ type Site string
 // The sites of the scenario contract.
 const (
 	PageAlloc Site = "page_alloc" // any page allocation
+	Slab      Site = "slab"       // any allocation of kernel metadata (failslab)
 	FDT       Site = "fdt"        // any FDT write while building the handover
 	KHOWrite  Site = "kho_write"  // serializing one boxed file
 	KHOClaim  Site = "kho_claim"  // claiming one preserved range in the new kernel
@@ -43,6 +44,7 @@ type SiteInfo struct {
 
 var sites = []SiteInfo{
 	{PageAlloc, errno.ENOMEM, "any page allocation from the buddy allocator (not boot-time memblock)"},
+	{Slab, errno.ENOMEM, "any allocation of kernel metadata — page-cache nodes, inodes, files, mappings, fd tables, swap maps, tracker pages, session and box records (kmem_cache_alloc, kmalloc, kvmalloc: failslab)"},
 	{FDT, errno.ENOSPC, "any FDT write while building the KHO handover"},
 	{KHOWrite, errno.EIO, "serializing one boxed file (fdbox kho_write)"},
 	{KHOClaim, errno.ENOMEM, "claiming one preserved range in the new kernel"},

@@ -278,16 +278,24 @@ func (k *Kernel) checkRefs() error {
 	if a.bad != nil {
 		return a.bad
 	}
-	slices.SortFunc(a.frames, func(x, y physmem.MemblockRegion) int {
-		return int(x.Base>>physmem.PageShift) - int(y.Base>>physmem.PageShift)
-	})
-	claimed := func(pfn physmem.PFN) bool {
-		for _, r := range a.frames {
-			if pfn >= r.Base.PFN() && pfn < r.End().PFN() {
-				return true
-			}
+	// The claimed frames, merged into sorted disjoint runs: the walk
+	// below asks about ascending frames, so a cursor answers in O(1)
+	// (slab pages alone can be thousands of runs).
+	slices.SortFunc(a.frames, func(x, y physmem.MemblockRegion) int { return cmp.Compare(x.Base, y.Base) })
+	var runs []physmem.MemblockRegion
+	for _, r := range a.frames {
+		if n := len(runs); n > 0 && r.Base <= runs[n-1].End() {
+			runs[n-1].Size = uint64(max(runs[n-1].End(), r.End()) - runs[n-1].Base)
+			continue
 		}
-		return false
+		runs = append(runs, r)
+	}
+	next := 0
+	claimed := func(pfn physmem.PFN) bool {
+		for next < len(runs) && runs[next].End().PFN() <= pfn {
+			next++
+		}
+		return next < len(runs) && pfn >= runs[next].Base.PFN()
 	}
 	for pfn := physmem.PFN(0); uint64(pfn) < n; {
 		if !k.MM.PageInitialised(pfn) {
@@ -307,6 +315,15 @@ func (k *Kernel) checkRefs() error {
 				"page %v has mapcount %d, %d PTEs map it", pfn, mc, want)
 		}
 		switch {
+		case p.Test(physmem.PGSlab):
+			// A slab: the slab allocator's, claimed by its owner "slab";
+			// nobody holds folio references to it.
+			nr := physmem.PFN(1) << p.CompoundOrder()
+			if a.folios[pfn] != 0 || !claimed(pfn) {
+				return k.violation("frame-owner", fmt.Sprintf("page %v: %v", pfn, p),
+					"slab page %v: %d folio references reported, claimed %v", pfn, a.folios[pfn], claimed(pfn))
+			}
+			pfn += nr
 		case p.Test(physmem.PGTail):
 			if a.folios[pfn] != 0 {
 				return k.violation("folio-ref-owner", k.describeFolio(k.MM.PageFolio(pfn)),

@@ -82,7 +82,9 @@ const BootReservedEnd = kernelImageStart + kernelImageSize
 //  5. params.EarlyInit (KHO reserves what the previous kernel preserved);
 //  6. scratch-only mode ends and memblock_free_all hands memory to the
 //     buddy allocator, scratch as MIGRATE_CMA (a cold boot releases the
-//     scratch it reserved, as kho_init does);
+//     scratch it reserved, as kho_init does); the slab allocator comes up
+//     with the kernel's caches (kmem_cache_init and the subsystems'
+//     caches): nothing before allocates kernel metadata but from memblock;
 //  7. subsystems: shmem (shm_mnt and the tmpfs on /tmp), /dev/null, and
 //     swapon of hw.Swap.
 //
@@ -114,6 +116,7 @@ func Boot(hw Hardware, params BootParams) (*Kernel, error) {
 		k.MM = nil
 		return nil, err
 	}
+	k.registerSlab()
 	k.shmemInit()
 	if err := k.registerDevNull(); err != nil {
 		return nil, err
@@ -161,6 +164,9 @@ func (k *Kernel) bootMemory(params BootParams) error {
 	mb.ClearKHOScratchOnly()
 	if err := k.MM.MemblockFreeAll(); err != nil {
 		return err
+	}
+	if err := k.kmemCachesInit(); err != nil {
+		return fmt.Errorf("kernel panic: kmem_cache_create: %w", err)
 	}
 	if cold {
 		// kho_init: the scratch reserved above goes to the buddy

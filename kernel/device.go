@@ -2,7 +2,6 @@ package kernel
 
 import (
 	"slices"
-	"strings"
 
 	"khosim/errno"
 )
@@ -74,23 +73,15 @@ func devicePermission(t *Task, d *Device, flags int) error {
 	return nil
 }
 
-// openDevice opens the device node at path for t.
-func (k *Kernel) openDevice(t *Task, path string, flags int) (*File, error) {
+// openDevice opens the device node at path for t (chrdev_open): the
+// driver's file operations and private data for the new file.
+func (k *Kernel) openDevice(t *Task, path string, flags int) (FileOps, any, error) {
 	d, ok := k.devices[path]
 	if !ok {
-		if strings.HasPrefix(path, "/dev/") {
-			return nil, errno.ENOENT
-		}
-		return nil, errno.ENOENT
+		return nil, nil, errno.ENOENT
 	}
 	if err := devicePermission(t, d, flags); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	ops, private, err := d.Open(t, flags)
-	if err != nil {
-		return nil, err
-	}
-	f := k.NewFile(ops, nil, path, flags)
-	f.Private = private
-	return f, nil
+	return d.Open(t, flags)
 }

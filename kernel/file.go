@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"khosim/errno"
+	"khosim/physmem"
 	"khosim/uapi"
 )
 
@@ -76,14 +77,52 @@ type File struct {
 	Pos int64
 	// Private is the file kind's per-file state (->private_data).
 	Private any
+
+	obj physmem.SlabObj // its filp object
 }
 
-// NewFile creates a file with one reference, which the caller owns (it
-// usually hands it to an fd table with Task.InstallFD, or puts it).
-func (k *Kernel) NewFile(ops FileOps, inode *Inode, name string, flags int) *File {
+// AllocFile creates a file with one reference, which the caller owns (it
+// usually hands it to an fd table with Task.InstallFD, or puts it): the
+// struct file is a filp object (alloc_empty_file), freed at the last Put.
+//
+// Errors: ENOMEM (or the injected slab or page_alloc fault) when the filp
+// object cannot be allocated.
+func (k *Kernel) AllocFile(ops FileOps, inode *Inode, name string, flags int) (*File, error) {
 	k.mustAlive()
+	obj, err := k.filpAlloc()
+	if err != nil {
+		return nil, err
+	}
+	return k.newFile(obj, ops, inode, name, flags), nil
+}
+
+// NewFile is AllocFile for callers that cannot fail, such as tests of file
+// kinds: it panics (invariant "filp-alloc") when the filp object cannot be
+// allocated. Code a user can drive into ENOMEM calls AllocFile.
+func (k *Kernel) NewFile(ops FileOps, inode *Inode, name string, flags int) *File {
+	f, err := k.AllocFile(ops, inode, name, flags)
+	if err != nil {
+		panicViolation("filp-alloc", k.MM.Zone.String(), "NewFile(%s): %v", name, err)
+	}
+	return f
+}
+
+// filpAlloc allocates the filp object of a file to be (the allocation in
+// alloc_empty_file(), which open(2) makes before it looks the path up).
+//
+// Errors: ENOMEM.
+func (k *Kernel) filpAlloc() (physmem.SlabObj, error) {
+	obj, err := k.caches.filp.Alloc()
+	if err != nil {
+		return 0, errno.ENOMEM
+	}
+	return obj, nil
+}
+
+// newFile makes the file whose filp object is obj.
+func (k *Kernel) newFile(obj physmem.SlabObj, ops FileOps, inode *Inode, name string, flags int) *File {
 	k.nextFileID++
-	f := &File{k: k, id: k.nextFileID, refs: 1, Ops: ops, Inode: inode, Name: name, Flags: flags}
+	f := &File{k: k, id: k.nextFileID, refs: 1, Ops: ops, Inode: inode, Name: name, Flags: flags, obj: obj}
 	if inode != nil {
 		inode.openFiles++
 	}
@@ -122,6 +161,8 @@ func (f *File) Put() {
 		f.Inode.iput()
 	}
 	delete(f.k.files, f)
+	f.k.caches.filp.Free(f.obj) // file_free
+	f.obj = 0
 	f.refs = -1 // dead: any further use panics
 }
 

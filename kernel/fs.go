@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"khosim/errno"
+	"khosim/physmem"
 	"khosim/uapi"
 )
 
@@ -351,7 +352,10 @@ func (*pathFileOps) Kind() string { return "path" }
 // existing name; EACCES to create outside /tmp or without permission;
 // EISDIR to create or write a directory; EPERM for O_NOATIME on a file
 // the task does not own (without CAP_FOWNER); ENOSPC when /tmp is full;
-// EPERM for O_TRUNC of a sealed file; the driver's errors.
+// EPERM for O_TRUNC of a sealed file; the driver's errors. Kernel memory:
+// ENOMEM when the fd table must grow and cannot, or when the struct file
+// cannot be allocated (which path_openat does first, before looking the
+// path up); ENOSPC when the inode of a new file cannot (shmem_get_inode).
 func (t *Task) Open(path string, flags int) (int, error) {
 	t.mustAlive()
 	k := t.k
@@ -370,6 +374,17 @@ func (t *Task) Open(path string, flags int) (int, error) {
 	if _, err := t.getUnusedFD(0); err != nil {
 		return -1, err
 	}
+	// path_openat: alloc_empty_file() first. The filp object goes back
+	// (fput of the empty file) unless a file is made of it.
+	obj, err := k.filpAlloc()
+	if err != nil {
+		return -1, err
+	}
+	defer func() {
+		if obj != 0 {
+			k.caches.filp.Free(obj)
+		}
+	}()
 	l, err := k.resolve(path)
 	if err != nil {
 		return -1, err
@@ -377,11 +392,11 @@ func (t *Task) Open(path string, flags int) (int, error) {
 	var f *File
 	switch {
 	case flags&oTmpfile != 0:
-		f, err = t.doTmpfile(l, flags)
+		f, err = t.doTmpfile(&obj, l, flags)
 	case flags&oPath != 0:
-		f, err = t.doOPath(l, flags)
+		f, err = t.doOPath(&obj, l, flags)
 	default:
-		f, err = t.pathOpenat(l, flags)
+		f, err = t.pathOpenat(&obj, l, flags)
 	}
 	if err != nil {
 		return -1, err
@@ -394,9 +409,18 @@ func (t *Task) Open(path string, flags int) (int, error) {
 	return fd, nil
 }
 
+// fileOf makes the opened file of the filp object *obj, which it takes
+// (*obj becomes 0: the file owns it).
+func (k *Kernel) fileOf(obj *physmem.SlabObj, ops FileOps, inode *Inode, name string, flags int) *File {
+	f := k.newFile(*obj, ops, inode, name, flags)
+	*obj = 0
+	return f
+}
+
 // pathOpenat is the open_last_lookups() + do_open() part of
-// path_openat() for an ordinary open of what resolve found.
-func (t *Task) pathOpenat(l lookup, flags int) (*File, error) {
+// path_openat() for an ordinary open of what resolve found, into the filp
+// object *obj.
+func (t *Task) pathOpenat(obj *physmem.SlabObj, l lookup, flags int) (*File, error) {
 	k := t.k
 	if (l.slash || flags&oDirectory != 0) && l.kind != lookupDir {
 		// open_last_lookups: a trailing slash asks for a directory;
@@ -431,17 +455,26 @@ func (t *Task) pathOpenat(l lookup, flags int) (*File, error) {
 		if l.parent != "/tmp" {
 			return nil, errno.EACCES // / and /dev are not writable in khosim
 		}
-		info := k.shmemGetInode(k.tmp, 0o644, t.Cred.UID)
+		info, err := k.shmemGetInode(k.tmp, 0o644, t.Cred.UID)
+		if err != nil {
+			return nil, err
+		}
 		info.inode.Nlink = 1
 		k.tmpDir[l.name] = info.inode
-		return k.NewFile(tmpfsFops, info.inode, l.path, openFileFlags(flags)), nil
+		return k.fileOf(obj, tmpfsFops, info.inode, l.path, openFileFlags(flags)), nil
 	case lookupDir:
 		if flags&uapi.O_CREAT != 0 || flags&uapi.O_ACCMODE != uapi.O_RDONLY {
 			return nil, errno.EISDIR
 		}
-		return k.NewFile(dirFops, nil, l.path, openFileFlags(flags)), nil
+		return k.fileOf(obj, dirFops, nil, l.path, openFileFlags(flags)), nil
 	case lookupDevice:
-		return k.openDevice(t, l.path, openFileFlags(flags))
+		ops, private, err := k.openDevice(t, l.path, openFileFlags(flags))
+		if err != nil {
+			return nil, err
+		}
+		f := k.fileOf(obj, ops, nil, l.path, openFileFlags(flags))
+		f.Private = private
+		return f, nil
 	default: // lookupTmpFile
 		if err := inodePermission(t, l.inode, accMode(flags)); err != nil {
 			return nil, err
@@ -451,28 +484,28 @@ func (t *Task) pathOpenat(l lookup, flags int) (*File, error) {
 				return nil, err
 			}
 		}
-		return k.NewFile(tmpfsFops, l.inode, l.path, openFileFlags(flags)), nil
+		return k.fileOf(obj, tmpfsFops, l.inode, l.path, openFileFlags(flags)), nil
 	}
 }
 
 // doOPath is do_o_path(): path_lookupat() (LOOKUP_DIRECTORY with
 // O_DIRECTORY or a trailing slash) and an FMODE_PATH file on what it
 // found, without permission checks or the driver's open.
-func (t *Task) doOPath(l lookup, flags int) (*File, error) {
+func (t *Task) doOPath(obj *physmem.SlabObj, l lookup, flags int) (*File, error) {
 	switch {
 	case l.kind == lookupNone:
 		return nil, errno.ENOENT
 	case (l.slash || flags&oDirectory != 0) && l.kind != lookupDir:
 		return nil, errno.ENOTDIR
 	}
-	return t.k.NewFile(pathFops, l.inode, l.path, openFileFlags(flags)), nil
+	return t.k.fileOf(obj, pathFops, l.inode, l.path, openFileFlags(flags)), nil
 }
 
 // doTmpfile is do_tmpfile(): path_lookupat() of a directory, then
 // vfs_tmpfile(): write and search permission on it, and an unnamed
 // regular file (mode 0644, owned by the task) that lives while it is
 // open. khosim's / and /dev are not writable.
-func (t *Task) doTmpfile(l lookup, flags int) (*File, error) {
+func (t *Task) doTmpfile(obj *physmem.SlabObj, l lookup, flags int) (*File, error) {
 	switch {
 	case l.kind == lookupNone:
 		return nil, errno.ENOENT
@@ -482,8 +515,11 @@ func (t *Task) doTmpfile(l lookup, flags int) (*File, error) {
 		return nil, errno.EACCES
 	}
 	k := t.k
-	info := k.shmemGetInode(k.tmp, 0o644, t.Cred.UID)
-	return k.NewFile(tmpfsFops, info.inode, l.path+"/#"+fmt.Sprint(info.inode.Ino)+" (deleted)",
+	info, err := k.shmemGetInode(k.tmp, 0o644, t.Cred.UID)
+	if err != nil {
+		return nil, err
+	}
+	return k.fileOf(obj, tmpfsFops, info.inode, l.path+"/#"+fmt.Sprint(info.inode.Ino)+" (deleted)",
 		openFileFlags(flags)), nil
 }
 

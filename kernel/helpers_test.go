@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"fmt"
 	"testing"
 
 	"khosim/fault"
@@ -15,6 +16,8 @@ type machine struct {
 	swap   *SwapDevice
 	faults *fault.Injector
 	k      *Kernel
+	// slabBase is frames(slab) right after boot: the swap map, if any.
+	slabBase uint64
 }
 
 // machineOpts configure bootMachine.
@@ -45,6 +48,7 @@ func bootMachine(tb testing.TB, o machineOpts) *machine {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	m.slabBase = m.k.FrameCounts().Slab
 	tb.Cleanup(func() {
 		if !m.k.Gone() {
 			m.k.Poison("test over")
@@ -60,6 +64,19 @@ func (m *machine) task(name string, uid uint32) *Task {
 		caps = uapi.CapAll
 	}
 	return m.k.NewTask(name, Cred{UID: uid, Caps: caps})
+}
+
+// leak describes the frames that are neither free nor the kernel's own
+// since boot, "" if there are none: once kmem_cache_shrink gave the empty
+// slabs back, every managed frame is free but frames(slab) at its boot
+// value.
+func (m *machine) leak() string {
+	m.k.MM.KmemCacheShrink()
+	c := m.k.FrameCounts()
+	if c.Free+m.slabBase == m.k.MM.Zone.ManagedPages() && c.Slab == m.slabBase {
+		return ""
+	}
+	return fmt.Sprintf("%d of %d managed frames free, slab %d (boot: %d): leaked", c.Free, m.k.MM.Zone.ManagedPages(), c.Slab, m.slabBase)
 }
 
 // check fails the test if the kernel's audit finds a broken invariant.

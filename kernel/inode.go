@@ -37,7 +37,11 @@ type Inode struct {
 	evicted   bool
 }
 
-// NewInode allocates an inode with the next inode number.
+// NewInode allocates an inode with the next inode number. The struct
+// inode is part of its filesystem's inode object (struct shmem_inode_info
+// embeds it), so the filesystem charges it: shmem allocates its inodes
+// from shmem_inode_cache; an inode of a filesystem without a cache (test
+// file kinds) costs no frames.
 func (k *Kernel) NewInode(ops InodeOps) *Inode {
 	k.mustAlive()
 	k.nextIno++

@@ -22,6 +22,7 @@
 //	madvise.go       madvise, MADV_PAGEOUT and shmem_writepage (mm/madvise.c,
 //	                 mm/vmscan.c)
 //	swap.go          the swap device and swap map (mm/swapfile.c)
+//	slab.go          kernel metadata in slab caches, fd tables
 //	audit.go         CheckInvariants, frame counts, vmstat
 package kernel
 
@@ -62,6 +63,7 @@ type Kernel struct {
 	mappings []*ShmemInodeInfo // by MappingID; nil for a free ID
 	freeIDs  []physmem.MappingID
 	counters []frameCounter
+	caches   kernelCaches // the slab caches of kernel metadata (slab.go)
 
 	shmemHuge         shmemHuge          // the global shmem_huge (transparent_hugepage_shmem=)
 	memmapBlocks      []physmem.PhysAddr // the memmap's early allocations
@@ -149,6 +151,7 @@ func (k *Kernel) Poison(why string) {
 	k.mappings, k.freeIDs = nil, nil
 	k.migrations = migrationTrace{}
 	k.counters = nil
+	k.caches = kernelCaches{}
 	k.Scratch = nil
 }
 

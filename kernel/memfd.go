@@ -31,7 +31,10 @@ const (
 //
 // Errors, in Linux's order: EINVAL for unknown flags, MFD_EXEC with
 // MFD_NOEXEC_SEAL, or a name longer than 249 bytes; EMFILE when the fd
-// table is full; EINVAL for MFD_HUGETLB (hugetlbfs is not simulated).
+// table is full, ENOMEM when it must grow and cannot; EINVAL for
+// MFD_HUGETLB (hugetlbfs is not simulated); ENOSPC when the inode cannot
+// be allocated (shmem_inode_cache: __shmem_get_inode's -ENOSPC), ENOMEM
+// when the file cannot (filp).
 func (t *Task) MemfdCreate(name string, flags uint) (int, error) {
 	t.mustAlive()
 	k := t.k

@@ -76,6 +76,7 @@ type VMA struct {
 
 	vmFlags  uint64
 	unmapped bool
+	obj      physmem.SlabObj // its vm_area_struct object
 }
 
 // End returns the first address after the mapping (vm_end).
@@ -233,6 +234,8 @@ func (mm *TaskMM) unmapVMA(v *VMA) {
 		}
 	}
 	v.unmapped = true
+	mm.t.k.caches.vmArea.Free(v.obj) // vm_area_free
+	v.obj = 0
 	v.File.Put()
 }
 
@@ -289,8 +292,9 @@ func (k *Kernel) unmapMappingFolio(info *ShmemInodeInfo, f physmem.Folio) {
 // PROT_WRITE on a file not open for writing, or any mapping of a file not
 // open for reading; ENODEV for files that cannot be mapped (/dev/null);
 // EINVAL for MAP_GROWSDOWN or a bad map type; EPERM for PROT_WRITE on a memfd sealed with
-// F_SEAL_WRITE or F_SEAL_FUTURE_WRITE, or when F_SEAL_WRITE denies writable
-// mappings.
+// F_SEAL_WRITE or F_SEAL_FUTURE_WRITE; ENOMEM when the vm_area_struct
+// cannot be allocated (the slab fault site, or no memory); EPERM when
+// F_SEAL_WRITE denies writable mappings.
 func (t *Task) Mmap(fd int, off, length int64, prot, flags int) (*VMA, error) {
 	t.mustAlive()
 	if off&(physmem.PageSize-1) != 0 {
@@ -373,9 +377,14 @@ func (t *Task) Mmap(fd int, off, length int64, prot, flags int) (*VMA, error) {
 		}
 		vmFlags &^= vmMayWrite
 	}
-	v := &VMA{mm: t.MM, File: f, Start: addr, Len: ulen, PgOff: pgoff, Prot: prot, Flags: flags, vmFlags: vmFlags}
+	obj, err := t.k.caches.vmArea.Alloc() // mmap_region -> vm_area_alloc
+	if err != nil {
+		return nil, errno.ENOMEM
+	}
+	v := &VMA{mm: t.MM, File: f, Start: addr, Len: ulen, PgOff: pgoff, Prot: prot, Flags: flags, vmFlags: vmFlags, obj: obj}
 	if v.isSharedMaywrite() {
 		if info.mmapWritable < 0 { // mapping_map_writable
+			t.k.caches.vmArea.Free(obj)
 			return nil, errno.EPERM
 		}
 		info.mmapWritable++

@@ -332,8 +332,8 @@ func TestReviewSplitKeepsAccounting(t *testing.T) {
 	}
 	p.Exit()
 	m.check()
-	if c := m.k.FrameCounts(); c.Free != m.k.MM.Zone.ManagedPages() || m.k.NrSwapPages() != m.k.TotalSwapPages() {
-		t.Fatalf("leak after exit: %+v, %s", c, m.k.swapString())
+	if leak := m.leak(); leak != "" || m.k.NrSwapPages() != m.k.TotalSwapPages() {
+		t.Fatalf("after exit: %s, %s", leak, m.k.swapString())
 	}
 }
 

@@ -128,6 +128,8 @@ type ShmemInodeInfo struct {
 	mmaps        map[*VMA]struct{}
 	mmapWritable int
 	largeFolios  bool // mapping_large_folio_support()
+
+	obj physmem.SlabObj // its shmem_inode_cache object
 }
 
 // Inode returns the VFS inode.
@@ -205,17 +207,25 @@ func IsShmemFile(f *File) bool {
 type shmemInodeOps struct{}
 
 // Evict frees a shmem inode's pages and swap once it has no name and no
-// open file (shmem_evict_inode: shmem_truncate_range(inode, 0, -1)).
+// open file (shmem_evict_inode: shmem_truncate_range(inode, 0, -1)),
+// then the inode itself (shmem_free_in_core_inode: its shmem_inode_cache
+// object). Reservations left in the page cache (pagecache.Reserve, which
+// KHO uses) are released first: the XArray must be empty (Linux's
+// clear_inode() checks mapping_empty()), and its last nodes go with them.
 func (shmemInodeOps) Evict(in *Inode) {
 	info := shmemI(in)
 	k := in.k
 	in.Size = 0
 	shmemTruncateRange(info, 0, -1)
-	if info.alloced != 0 || info.swapped != 0 || info.mapping.NrPages() != 0 || len(info.mmaps) != 0 {
-		panicViolation("shmem-evict-empty", info.String(), "inode %d still holds pages or mappings at eviction", in.Ino)
+	info.mapping.ReleaseAll()
+	if info.alloced != 0 || info.swapped != 0 || info.mapping.NrPages() != 0 || len(info.mmaps) != 0 ||
+		info.mapping.Counts() != (pagecache.Counts{}) {
+		panicViolation("shmem-evict-empty", info.String(), "inode %d still holds pages, entries or mappings at eviction", in.Ino)
 	}
 	info.sb.inodes--
 	k.freeMappingID(info.mapping.ID())
+	k.caches.shmemInode.Free(info.obj)
+	info.obj = 0
 }
 
 // newMappingID hands out the lowest free MappingID and records its owner.
@@ -250,9 +260,19 @@ func (k *Kernel) mappingOwner(id physmem.MappingID) *ShmemInodeInfo {
 }
 
 // shmemGetInode is shmem_get_inode() for a regular file: a new inode on
-// sb with the given mode and owner, an empty page cache, F_SEAL_SEAL (a
-// file cannot be sealed unless memfd_create allows it), VM_NORESERVE.
-func (k *Kernel) shmemGetInode(sb *shmemSB, mode, uid uint32) *ShmemInodeInfo {
+// sb with the given mode and owner, an empty page cache whose nodes are
+// charged to radix_tree_node, F_SEAL_SEAL (a file cannot be sealed unless
+// memfd_create allows it), VM_NORESERVE. The inode is a shmem_inode_cache
+// object.
+//
+// Errors: ENOSPC (or the injected slab or page_alloc fault, as ENOSPC)
+// when the inode cannot be allocated: __shmem_get_inode() turns a failed
+// new_inode() into -ENOSPC.
+func (k *Kernel) shmemGetInode(sb *shmemSB, mode, uid uint32) (*ShmemInodeInfo, error) {
+	obj, err := k.caches.shmemInode.Alloc() // alloc_inode -> shmem_alloc_inode
+	if err != nil {
+		return nil, errno.ENOSPC
+	}
 	in := k.NewInode(shmemInodeOps{})
 	in.Mode = sIFREG | mode&0o7777
 	in.UID = uid
@@ -263,27 +283,40 @@ func (k *Kernel) shmemGetInode(sb *shmemSB, mode, uid uint32) *ShmemInodeInfo {
 		Seals:       uapi.F_SEAL_SEAL,
 		mmaps:       map[*VMA]struct{}{},
 		largeFolios: sb.huge != shmemHugeNever && sb.huge != shmemHugeDeny,
+		obj:         obj,
 	}
 	as, err := pagecache.NewAddressSpace(k.newMappingID(info))
 	if err != nil {
 		panic(err) // IDs start at 1
 	}
+	as.SetNodeCache(k.caches.radixTreeNode)
 	info.mapping = as
 	in.Mapping = as
 	in.Private = info
 	sb.inodes++
-	return info
+	return info, nil
 }
 
 // shmemFileSetup is __shmem_file_setup() on shm_mnt: an unlinked shmem
 // inode of the given size and an O_RDWR file on it, owned by uid.
+//
+// Errors: EINVAL for a bad size; ENOSPC when the inode cannot be
+// allocated; ENOMEM when the file cannot (alloc_file_pseudo), the inode
+// then going again (iput).
 func (k *Kernel) shmemFileSetup(name string, size int64, uid uint32) (*File, error) {
 	if size < 0 || size > maxLFSFileSize {
 		return nil, errno.EINVAL
 	}
-	info := k.shmemGetInode(k.shm, 0o777, uid) // S_IFREG | S_IRWXUGO
+	info, err := k.shmemGetInode(k.shm, 0o777, uid) // S_IFREG | S_IRWXUGO
+	if err != nil {
+		return nil, err
+	}
 	info.inode.Size = size
-	f := k.NewFile(shmemFops, info.inode, name, uapi.O_RDWR)
+	f, err := k.AllocFile(shmemFops, info.inode, name, uapi.O_RDWR)
+	if err != nil {
+		info.inode.iput()
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -293,7 +326,9 @@ func (k *Kernel) shmemFileSetup(name string, size int64, uid uint32) (*File, err
 // (F_SEAL_SEAL), owned by root. The caller owns the file's one reference;
 // MemfdSetupFile turns it into a memfd.
 //
-// Errors: EINVAL for a negative size.
+// Errors: EINVAL for a negative size; ENOSPC when the inode cannot be
+// allocated (shmem_inode_cache), ENOMEM when the file cannot (filp): the
+// slab fault site, or no memory.
 func (k *Kernel) ShmemFileSetup(name string, size int64) (*File, error) {
 	k.mustAlive()
 	return k.shmemFileSetup(name, size, 0)

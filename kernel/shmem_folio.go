@@ -70,7 +70,9 @@ func shmemInodeUnacctBlocks(info *ShmemInodeInfo, pages int64) {
 // folio_nr_pages() references and the folio records mapping and index.
 //
 // Errors: EEXIST if the range holds anything but expected; EINVAL if index
-// is not aligned to the folio's order.
+// is not aligned to the folio's order; ENOMEM (or the injected slab or
+// page_alloc fault) when the XArray cannot get the nodes the store needs
+// (xas_nomem): nothing changes, the folio is as it was given.
 func (k *Kernel) shmemAddToPageCache(info *ShmemInodeInfo, f physmem.Folio, index uint64, expected pagecache.Entry) error {
 	nr := k.folioNrPages(f)
 	if index&(nr-1) != 0 {
@@ -122,7 +124,11 @@ func (k *Kernel) shmemAddToPageCache(info *ShmemInodeInfo, f physmem.Folio, inde
 // put it.
 //
 // Errors: EEXIST if anything is cached in the range; EINVAL if index is
-// not aligned to the folio's order.
+// not aligned to the folio's order; ENOMEM (or the injected slab or
+// page_alloc fault) when the page cache cannot get its nodes, changing
+// nothing. A range reserved with pagecache.AddressSpace.Reserve or left
+// reserved by DeleteFolioReserve counts as empty, and a folio of the
+// reserved order put there needs no node: it cannot fail with ENOMEM.
 func (k *Kernel) ShmemAddToPageCache(info *ShmemInodeInfo, f physmem.Folio, index uint64) error {
 	k.mustAlive()
 	return k.shmemAddToPageCache(info, f, index, 0)
@@ -146,7 +152,10 @@ func (k *Kernel) ShmemAddToPageCache(info *ShmemInodeInfo, f physmem.Folio, inde
 //
 // Errors: EINVAL if f already belongs to a mapping or index is not
 // aligned to its order; EEXIST if the range is not empty; ENOSPC beyond
-// the file system's size.
+// the file system's size; ENOMEM (or the injected slab or page_alloc
+// fault) when the page cache cannot get the nodes the insert needs
+// (nothing changed: the folio is as given, no block charged). Into a
+// reserved range of the folio's order it cannot fail with ENOMEM.
 func (k *Kernel) ShmemRestoreFolio(info *ShmemInodeInfo, f physmem.Folio, index uint64, uptodate, dirty bool) error {
 	k.mustAlive()
 	nr := int64(k.folioNrPages(f)) // checks f names an initialised folio head first
@@ -213,7 +222,8 @@ func (k *Kernel) shmemAllocFolio(order uint) (physmem.Folio, error) {
 // cache and charges it to the inode. The folio comes back !uptodate with
 // one reference the caller must put.
 //
-// Errors: ENOMEM (or the injected page_alloc fault) when allocation fails;
+// Errors: ENOMEM (or the injected page_alloc fault) when allocation fails,
+// or when the page cache cannot get its nodes (the slab fault site too);
 // EEXIST if something is cached in the range; ENOSPC beyond the
 // superblock's size limit.
 func (k *Kernel) shmemAllocAndAddFolio(info *ShmemInodeInfo, index uint64, order uint) (physmem.Folio, error) {
@@ -376,7 +386,8 @@ func (k *Kernel) shmemGetFolioClear(f physmem.Folio, sgp sgpType) (physmem.Folio
 // put.
 //
 // Errors: ENOMEM (or the injected page_alloc fault) when no folio can be
-// allocated; the page stays on swap.
+// allocated, or (the slab fault) when the page cache cannot get the node
+// replacing a large swap entry needs; the page stays on swap.
 func (k *Kernel) shmemSwapinFolio(info *ShmemInodeInfo, index uint64, radswap pagecache.Entry) (physmem.Folio, error) {
 	swap := SwapEntry(radswap.Value())
 	if !k.swapEntryValid(swap) {
@@ -389,6 +400,13 @@ func (k *Kernel) shmemSwapinFolio(info *ShmemInodeInfo, index uint64, radswap pa
 	k.swap.dev.read(swap.Offset(), k.folioData(f))
 	k.folioHead(f).Set(physmem.PGSwapBacked | physmem.PGUptodate)
 	if err := k.shmemAddToPageCache(info, f, index, radswap); err != nil {
+		if err == errno.ENOMEM {
+			// The page cache needed a node (splitting a large swap
+			// entry) and could not have it: the page stays on swap.
+			k.folioHead(f).Clear(physmem.PGSwapBacked | physmem.PGUptodate)
+			k.MM.FolioPut(f)
+			return 0, err
+		}
 		panicViolation("swapin-replaces-entry", info.String(), "swap entry %v at index %#x: %v", swap, index, err)
 	}
 	shmemRecalcInode(info, 0, -1)

@@ -417,7 +417,11 @@ func TruncateInodePartialFolio(info *ShmemInodeInfo, f physmem.Folio, start, end
 // cache and are freed, and shmem_uncharge gives them back.
 //
 // Errors: EAGAIN, changing nothing, if the folio has references beyond
-// the page cache's, its mappings' and the caller's (can_split_folio).
+// the page cache's, its mappings' and the caller's (can_split_folio);
+// ENOMEM (or the injected slab or page_alloc fault), changing nothing,
+// when the page cache cannot get the nodes the split entry needs
+// (xas_split_alloc, which __folio_split calls before unmap_folio: a PMD
+// folio's entry becomes 512 entries in 8 new nodes).
 func (k *Kernel) splitFolio(info *ShmemInodeInfo, f physmem.Folio, callerRefs int32) error {
 	nr := k.folioNrPages(f)
 	index := k.folioIndex(f)
@@ -425,11 +429,14 @@ func (k *Kernel) splitFolio(info *ShmemInodeInfo, f physmem.Folio, callerRefs in
 	if want := int32(nr) + int32(k.FolioMapcount(f)) + callerRefs; head.RefCount() != want {
 		return errno.EAGAIN
 	}
+	if err := info.mapping.SplitEntry(index, 0); err != nil {
+		if err == errno.ENOMEM {
+			return err
+		}
+		panicViolation("split-folio-entry", k.dumpFolio(f)+"\n"+info.String(), "splitting the page cache entry: %v", err)
+	}
 	if k.folioMapped(f) {
 		k.unmapMappingFolio(info, f) // unmap_folio
-	}
-	if err := info.mapping.SplitEntry(index, 0); err != nil {
-		panicViolation("split-folio-entry", k.dumpFolio(f)+"\n"+info.String(), "splitting the page cache entry: %v", err)
 	}
 	if err := k.MM.SplitFolio(f, 1+callerRefs, 1); err != nil {
 		panicViolation("split-folio", k.dumpFolio(f), "split_huge_page of a large page-cache folio: %v", err)

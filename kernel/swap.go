@@ -144,15 +144,22 @@ func (e SwapEntry) String() string { return fmt.Sprintf("swap %d:%#x", e.Type(),
 type swapInfo struct {
 	dev     *SwapDevice
 	swapMap []uint8
-	pages   uint64 // usable slots (si->pages)
-	inuse   uint64 // si->inuse_pages
-	next    uint64 // si->cluster_next
+	mapBuf  physmem.Kvbuf // what swap_map costs: vzalloc(maxpages), a byte per slot
+	pages   uint64        // usable slots (si->pages)
+	inuse   uint64        // si->inuse_pages
+	next    uint64        // si->cluster_next
 }
 
 const swapMapBad = 0x3f // SWAP_MAP_BAD
 
 // swapon enables dev for k (sys_swapon): reads the header, discards the
 // device, and builds a fresh swap map with every slot but the header free.
+// The swap map is kernel memory: a byte per slot, vzalloc'd (charged with
+// Kvmalloc).
+//
+// Errors: EBUSY with swap on already; EINVAL for a bad header; ENOMEM
+// (or the injected slab or page_alloc fault) when the swap map cannot be
+// allocated.
 func (k *Kernel) swapon(dev *SwapDevice) error {
 	if k.swap != nil {
 		return errno.EBUSY
@@ -161,8 +168,12 @@ func (k *Kernel) swapon(dev *SwapDevice) error {
 	if err != nil {
 		return err
 	}
+	buf, err := k.MM.Kvmalloc(last + 1)
+	if err != nil {
+		return errno.ENOMEM
+	}
 	dev.discardAll()
-	si := &swapInfo{dev: dev, swapMap: make([]uint8, last+1), pages: last, next: 1}
+	si := &swapInfo{dev: dev, swapMap: make([]uint8, last+1), mapBuf: buf, pages: last, next: 1}
 	si.swapMap[0] = swapMapBad
 	k.swap = si
 	k.Printk(LogInfo, "Adding %dk swap on /dev/swap0.  Priority:-2 extents:1 across:%dk",

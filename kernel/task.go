@@ -32,6 +32,7 @@ type Task struct {
 
 	fds     []*File // the fd table (fdtable->fd); nil = free slot
 	cloexec []bool  // close_on_exec bits
+	fdt     fdtable // the charged fd table beyond the embedded 64 fds (slab.go)
 	NoFile  int     // RLIMIT_NOFILE
 
 	// MM is the task's address space (mappings).
@@ -67,7 +68,7 @@ func (t *Task) mustAlive() {
 func (t *Task) Exited() bool { return t.exited }
 
 // Exit ends the task (do_exit): every fd is closed and every mapping
-// unmapped.
+// unmapped, and the fd table freed.
 func (t *Task) Exit() {
 	t.mustAlive()
 	t.MM.exitMMap()
@@ -76,13 +77,15 @@ func (t *Task) Exit() {
 			_ = t.CloseFD(fd)
 		}
 	}
+	t.freeFdtable()
 	t.exited = true
 	delete(t.k.tasks, t.PID)
 }
 
 // InstallFD puts f at the lowest free fd (get_unused_fd_flags +
 // fd_install). The table takes over the caller's reference on success; on
-// failure (EMFILE) the caller still owns it.
+// failure (EMFILE, or ENOMEM when the fd table must grow and cannot) the
+// caller still owns it.
 func (t *Task) InstallFD(f *File, cloexec bool) (int, error) {
 	t.mustAlive()
 	fd, err := t.getUnusedFD(0)
@@ -103,7 +106,11 @@ func (t *Task) UnusedFD() (int, error) {
 }
 
 // getUnusedFD returns the lowest free fd at or above from (alloc_fd),
-// without taking it. Errors: EMFILE when none is below RLIMIT_NOFILE.
+// without taking it; the fd table is grown to hold it first
+// (expand_files), so that installing it cannot fail.
+//
+// Errors: EMFILE when none is below RLIMIT_NOFILE; ENOMEM when the fd
+// table must grow and cannot (the slab fault site, or no memory).
 func (t *Task) getUnusedFD(from int) (int, error) {
 	for fd := from; fd < len(t.fds); fd++ {
 		if t.fds[fd] == nil {
@@ -113,6 +120,9 @@ func (t *Task) getUnusedFD(from int) (int, error) {
 	fd := max(from, len(t.fds))
 	if fd >= t.NoFile {
 		return -1, errno.EMFILE
+	}
+	if err := t.expandFiles(fd); err != nil {
+		return -1, err
 	}
 	return fd, nil
 }
@@ -176,6 +186,9 @@ func (t *Task) CloseFD(fd int) error {
 
 // Dup installs a second fd for the file at fd (dup()): the new fd holds its
 // own reference.
+//
+// Errors: EBADF; EMFILE when the table is full; ENOMEM when the fd table
+// must grow and cannot.
 func (t *Task) Dup(fd int) (int, error) {
 	f, err := t.FD(fd)
 	if err != nil {

@@ -68,7 +68,7 @@ func corruptAndKexec(t *testing.T, off uint32, data []byte, xor bool) {
 	require.NoError(t, fx.m.CheckInvariants())
 	c := fx.m.FrameCounts()
 	require.Zero(t, c["preserved"])
-	require.Equal(t, c["total"], c["free"]+c["used"]+c["reserved"])
+	require.Equal(t, c["total"], c["free"]+c["used"]+c["slab"]+c["tracker"]+c["reserved"])
 	s := fx.m.Stats().Incoming
 	require.Equal(t, s.Ranges, s.Claimed+s.Returned)
 

@@ -75,9 +75,15 @@ func TestMemoryMapPhases(t *testing.T) {
 	// Fill memory outside scratch with a first file, so that the second
 	// one lands in scratch (movable allocations may use MIGRATE_CMA).
 	filler := w.memfd(p, "filler", 0)
-	free := int64(w.k().MM.Zone.NrFreePagesOf(physmem.MigrateMovable)) * physmem.PageSize
-	w.pwrite(p, filler, 0, free, 3)
+	// The page cache's nodes are kernel memory, which scratch
+	// (MIGRATE_CMA) never holds: give the memfd every node it will need
+	// first (a page every 64), then fill normal memory.
 	fd := w.memfd(p, "guest-ram", 0)
+	for off := int64(0); off < 8*MiB; off += 64 * 4096 {
+		w.pwrite(p, fd, off, 4096, 7)
+	}
+	free := int64(w.k().MM.Zone.NrFreePagesOf(physmem.MigrateMovable)) * physmem.PageSize
+	w.pwrite(p, filler, 0, free-MiB, 3)
 	w.pwrite(p, fd, 0, 8*MiB, 7)
 	require.NotZero(t, w.m.FrameCounts()["scratch_used"], "the memfd has folios in scratch")
 	require.NoError(t, p.Close(filler))

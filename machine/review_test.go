@@ -270,7 +270,7 @@ func hostile(t *testing.T, baseline uint64, rewrite func(t *testing.T, root *tno
 	require.NoError(t, fx.m.CheckInvariants())
 	c := fx.m.FrameCounts()
 	require.Zero(t, c["preserved"])
-	require.Equal(t, c["total"], c["free"]+c["used"]+c["reserved"])
+	require.Equal(t, c["total"], c["free"]+c["used"]+c["slab"]+c["tracker"]+c["reserved"])
 	s := fx.m.Stats().Incoming
 	require.Equal(t, s.Ranges, s.Claimed+s.Returned)
 

@@ -43,6 +43,12 @@ func NewAddressSpace(id physmem.MappingID) (*AddressSpace, error) {
 	return &AddressSpace{id: id}, nil
 }
 
+// SetNodeCache charges the page cache's XArray nodes to c, the kernel's
+// radix_tree_node cache (XArray.SetNodeCache): from then on a store that
+// needs nodes can fail with ENOMEM.
+// Preconditions: the page cache is empty.
+func (a *AddressSpace) SetNodeCache(c *physmem.KmemCache) { a.iPages.SetNodeCache(c) }
+
 // ReserveNodes prepares the page cache for a burst of insertions at
 // every aligned index of [0, span) of folios of the given order, such as
 // a restore rebuilding a whole file: it sizes the XArray's node arena
@@ -76,14 +82,21 @@ func (a *AddressSpace) accountStore(before Counts) {
 
 // AddFolio models the XArray part of __filemap_add_folio() (and of
 // shmem_add_to_page_cache()): stores the folio whose head is pfn, of the
-// given order, at [index, index+2^order). Value entries in the range are
-// replaced; one that extends beyond the range is first split to the
-// folio's order (xas_split()). It returns the last value entry replaced,
-// the shadow that __filemap_add_folio() hands back through *shadowp.
+// given order, at [index, index+2^order). Value entries and reservations
+// in the range are replaced; one that extends beyond the range is first
+// split to the folio's order (xas_split()). It returns the last value
+// entry replaced, the shadow that __filemap_add_folio() hands back through
+// *shadowp.
+//
+// With a node cache the store allocates the nodes it needs first: the
+// folio is stored, or nothing changes. A store into a range reserved at
+// the folio's order (Reserve), or into one a folio of that order was
+// removed from with DeleteFolioReserve, needs no node and cannot fail.
 //
 // Errors: errno.EINVAL if order > physmem.MaxPageOrder, index or pfn is
 // not aligned to 2^order, or pfn > MaxFolioPFN; errno.EEXIST if a folio
-// already covers an index of the range.
+// already covers an index of the range; errno.ENOMEM (or the injected
+// slab or page_alloc fault) if the nodes cannot be allocated.
 func (a *AddressSpace) AddFolio(pfn physmem.PFN, index uint64, order uint) (shadow Entry, err error) {
 	if order > physmem.MaxPageOrder || checkRange(index, order) != nil ||
 		uint64(pfn)&(uint64(1)<<order-1) != 0 || pfn > MaxFolioPFN {
@@ -96,7 +109,6 @@ func (a *AddressSpace) AddFolio(pfn physmem.PFN, index uint64, order uint) (shad
 		return 0, nil
 	}
 	last := index + (uint64(1)<<order - 1)
-	split := false
 	var st xaState
 	f, ok := a.iPages.findFirst(&st, index, last, filterPresent)
 	for ok { // xas_for_each_conflict()
@@ -104,22 +116,15 @@ func (a *AddressSpace) AddFolio(pfn physmem.PFN, index uint64, order uint) (shad
 			return 0, errno.EEXIST
 		}
 		shadow = f.Entry
-		split = split || uint(f.Order) > order
 		if f.Last() >= last {
 			break
 		}
 		f, ok = a.iPages.findNext(&st, last, filterPresent)
 	}
 	before := a.iPages.Counts()
-	if split {
-		// A larger value entry is the only conflict: split it to the
-		// folio's order so the folio replaces just its part.
-		if err := a.iPages.Split(index, order); err != nil {
-			invariant.Panic("pagecache", "add-folio-split", a.iPages.Dump(),
-				"splitting the value entry at %#x to order %d: %v", index, order, err)
-		}
+	if err := a.iPages.storeCharged(index, FolioEntry(pfn), order); err != nil {
+		return 0, err
 	}
-	a.iPages.store(index, FolioEntry(pfn), order, 0)
 	a.accountStore(before)
 	return shadow, nil
 }
@@ -127,7 +132,10 @@ func (a *AddressSpace) AddFolio(pfn physmem.PFN, index uint64, order uint) (shad
 // InsertFolio is AddFolio into an empty range (xa_insert(), what
 // shmem_add_to_page_cache() with no expected entry requires): it fails
 // with errno.EEXIST, changing nothing, if any index of the range holds an
-// entry, value entries included.
+// entry, value entries included. Reserved indices count as empty: the
+// store takes their reservation (Linux's xa_insert() refuses a reserved
+// index with EBUSY, but Linux's page cache never reserves; khosim's
+// reservations exist so that a folio can go back without allocating).
 //
 // Errors: as AddFolio, and errno.EEXIST for any entry in the range.
 func (a *AddressSpace) InsertFolio(pfn physmem.PFN, index uint64, order uint) error {
@@ -139,7 +147,9 @@ func (a *AddressSpace) InsertFolio(pfn physmem.PFN, index uint64, order uint) er
 		if _, ok := a.iPages.Find(index, index+(uint64(1)<<order-1)); ok {
 			return errno.EEXIST
 		}
-		a.iPages.store(index, FolioEntry(pfn), order, 0)
+		if err := a.iPages.storeCharged(index, FolioEntry(pfn), order); err != nil {
+			return err
+		}
 	}
 	a.nrpages += uint64(1) << order
 	return nil
@@ -167,7 +177,7 @@ func (a *AddressSpace) DeleteFolio(pfn physmem.PFN, index uint64, shadow Entry) 
 		return errno.ENOENT
 	}
 	before := a.iPages.Counts()
-	a.iPages.store(index, shadow, uint(f.Order), 0)
+	a.iPages.store(index, shadow, uint(f.Order), 0) // erased or replaced in place: no node
 	if shadow != 0 {
 		for _, m := range []Mark{XAMark0, XAMark1, XAMark2} {
 			_ = a.iPages.ClearMark(index, m) // present: just stored
@@ -176,6 +186,50 @@ func (a *AddressSpace) DeleteFolio(pfn physmem.PFN, index uint64, shadow Entry) 
 	a.accountStore(before)
 	return nil
 }
+
+// DeleteFolioReserve is DeleteFolio leaving the folio's range reserved
+// instead of empty: its indices load NULL, but the nodes above them stay,
+// so that putting a folio of the same order back there (InsertFolio,
+// AddFolio) allocates nothing and cannot fail. Release or a store ends
+// the reservation. For KHO: an activation that takes folios out of a page
+// cache keeps their places, so that an aborted activation can put every
+// folio back.
+//
+// Errors: errno.ENOENT if that folio is not stored with base index.
+func (a *AddressSpace) DeleteFolioReserve(pfn physmem.PFN, index uint64) error {
+	f, ok := a.iPages.Lookup(index)
+	if !ok || pfn > MaxFolioPFN || f.Entry != FolioEntry(pfn) || f.Index != index {
+		return errno.ENOENT
+	}
+	for _, m := range []Mark{XAMark0, XAMark1, XAMark2} {
+		_ = a.iPages.ClearMark(index, m) // present: just found
+	}
+	before := a.iPages.Counts()
+	a.iPages.store(index, zeroEntry, uint(f.Order), 0) // replaced in place: no node
+	a.accountStore(before)
+	return nil
+}
+
+// Reserve reserves [index, index+2^order) of an empty range of the page
+// cache (XArray.Reserve): a later InsertFolio or AddFolio of a folio of
+// that order at index needs no node and cannot fail.
+//
+// Errors: as XArray.Reserve (EEXIST if anything is cached in the range,
+// ENOMEM if the nodes cannot be allocated, changing nothing).
+func (a *AddressSpace) Reserve(index uint64, order uint) error {
+	return a.iPages.Reserve(index, order)
+}
+
+// Release ends the reservation covering index, if any (xa_release).
+func (a *AddressSpace) Release(index uint64) { a.iPages.Release(index) }
+
+// Reserved reports whether index is reserved.
+func (a *AddressSpace) Reserved(index uint64) bool { return a.iPages.Reserved(index) }
+
+// ReleaseAll ends every reservation of the page cache and returns how
+// many there were; an inode's page cache must hold none when it is
+// evicted (Linux: mapping_empty() in clear_inode()).
+func (a *AddressSpace) ReleaseAll() int { return a.iPages.ReleaseAll() }
 
 // ReplaceEntry models shmem_replace_entry(): the entry covering index,
 // which must be expected, is replaced by replacement over its whole range,
@@ -227,7 +281,8 @@ func (a *AddressSpace) EraseEntry(index uint64, expected Entry) (Found, error) {
 // head folio at each new entry with ReplaceEntry; until it has, the
 // mapping's invariants (folio order) do not hold.
 //
-// Errors: as XArray.Split.
+// Errors: as XArray.Split (ENOMEM, changing nothing, when the nodes the
+// split needs cannot be allocated).
 func (a *AddressSpace) SplitEntry(index uint64, order uint) error {
 	return a.iPages.Split(index, order)
 }

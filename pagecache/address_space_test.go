@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"khosim/errno"
+	"khosim/fault"
 	"khosim/invariant"
 	"khosim/physmem"
 
@@ -278,6 +279,24 @@ func TestMappingCheckDetects(t *testing.T) {
 func TestAddressSpaceModel(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		a, _ := NewAddressSpace(3)
+		in := fault.New()
+		_, cache := nodeCache(t, in)
+		a.SetNodeCache(cache)
+		// reserved: ranges a folio was taken out of with DeleteFolioReserve.
+		type rsv struct {
+			index uint64
+			order uint
+		}
+		var reserved []rsv
+		nomem := func(t *rapid.T, op string, err error, before Counts) bool {
+			if !errors.Is(err, errno.ENOMEM) {
+				return false
+			}
+			if a.Counts() != before {
+				t.Fatalf("%s failed with ENOMEM but changed the counts: %+v -> %+v", op, before, a.Counts())
+			}
+			return true
+		}
 		mm := fakeMemmap{}
 		nextPFN := physmem.PFN(1 << 20)
 		index := func(order uint) uint64 {
@@ -292,7 +311,11 @@ func TestAddressSpaceModel(t *testing.T) {
 				pfn := nextPFN
 				nextPFN += 1 << physmem.MaxPageOrder
 				before, values := a.NrPages(), a.NrValues()
+				counts := a.Counts()
 				err := a.InsertFolio(pfn, i, o)
+				if nomem(t, "InsertFolio", err, counts) {
+					return
+				}
 				switch {
 				case occupied && err != errno.EEXIST, !occupied && err != nil:
 					t.Fatalf("InsertFolio(%#x, order %d) with the range occupied=%v: %v", i, o, occupied, err)
@@ -310,9 +333,10 @@ func TestAddressSpaceModel(t *testing.T) {
 				cursor = (cursor + span(o) - 1) &^ (span(o) - 1) % (1 << 12)
 				pfn := nextPFN
 				nextPFN += 1 << physmem.MaxPageOrder
+				counts := a.Counts()
 				if _, err := a.AddFolio(pfn, cursor, o); err == nil {
 					mm.set(pfn, 3, cursor, o)
-				} else if err != errno.EEXIST {
+				} else if err != errno.EEXIST && !nomem(t, "AddFolio", err, counts) {
 					t.Fatalf("AddFolio: %v", err)
 				}
 				cursor += span(o)
@@ -340,13 +364,74 @@ func TestAddressSpaceModel(t *testing.T) {
 				pfn := nextPFN
 				nextPFN += 1 << physmem.MaxPageOrder
 				before := a.NrPages()
+				counts := a.Counts()
 				if _, err := a.AddFolio(pfn, i, o); err == nil {
 					mm.set(pfn, 3, i, o)
 					if a.NrPages() != before+span(o) {
 						t.Fatalf("AddFolio order %d: nrpages %d -> %d", o, before, a.NrPages())
 					}
-				} else if err != errno.EEXIST {
+				} else if err != errno.EEXIST && !nomem(t, "AddFolio", err, counts) {
 					t.Fatalf("AddFolio: %v", err)
+				}
+			},
+			"delete-reserve": func(t *rapid.T) {
+				f, ok := a.Lookup(index(0))
+				if !ok || !f.Entry.IsFolio() {
+					return
+				}
+				if err := a.DeleteFolioReserve(f.Entry.PFN(), f.Index); err != nil {
+					t.Fatalf("DeleteFolioReserve(%+v): %v", f, err)
+				}
+				delete(mm, f.Entry.PFN())
+				if _, ok := a.Lookup(f.Index); ok || !a.Reserved(f.Index) {
+					t.Fatalf("DeleteFolioReserve(%+v): the index is not reserved and empty", f)
+				}
+				reserved = append(reserved, rsv{f.Index, uint(f.Order)})
+			},
+			"put-back": func(t *rapid.T) {
+				// Putting a folio back where one was taken out with
+				// DeleteFolioReserve allocates nothing: it succeeds with
+				// every node allocation failing.
+				if len(reserved) == 0 {
+					return
+				}
+				k := rapid.IntRange(0, len(reserved)-1).Draw(t, "reservation")
+				r := reserved[k]
+				reserved = slices.Delete(reserved, k, k+1)
+				n, c, ok := a.iPages.locateAny(r.index)
+				if !ok || a.iPages.slotEntry(n, c) != zeroEntry || (n != nil && n.entryOrder(c) != r.order) {
+					return // since taken by another store, or released
+				}
+				if err := in.Arm(fault.Slab, 1, 1000); err != nil {
+					t.Fatal(err)
+				}
+				pfn := nextPFN
+				nextPFN += 1 << physmem.MaxPageOrder
+				err := a.InsertFolio(pfn, r.index, r.order)
+				fired := in.Fired(fault.Slab)
+				_ = in.Arm(fault.Slab, 1<<30, 1) // disarm
+				if err != nil || in.Fired(fault.Slab) != fired {
+					t.Fatalf("putting a folio of order %d back at reserved %#x: %v", r.order, r.index, err)
+				}
+				mm.set(pfn, 3, r.index, r.order)
+			},
+			"reserve": func(t *rapid.T) {
+				o := rapid.SampledFrom([]uint{0, 3, 9}).Draw(t, "order")
+				i := index(o)
+				counts := a.Counts()
+				err := a.Reserve(i, o)
+				if nomem(t, "Reserve", err, counts) || err == errno.EEXIST {
+					return
+				}
+				if err != nil || !a.Reserved(i) {
+					t.Fatalf("Reserve(%#x, %d): %v", i, o, err)
+				}
+				reserved = append(reserved, rsv{i, o})
+			},
+			"release": func(t *rapid.T) { a.Release(index(0)) },
+			"fault": func(t *rapid.T) {
+				if err := in.Arm(fault.Slab, rapid.IntRange(1, 3).Draw(t, "nth"), 1); err != nil {
+					t.Fatal(err)
 				}
 			},
 			"delete": func(t *rapid.T) {
@@ -380,7 +465,10 @@ func TestAddressSpaceModel(t *testing.T) {
 					return
 				}
 				to := uint(rapid.IntRange(0, int(f.Order)-1).Draw(t, "to"))
-				if err := a.SplitEntry(f.Index, to); err != nil {
+				counts := a.Counts()
+				if err := a.SplitEntry(f.Index, to); nomem(t, "SplitEntry", err, counts) {
+					return
+				} else if err != nil {
 					t.Fatal(err)
 				}
 				if !f.Entry.IsFolio() {
@@ -400,7 +488,18 @@ func TestAddressSpaceModel(t *testing.T) {
 				if err := a.CheckInvariants(mm); err != nil {
 					t.Fatal(err)
 				}
+				if cache.Inuse() != uint64(a.iPages.nrNodes) {
+					t.Fatalf("%d radix_tree_node objects for %d nodes", cache.Inuse(), a.iPages.nrNodes)
+				}
 			},
 		})
+		// Truncate everything: the nodes and their objects go.
+		for f := range a.Range(0, ^uint64(0)) {
+			a.iPages.Erase(f.Index)
+		}
+		a.ReleaseAll()
+		if !a.iPages.Empty() || cache.Inuse() != 0 {
+			t.Fatalf("emptied page cache: empty %v, %d node objects in use", a.iPages.Empty(), cache.Inuse())
+		}
 	})
 }

@@ -24,7 +24,10 @@ import (
 //   - marks only on canonical or node slots, a node slot's mark set exactly
 //     when the child has that mark anywhere, head marks summarising the
 //     root;
-//   - Counts and the node census matching a full walk.
+//   - reservations (XA_ZERO_ENTRY) canonical like entries, never marked;
+//   - Counts and the node census matching a full walk; with a node cache,
+//     every node in the tree holding a slab object (none without), and no
+//     object left preloaded between operations.
 //
 // It returns nil or an *invariant.Violation whose dump shows the path to
 // the offending node and the node itself.
@@ -58,6 +61,11 @@ func (c *xaChecker) check() *invariant.Violation {
 		if xa.marks != 0 {
 			return c.fail(nil, "xa-head-marks", "empty array has marks %03b", xa.marks)
 		}
+	case head == zeroEntry:
+		if xa.marks != 0 {
+			return c.fail(nil, "xa-marks", "reserved head has marks %03b", xa.marks)
+		}
+		c.counts = Counts{Reserved: 1}
 	case !head.isNode():
 		if !head.valid() {
 			return c.fail(nil, "xa-entry-encoding", "head holds %v", head)
@@ -91,6 +99,9 @@ func (c *xaChecker) check() *invariant.Violation {
 	}
 	if c.counts != xa.counts {
 		return c.fail(nil, "xa-counts", "counts %+v, walk found %+v", xa.counts, c.counts)
+	}
+	if len(xa.preload) != 0 {
+		return c.fail(nil, "xa-preload", "%d node objects preloaded between operations", len(xa.preload))
 	}
 	if xa.nrNodes != len(c.seen) {
 		return c.fail(nil, "xa-node-arena", "nrNodes %d, walk found %d", xa.nrNodes, len(c.seen))
@@ -129,6 +140,9 @@ func (c *xaChecker) walk(n *xaNode, base uint64) *invariant.Violation {
 	}
 	if n.count == 0 {
 		return c.fail(n, "xa-empty-node", "node %d has no entries", n.id)
+	}
+	if xa.cache != nil && (int(n.id) >= len(xa.objs) || xa.objs[n.id] == 0) {
+		return c.fail(n, "xa-node-charged", "node %d holds no radix_tree_node object", n.id)
 	}
 	reach := uint(XAChunkSize)
 	if n.shift == xaMaxShift {
@@ -175,7 +189,7 @@ func (c *xaChecker) walk(n *xaNode, base uint64) *invariant.Violation {
 			if v := c.walk(child, base+uint64(s)<<n.shift); v != nil {
 				return v
 			}
-		case !e.valid():
+		case !e.valid() && e != zeroEntry:
 			return c.fail(n, "xa-entry-encoding", "slot %d holds %v", s, e)
 		default:
 			k := n.siblingsAfter(s)
@@ -188,6 +202,15 @@ func (c *xaChecker) walk(n *xaNode, base uint64) *invariant.Violation {
 				}
 			}
 			order := uint(n.shift) + uint(bits.Len(k))
+			count += k
+			s += k
+			if e == zeroEntry {
+				if v := c.checkMarkless(n, s-k, "a reserved"); v != nil {
+					return v
+				}
+				c.counts.Reserved++
+				continue
+			}
 			c.counts.Entries++
 			c.counts.Indices += uint64(1) << order
 			if e.IsValue() {
@@ -195,8 +218,6 @@ func (c *xaChecker) walk(n *xaNode, base uint64) *invariant.Violation {
 				c.counts.ValueIndices += uint64(1) << order
 				values += k + 1
 			}
-			count += k
-			s += k
 		}
 	}
 	if count != uint(n.count) || values != uint(n.nrValues) {

@@ -33,8 +33,17 @@
 // entry names its node by arena index (xa_mk_node() of an index rather
 // than an address), so neither entries nor nodes hold Go pointers and the
 // garbage collector never scans a tree. Freed nodes are kept on a free
-// list and reused (the radix_tree_node_cachep slab), so stores and erases
-// allocate only when the tree reaches a new high-water mark of nodes.
+// list and reused, so stores and erases allocate host memory only when
+// the tree reaches a new high-water mark of nodes.
+//
+// What a node costs the simulated machine: with a node cache
+// (SetNodeCache: the kernel's radix_tree_node slab cache) every node in
+// the tree holds a 576-byte slab object, allocated with the node and freed
+// with it, and allocating one can fail. An operation allocates every node
+// it needs before it changes anything (nomem.go: xas_nomem,
+// xas_split_alloc), so it either succeeds or fails with ENOMEM leaving the
+// array as it was. Reserve (xa_reserve) stores XA_ZERO_ENTRY, which loads
+// and searches see as empty, so that a later store there needs no node.
 //
 // There is no RCU and no locking: khosim is single-threaded and
 // deterministic. An XArray is not safe for concurrent use and must not be

@@ -133,6 +133,8 @@ func (e Entry) String() string {
 		return fmt.Sprintf("sibling(%d)", e.siblingOffset())
 	case e.isNode():
 		return fmt.Sprintf("node(%d)", e.nodeID())
+	case e == zeroEntry:
+		return "reserved"
 	default:
 		return fmt.Sprintf("bad(%#x)", uint64(e))
 	}

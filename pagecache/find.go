@@ -47,8 +47,13 @@ func (b *Batch) Entries() []Found { return b.entries[:b.nr] }
 // Reinit models folio_batch_reinit(): empties the batch.
 func (b *Batch) Reinit() { b.nr = 0 }
 
-// filterPresent is the XA_PRESENT filter: any entry.
-const filterPresent = -1
+// Search filters besides the marks (0..2): filterPresent is XA_PRESENT,
+// any entry (reservations are not entries); filterReserved finds
+// reservations only.
+const (
+	filterPresent  = -1
+	filterReserved = -2
+)
 
 // xaState models the part of struct xa_state a forward search keeps: the
 // node being walked (nil once the search is over), the index its slot 0
@@ -60,9 +65,21 @@ type xaState struct {
 }
 
 // matches reports whether canonical slot c of n (a node slot: anything
-// below it) passes filter.
+// below it) may pass filter.
 func matches(n *xaNode, c uint, filter int) bool {
-	return filter == filterPresent || n.marks[filter]&(1<<c) != 0
+	return filter < 0 || n.marks[filter]&(1<<c) != 0
+}
+
+// entryMatches reports whether entry e (not NULL, not internal but
+// perhaps a reservation) passes filter, its slot having passed matches.
+func entryMatches(e Entry, filter int) bool {
+	switch filter {
+	case filterReserved:
+		return e == zeroEntry
+	case filterPresent:
+		return e != zeroEntry
+	}
+	return true // a mark: reservations carry none
 }
 
 // found builds the Found for canonical slot c of st.node and moves st
@@ -88,7 +105,7 @@ func (xa *XArray) findFirst(st *xaState, start, max uint64, filter int) (Found, 
 	case head == 0 || start > max:
 		return Found{}, false
 	case !head.isNode():
-		ok := start == 0 && (filter == filterPresent || xa.marks&(1<<filter) != 0)
+		ok := start == 0 && entryMatches(head, filter) && (filter < 0 || xa.marks&(1<<filter) != 0)
 		return Found{Entry: head}, ok
 	}
 	n := xa.root()
@@ -112,6 +129,9 @@ func (xa *XArray) findFirst(st *xaState, start, max uint64, filter int) (Found, 
 			st.base += uint64(off) << n.shift
 			n = xa.node(e)
 			st.node = n
+		case (e == zeroEntry) != (filter == filterReserved): // see entryMatches
+			st.off = off + 1
+			return xa.findNext(st, max, filter)
 		default:
 			return st.found(c), true
 		}
@@ -132,7 +152,7 @@ func (xa *XArray) findNext(st *xaState, max uint64, filter int) (Found, bool) {
 		if last > XAChunkMask {
 			last = XAChunkMask
 		}
-		if off <= last && filter != filterPresent {
+		if off <= last && filter >= 0 {
 			if bm := n.marks[filter] >> off; bm != 0 {
 				off += uint(bits.TrailingZeros64(bm))
 			} else {
@@ -157,6 +177,8 @@ func (xa *XArray) findNext(st *xaState, max uint64, filter int) (Found, bool) {
 			base += uint64(off) << n.shift
 			n = xa.node(e)
 			off = 0
+		case (e == zeroEntry) != (filter == filterReserved): // see entryMatches
+			off++
 		default:
 			st.node, st.base = n, base
 			return st.found(off), true

@@ -5,6 +5,8 @@ import (
 	"slices"
 
 	"khosim/errno"
+	"khosim/fault"
+	"khosim/physmem"
 )
 
 // xaModel is the reference the XArray is tested against: a map from base
@@ -24,8 +26,17 @@ func newModel() *xaModel { return &xaModel{m: make(map[uint64]modelEntry)} }
 
 func span(order uint) uint64 { return uint64(1) << order }
 
-// lookup returns the entry covering i.
+// lookup returns the entry covering i; a reservation is no entry.
 func (md *xaModel) lookup(i uint64) (uint64, modelEntry, bool) {
+	b, me, ok := md.lookupAny(i)
+	if !ok || me.e == zeroEntry {
+		return 0, modelEntry{}, false
+	}
+	return b, me, true
+}
+
+// lookupAny returns the entry or reservation covering i.
+func (md *xaModel) lookupAny(i uint64) (uint64, modelEntry, bool) {
 	for o := uint(0); o <= MaxOrder; o++ {
 		b := i &^ (span(o) - 1)
 		if me, ok := md.m[b]; ok && i-b < span(me.order) {
@@ -49,7 +60,7 @@ func (md *xaModel) store(index uint64, e Entry, order uint) (Entry, error) {
 
 func (md *xaModel) storeMarks(index uint64, e Entry, order uint, add uint8) Entry {
 	old := md.load(index)
-	if b, me, ok := md.lookup(index); ok && me.order > order {
+	if b, me, ok := md.lookupAny(index); ok && me.order > order {
 		if e == 0 {
 			delete(md.m, b)
 		} else {
@@ -77,11 +88,34 @@ func (md *xaModel) insert(index uint64, e Entry, order uint) error {
 	if order > MaxOrder || index%span(order) != 0 || e == 0 || !e.valid() {
 		return errno.EINVAL
 	}
-	if len(md.overlapping(index, index+(span(order)-1), filterPresent)) > 0 {
+	last := index + (span(order) - 1)
+	if len(md.overlapping(index, last, filterPresent)) > 0 || len(md.overlapping(index, last, filterReserved)) > 0 {
 		return errno.EEXIST
 	}
 	md.storeMarks(index, e, order, 0)
 	return nil
+}
+
+// reserve is XArray.Reserve's contract.
+func (md *xaModel) reserve(index uint64, order uint) error {
+	if order > MaxOrder || index%span(order) != 0 {
+		return errno.EINVAL
+	}
+	if len(md.overlapping(index, index+(span(order)-1), filterPresent)) > 0 {
+		return errno.EEXIST
+	}
+	if _, me, ok := md.lookupAny(index); ok && me.e == zeroEntry && me.order >= order {
+		return nil
+	}
+	md.storeMarks(index, zeroEntry, order, 0)
+	return nil
+}
+
+// release is XArray.Release's contract.
+func (md *xaModel) release(index uint64) {
+	if b, me, ok := md.lookupAny(index); ok && me.e == zeroEntry {
+		delete(md.m, b)
+	}
 }
 
 func (md *xaModel) split(index uint64, order uint) error {
@@ -127,7 +161,7 @@ func (md *xaModel) getMark(index uint64, m Mark) bool {
 func (md *xaModel) overlapping(start, max uint64, filter int) []Found {
 	var out []Found
 	for b, me := range md.m {
-		if filter != filterPresent && me.marks&(1<<filter) == 0 {
+		if (filter == filterReserved) != (me.e == zeroEntry) || filter >= 0 && me.marks&(1<<filter) == 0 {
 			continue
 		}
 		if b <= max && b+(span(me.order)-1) >= start {
@@ -169,6 +203,10 @@ func (md *xaModel) extract(start, max uint64, filter int, whole bool) ([]Found, 
 func (md *xaModel) counts() Counts {
 	var c Counts
 	for _, me := range md.m {
+		if me.e == zeroEntry {
+			c.Reserved++
+			continue
+		}
 		c.Entries++
 		c.Indices += span(me.order)
 		if me.e.IsValue() {
@@ -186,19 +224,71 @@ type tb interface {
 }
 
 // harness applies each operation to an XArray and the model and fails
-// the test as soon as they disagree.
+// the test as soon as they disagree. Its XArray's nodes are charged to a
+// radix_tree_node cache of a small machine, with fault injection: an
+// operation that fails with ENOMEM must leave the array as the model is,
+// unchanged.
 type harness struct {
-	xa XArray
-	md *xaModel
+	xa     XArray
+	md     *xaModel
+	mm     *physmem.MM
+	faults *fault.Injector
 }
 
-func newHarness() *harness { return &harness{md: newModel()} }
+// cleanupTB is what newHarness needs of *testing.T and *rapid.T.
+type cleanupTB interface {
+	tb
+	Cleanup(func())
+}
+
+func newHarness(t cleanupTB) *harness {
+	t.Helper()
+	h := &harness{md: newModel(), faults: fault.New()}
+	var cache *physmem.KmemCache
+	h.mm, cache = nodeCache(t, h.faults)
+	h.xa.SetNodeCache(cache)
+	return h
+}
+
+// nodeCache boots a 64 MiB machine with faults and returns its memory and
+// a radix_tree_node cache on it; closed when the test ends.
+func nodeCache(t cleanupTB, faults *fault.Injector) (*physmem.MM, *physmem.KmemCache) {
+	t.Helper()
+	size := uint64(64 << 20)
+	if _, ok := t.(*benchTB); ok {
+		size = 1 << 30
+	}
+	frames, err := physmem.NewFrames(size)
+	if err != nil {
+		t.Fatalf("NewFrames: %v", err)
+	}
+	mm, err := physmem.NewMM(frames, faults)
+	if err != nil {
+		t.Fatalf("NewMM: %v", err)
+	}
+	t.Cleanup(func() { _ = mm.Close(); _ = frames.Close() })
+	if err := mm.MemblockFreeAll(); err != nil {
+		t.Fatalf("MemblockFreeAll: %v", err)
+	}
+	c, err := mm.KmemCacheCreate("radix_tree_node", 576)
+	if err != nil {
+		t.Fatalf("KmemCacheCreate: %v", err)
+	}
+	return mm, c
+}
 
 func sameErr(a, b error) bool { return errors.Is(a, b) || (a == nil && b == nil) }
+
+// nomem reports whether err is the ENOMEM of a node allocation that
+// failed: the XArray changed nothing, so the model must not change either.
+func (h *harness) nomem(err error) bool { return errors.Is(err, errno.ENOMEM) }
 
 func (h *harness) store(t tb, index uint64, e Entry, order uint) {
 	t.Helper()
 	got, err := h.xa.Store(index, e, order)
+	if h.nomem(err) && e != 0 {
+		return
+	}
 	want, werr := h.md.store(index, e, order)
 	if got != want || !sameErr(err, werr) {
 		t.Fatalf("Store(%#x, %v, %d) = %v, %v; model %v, %v", index, e, order, got, err, want, werr)
@@ -208,9 +298,43 @@ func (h *harness) store(t tb, index uint64, e Entry, order uint) {
 func (h *harness) insert(t tb, index uint64, e Entry, order uint) {
 	t.Helper()
 	err := h.xa.Insert(index, e, order)
+	if h.nomem(err) {
+		return
+	}
 	werr := h.md.insert(index, e, order)
 	if !sameErr(err, werr) {
 		t.Fatalf("Insert(%#x, %v, %d) = %v; model %v", index, e, order, err, werr)
+	}
+}
+
+func (h *harness) reserve(t tb, index uint64, order uint) {
+	t.Helper()
+	err := h.xa.Reserve(index, order)
+	if h.nomem(err) {
+		return
+	}
+	if werr := h.md.reserve(index, order); !sameErr(err, werr) {
+		t.Fatalf("Reserve(%#x, %d) = %v; model %v", index, order, err, werr)
+	}
+	if err == nil && !h.xa.Reserved(index) {
+		t.Fatalf("Reserve(%#x, %d): not reserved", index, order)
+	}
+}
+
+func (h *harness) release(t tb, index uint64) {
+	t.Helper()
+	h.xa.Release(index)
+	h.md.release(index)
+	if h.xa.Reserved(index) {
+		t.Fatalf("Release(%#x): still reserved", index)
+	}
+}
+
+// fault arms the slab fault site: the nth node allocation from now fails.
+func (h *harness) fault(t tb, nth int) {
+	t.Helper()
+	if err := h.faults.Arm(fault.Slab, nth, 1); err != nil {
+		t.Fatalf("Arm: %v", err)
 	}
 }
 
@@ -226,6 +350,11 @@ func (h *harness) erase(t tb, index uint64) {
 func (h *harness) split(t tb, index uint64, order uint) {
 	t.Helper()
 	err := h.xa.Split(index, order)
+	if h.nomem(err) {
+		if _, me, ok := h.md.lookup(index); ok && order < me.order && order-order%6+12 > me.order {
+			return // a split the model allows: its node allocation failed, nothing changed
+		}
+	}
 	werr := h.md.split(index, order)
 	if !sameErr(err, werr) {
 		t.Fatalf("Split(%#x, %d) = %v; model %v", index, order, err, werr)
@@ -274,9 +403,12 @@ func (h *harness) extract(t tb, start, max uint64, filter int, whole bool) {
 	}
 	var f Found
 	var ok bool
-	if filter == filterPresent {
+	switch filter {
+	case filterPresent:
 		f, ok = h.xa.Find(start, max)
-	} else {
+	case filterReserved:
+		f, ok = h.xa.findReserved(start, max)
+	default:
 		f, ok = h.xa.FindMarked(start, max, Mark{uint8(filter)})
 	}
 	all := h.md.overlapping(start, max, filter)
@@ -293,6 +425,9 @@ func (h *harness) check(t tb) {
 	}
 	if got, want := h.xa.Counts(), h.md.counts(); got != want {
 		t.Fatalf("Counts() = %+v; model %+v", got, want)
+	}
+	if c := h.xa.NodeCache(); c != nil && c.Inuse() != uint64(h.xa.nrNodes) {
+		t.Fatalf("%d radix_tree_node objects in use for %d nodes", c.Inuse(), h.xa.nrNodes)
 	}
 	want := h.md.overlapping(0, ^uint64(0), filterPresent)
 	got := slices.Collect(h.xa.All())

@@ -4,6 +4,7 @@ import (
 	"math/bits"
 
 	"khosim/errno"
+	"khosim/physmem"
 )
 
 // XArray geometry (include/linux/xarray.h with CONFIG_BASE_SMALL=0).
@@ -39,6 +40,12 @@ const (
 // larger entry is stored over its subtree (xas_free_nodes). A freed node
 // keeps its arena id, has shift freedShift and waits on the free list
 // (XArray.free, chained through parent), so freeing never allocates.
+//
+// What the node costs: with a node cache (SetNodeCache) every node in the
+// tree holds one object of it (a radix_tree_node slab object of 576
+// bytes, whose handle XArray.objs keeps by arena id, beside the arena so
+// that a walk's cache lines stay as they were); the arena is only the
+// host's copy of the node's fields.
 type xaNode struct {
 	shift    uint8  // bits of the index below this node's slots
 	offset   uint8  // slot of this node in its parent
@@ -57,6 +64,7 @@ type Counts struct {
 	Indices      uint64 // indices they cover (mod 2^64: 0 if all 2^64 are)
 	ValueEntries uint64 // present value entries
 	ValueIndices uint64 // indices covered by value entries
+	Reserved     uint64 // reservations (Reserve): not present, not in Entries
 }
 
 // XArray models struct xarray (lib/xarray.c): a sparse map from uint64
@@ -67,6 +75,13 @@ type Counts struct {
 // moves between them, growing the tree (xas_expand) for an index beyond
 // its reach and shrinking it (xas_shrink) when only slot 0 of the root
 // remains and can stand in its place.
+//
+// Nodes cost memory when the array has a node cache (SetNodeCache, the
+// kernel's radix_tree_node_cachep): every node in the tree holds a slab
+// object, and an operation that needs nodes allocates all of them before
+// it changes anything (xas_nomem / xas_split_alloc), failing with ENOMEM
+// and leaving the array as it was if it cannot. Without a node cache (unit
+// tests, benchmarks of the tree alone) nodes cost nothing and never fail.
 type XArray struct {
 	head  Entry // xa_head: NULL, the entry at index 0, or the root node
 	marks uint8 // XA_FLAGS_MARK(): which marks are set anywhere
@@ -89,6 +104,16 @@ type XArray struct {
 	hintBase uint64
 
 	counts Counts
+
+	// cache is the node cache (radix_tree_node_cachep), nil for none.
+	cache *physmem.KmemCache
+	// objs holds, by arena id, the radix_tree_node object of each node in
+	// the tree (0 for free ids); nil without a node cache.
+	objs []physmem.SlabObj
+	// preload holds the node objects allocated for the operation in
+	// progress, which allocNode takes (xas->xa_alloc): empty between
+	// operations.
+	preload []physmem.SlabObj
 }
 
 // maxIndex models max_index()/node_maxindex(): the last index a node of
@@ -162,6 +187,17 @@ func (xa *XArray) allocNode(shift uint, parent uint32, off uint) *xaNode {
 	}
 	n := xa.at(id)
 	*n = xaNode{id: id, shift: uint8(shift), parent: parent, offset: uint8(off)}
+	if xa.cache != nil {
+		k := len(xa.preload) - 1
+		if k < 0 {
+			xa.badPreload("a store needs a node it did not allocate first")
+		}
+		for int(id) >= len(xa.objs) {
+			xa.objs = append(xa.objs, 0)
+		}
+		xa.objs[id] = xa.preload[k]
+		xa.preload = xa.preload[:k]
+	}
 	xa.nrNodes++
 	return n
 }
@@ -220,6 +256,10 @@ func (xa *XArray) freeNode(n *xaNode) {
 	if n.id == xa.hint {
 		xa.hint = 0
 	}
+	if xa.cache != nil {
+		xa.cache.Free(xa.objs[n.id]) // radix_tree_node_rcu_free
+		xa.objs[n.id] = 0
+	}
 	*n = xaNode{id: n.id, shift: freedShift}
 	n.parent = xa.free
 	xa.free = n.id
@@ -229,6 +269,14 @@ func (xa *XArray) freeNode(n *xaNode) {
 
 // account adds (add) or removes an entry of the given order from the counts.
 func (xa *XArray) account(e Entry, order uint, add bool) {
+	if e == zeroEntry {
+		if add {
+			xa.counts.Reserved++
+		} else {
+			xa.counts.Reserved--
+		}
+		return
+	}
 	n := uint64(1) << order
 	if !add {
 		xa.counts.Entries--
@@ -275,14 +323,15 @@ func checkRange(index uint64, order uint) error {
 // Counts returns how many entries and indices the array holds.
 func (xa *XArray) Counts() Counts { return xa.counts }
 
-// Empty models xa_empty().
+// Empty models xa_empty(): nothing stored and nothing reserved.
 func (xa *XArray) Empty() bool { return xa.head == 0 }
 
-// Load models xa_load(): the entry covering index, NULL if none.
+// Load models xa_load(): the entry covering index, NULL if none (a
+// reserved index loads NULL).
 func (xa *XArray) Load(index uint64) Entry {
 	e := xa.head
 	if !e.isNode() {
-		if index == 0 {
+		if index == 0 && e != zeroEntry {
 			return e
 		}
 		return 0
@@ -304,12 +353,25 @@ func (xa *XArray) loadFrom(n *xaNode, index uint64) Entry {
 		if e&3 != internalTag {
 			return e
 		}
-		if e.isSibling() {
-			return n.slots[e.siblingOffset()]
+		if !e.isNode() {
+			return loadSpecial(n, e)
 		}
 		n = xa.at(e.nodeID())
 		shift -= XAChunkShift
 	}
+}
+
+// loadSpecial is what loadFrom finds in an internal entry of n that is no
+// node: a sibling (the entry of its canonical slot) or a reservation
+// (NULL). Out of line, so that the walk down stays one test per level.
+func loadSpecial(n *xaNode, e Entry) Entry {
+	if e.isSibling() {
+		e = n.slots[e.siblingOffset()]
+	}
+	if e == zeroEntry {
+		return 0
+	}
+	return e
 }
 
 // Lookup models xas_load() followed by xas_get_order(): the entry covering
@@ -327,8 +389,26 @@ func (xa *XArray) Lookup(index uint64) (Found, bool) {
 }
 
 // locate finds the canonical slot of the entry covering index: (nil, 0,
-// true) for an entry kept in head, ok false when there is none.
+// true) for an entry kept in head, ok false when there is none or index
+// is reserved.
 func (xa *XArray) locate(index uint64) (n *xaNode, c uint, ok bool) {
+	n, c, ok = xa.locateAny(index)
+	if ok && xa.slotEntry(n, c) == zeroEntry {
+		return nil, 0, false
+	}
+	return n, c, ok
+}
+
+// slotEntry returns canonical slot c of n, or the head entry when n is nil.
+func (xa *XArray) slotEntry(n *xaNode, c uint) Entry {
+	if n == nil {
+		return xa.head
+	}
+	return n.slots[c]
+}
+
+// locateAny is locate that also finds reservations.
+func (xa *XArray) locateAny(index uint64) (n *xaNode, c uint, ok bool) {
 	e := xa.head
 	if !e.isNode() {
 		return nil, 0, e != 0 && index == 0
@@ -364,8 +444,13 @@ func (xa *XArray) locate(index uint64) (n *xaNode, c uint, ok bool) {
 // multi-index entry does in Linux. Storing NULL erases, and erasing any
 // index of a multi-index entry erases all of it ("dissolves the tie").
 //
+// A reservation (Reserve) in the range is replaced like an entry; storing
+// NULL erases reservations too (xa_erase of a reserved index).
+//
 // Errors: errno.EINVAL if order > MaxOrder, index is not a multiple of
-// 2^order, or entry is not NULL, a value entry or a folio entry.
+// 2^order, or entry is not NULL, a value entry or a folio entry;
+// errno.ENOMEM (or the injected slab or page_alloc fault) if the nodes the
+// store needs cannot be allocated: nothing changes.
 func (xa *XArray) Store(index uint64, entry Entry, order uint) (Entry, error) {
 	if err := checkRange(index, order); err != nil {
 		return 0, err
@@ -373,15 +458,27 @@ func (xa *XArray) Store(index uint64, entry Entry, order uint) (Entry, error) {
 	if !entry.valid() {
 		return 0, errno.EINVAL
 	}
-	return xa.store(index, entry, order, 0), nil
+	var old Entry
+	if entry == 0 {
+		old = xa.store(index, 0, order, 0)
+	} else {
+		var err error
+		if old, err = xa.storeNew(index, entry, order); err != nil {
+			return 0, err
+		}
+	}
+	if old == zeroEntry {
+		old = 0
+	}
+	return old, nil
 }
 
 // Insert models xa_insert() of a multi-index entry: Store, but only if no
-// index of [index, index+2^order) holds an entry.
+// index of [index, index+2^order) holds an entry or is reserved.
 //
-// Errors: errno.EINVAL as for Store, and for a NULL entry (reserving
-// indices with XA_ZERO_ENTRY is not modelled); errno.EEXIST if any index of
-// the range is occupied.
+// Errors: errno.EINVAL as for Store, and for a NULL entry (Reserve
+// reserves); errno.EEXIST if any index of the range is occupied or
+// reserved (Linux: EBUSY); errno.ENOMEM as for Store.
 func (xa *XArray) Insert(index uint64, entry Entry, order uint) error {
 	if err := checkRange(index, order); err != nil {
 		return err
@@ -389,17 +486,26 @@ func (xa *XArray) Insert(index uint64, entry Entry, order uint) error {
 	if entry == 0 || !entry.valid() {
 		return errno.EINVAL
 	}
-	if _, ok := xa.Find(index, index+(uint64(1)<<order-1)); ok {
+	last := index + (uint64(1)<<order - 1)
+	if _, ok := xa.Find(index, last); ok {
 		return errno.EEXIST
 	}
-	xa.store(index, entry, order, 0)
-	return nil
+	if _, ok := xa.findReserved(index, last); ok {
+		return errno.EEXIST
+	}
+	_, err := xa.storeNew(index, entry, order)
+	return err
 }
 
 // Erase models xa_erase(): removes the entry covering index — all of it,
-// if it is a multi-index entry — and returns it.
+// if it is a multi-index entry — and returns it. A reservation covering
+// index goes too (Erase then returns NULL). Erasing never allocates.
 func (xa *XArray) Erase(index uint64) Entry {
-	return xa.store(index, 0, 0, 0)
+	old := xa.store(index, 0, 0, 0)
+	if old == zeroEntry {
+		old = 0
+	}
+	return old
 }
 
 // Split models xas_split(): the multi-index entry covering index becomes
@@ -411,23 +517,48 @@ func (xa *XArray) Erase(index uint64) Entry {
 // above the entry's order; errno.ENOMEM if the new entries would sit two
 // or more levels below the old one (order - order%6 + 12 <= old order),
 // a split xas_split_alloc() refuses ("no support for splitting really
-// large entries yet"). Splitting to the entry's own order does nothing.
+// large entries yet"), or if the nodes the split needs (one per slot of
+// the old entry when the new ones sit a level below it) cannot be
+// allocated (xas_split_alloc), or the injected slab or page_alloc fault:
+// nothing changes then. Splitting to the entry's own order does nothing.
 func (xa *XArray) Split(index uint64, order uint) error {
-	f, ok := xa.Lookup(index)
-	switch {
-	case !ok:
+	if _, ok := xa.Lookup(index); !ok {
 		return errno.ENOENT
-	case order > uint(f.Order):
-		return errno.EINVAL
-	case order == uint(f.Order):
+	}
+	return xa.split(index, order)
+}
+
+// split is Split of the entry or reservation covering index, allocating
+// the nodes it needs first.
+func (xa *XArray) split(index uint64, order uint) error {
+	n, c, ok := xa.locateAny(index)
+	if !ok {
+		return errno.ENOENT
+	}
+	if n == nil {
+		// The head holds an order-0 entry: nothing to split.
+		if order > 0 {
+			return errno.EINVAL
+		}
 		return nil
-	case order-order%XAChunkShift+2*XAChunkShift <= uint(f.Order):
+	}
+	fOrder := n.entryOrder(c)
+	switch {
+	case order > fOrder:
+		return errno.EINVAL
+	case order == fOrder:
+		return nil
+	case order-order%XAChunkShift+2*XAChunkShift <= fOrder:
 		return errno.ENOMEM
 	}
+	if err := xa.nomem(splitNodes(n, c, order)); err != nil {
+		return err
+	}
+	fEntry := n.slots[c]
+	f := Found{Index: index &^ (uint64(1)<<fOrder - 1), Entry: fEntry, Order: uint8(fOrder)}
 	// Detach the entry from its slots, leaving its node in place (possibly
 	// empty for a moment) and its ancestors' marks set; the stores below
 	// refill the range and re-propagate the marks.
-	n, c, _ := xa.locate(index)
 	k := n.siblingsAfter(c)
 	var marks uint8
 	for m := range xaMarkCount {
@@ -452,6 +583,7 @@ func (xa *XArray) Split(index uint64, order uint) error {
 	// replace the root. Linux leaves such a tree until the next deletion;
 	// shrinking here keeps the height minimal at all times.
 	xa.shrink()
+	xa.preloadDone()
 	return nil
 }
 
@@ -477,13 +609,20 @@ func (xa *XArray) store(index uint64, entry Entry, order uint, addMarks uint8) E
 		return old
 	}
 	xa.expand(last, shift)
+	n := xa.root()
+	return xa.storeFrom(n, uint(n.shift), index, entry, order, addMarks)
+}
+
+// storeFrom is store() of a non-NULL entry from node n of shift level on
+// the way down (the root, or where nodesFor's walk stopped).
+func (xa *XArray) storeFrom(n *xaNode, level uint, index uint64, entry Entry, order uint, addMarks uint8) Entry {
+	shift := order - order%XAChunkShift       // xas->xa_shift
+	sibs := uint(1)<<(order%XAChunkShift) - 1 // xas->xa_sibs
 
 	// xas_create(): walk down to the node of the entry's shift, allocating
 	// missing nodes, unless a larger entry covers the range on the way.
 	// As in loadFrom, the level's shift is tracked rather than read from
 	// each node.
-	n := xa.root()
-	level := uint(n.shift)
 	for level > shift {
 		off := uint(index>>level) & XAChunkMask
 		e := n.slots[off]

@@ -3,9 +3,31 @@ package pagecache
 import (
 	"math/rand/v2"
 	"testing"
+
+	"khosim/physmem"
 )
 
 const benchN = 1 << 20 // a 4 GiB file of order-0 folios
+
+// benchNodeCache returns a radix_tree_node cache on a 1 GiB machine of
+// its own: the benchmarks charge every node, as a kernel's page cache
+// does, so that they measure the slab seam too.
+func benchNodeCache(b *testing.B) *physmem.KmemCache {
+	b.Helper()
+	_, c := nodeCache(&benchTB{b}, nil)
+	return c
+}
+
+// benchTB gives nodeCache a 1 GiB machine instead of 64 MiB.
+type benchTB struct{ *testing.B }
+
+// release empties xa (untimed by the caller), giving its node objects
+// back.
+func release(xa *XArray) {
+	for f := range xa.All() {
+		xa.Erase(f.Index)
+	}
+}
 
 // benchIndices returns n indices: 0..n-1 shuffled (dense) or random
 // 40-bit ones (sparse), from a fixed seed.
@@ -23,16 +45,22 @@ func benchIndices(n int, dense bool) []uint64 {
 	return idx
 }
 
-func filled(idx []uint64) *XArray {
+func filled(b *testing.B, c *physmem.KmemCache, idx []uint64) *XArray {
 	xa := &XArray{}
+	if c == nil {
+		c = benchNodeCache(b)
+	}
+	xa.SetNodeCache(c)
 	for _, i := range idx {
-		xa.Store(i, folio(i&0xffffff), 0)
+		if _, err := xa.Store(i, folio(i&0xffffff), 0); err != nil {
+			b.Fatal(err)
+		}
 	}
 	return xa
 }
 
 func benchLoad(b *testing.B, idx []uint64) {
-	xa := filled(idx)
+	xa := filled(b, nil, idx)
 	mask := len(idx) - 1
 	var sink Entry
 	b.ResetTimer()
@@ -66,7 +94,7 @@ func BenchmarkLoadSparse(b *testing.B) { benchLoad(b, benchIndices(1<<16, false)
 // benchStore overwrites entries already present: no node is created, so
 // nothing may be allocated.
 func benchStore(b *testing.B, idx []uint64) {
-	xa := filled(idx)
+	xa := filled(b, nil, idx)
 	mask := len(idx) - 1
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -82,7 +110,7 @@ func BenchmarkStoreSparse(b *testing.B) { benchStore(b, benchIndices(1<<16, fals
 // every erase frees the entry's private chain of nodes and every store
 // takes them back from the free list.
 func benchEraseStore(b *testing.B, idx []uint64) {
-	xa := filled(idx)
+	xa := filled(b, nil, idx)
 	mask := len(idx) - 1
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -99,14 +127,15 @@ func BenchmarkEraseStoreSparse(b *testing.B) { benchEraseStore(b, benchIndices(1
 // benchErase erases everything in random order, refilling (untimed) when
 // the array runs empty.
 func benchErase(b *testing.B, idx []uint64) {
-	xa := filled(idx)
+	c := benchNodeCache(b)
+	xa := filled(b, c, idx)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
 		k := i % len(idx)
 		if k == 0 && i > 0 {
 			b.StopTimer()
-			xa = filled(idx)
+			xa = filled(b, c, idx) // the old one is empty: its objects are back
 			b.StartTimer()
 		}
 		xa.Erase(idx[k])
@@ -119,7 +148,7 @@ func BenchmarkEraseSparse(b *testing.B) { benchErase(b, benchIndices(1<<16, fals
 // BenchmarkFindBatchWalk walks 2^20 dense entries with folio_batch-sized
 // Extract calls, as truncate_inode_pages_range() does; reported per entry.
 func BenchmarkFindBatchWalk(b *testing.B) {
-	xa := filled(benchIndices(benchN, true))
+	xa := filled(b, nil, benchIndices(benchN, true))
 	var batch Batch
 	seen := 0
 	b.ReportAllocs()

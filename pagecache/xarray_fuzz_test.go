@@ -78,10 +78,10 @@ func FuzzXArray(f *testing.F) {
 }
 
 func runFuzzBody(t *testing.T, data []byte) {
-	h := newHarness()
+	h := newHarness(t)
 	r := &opReader{data: data, h: h}
 	for steps := 0; len(r.data) > 0 && steps < 200; steps++ {
-		switch r.u8() % 9 {
+		switch r.u8() % 12 {
 		case 0:
 			i, o := r.index(), r.order()
 			h.store(t, i&^(span(o)-1), r.entry(), o)
@@ -104,13 +104,20 @@ func runFuzzBody(t *testing.T, data []byte) {
 			if max < start {
 				max = ^uint64(0)
 			}
-			h.extract(t, start, max, int(r.u8()%4)-1, r.u8()%2 == 0)
+			h.extract(t, start, max, int(r.u8()%5)-2, r.u8()%2 == 0)
 		case 8:
 			i, o := r.index(), r.order()
 			n := int(r.u8() % 100)
 			for k := 0; k < n && i&^(span(o)-1)+uint64(k)*span(o) >= i&^(span(o)-1); k++ {
 				h.store(t, i&^(span(o)-1)+uint64(k)*span(o), folio(uint64(k)), o)
 			}
+		case 9:
+			i, o := r.index(), r.order()
+			h.reserve(t, i&^(span(o)-1), o)
+		case 10:
+			h.release(t, r.index())
+		case 11:
+			h.fault(t, 1+int(r.u8()%4))
 		}
 		h.check(t)
 	}

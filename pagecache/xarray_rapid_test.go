@@ -64,7 +64,7 @@ func drawMark(t *rapid.T) Mark {
 // and checks the invariants and the whole content after every step.
 func TestXArrayModel(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		h := newHarness()
+		h := newHarness(t)
 		g := indexGen{layout: rapid.SampledFrom([]string{"dense", "sparse", "mixed"}).Draw(t, "layout"), h: h}
 		aligned := func(label string) (uint64, uint) {
 			order := rapid.SampledFrom(orders).Draw(t, label+"-order")
@@ -94,6 +94,12 @@ func TestXArrayModel(t *testing.T) {
 				}
 			},
 			"erase": func(t *rapid.T) { h.erase(t, g.draw(t, "erase")) },
+			"reserve": func(t *rapid.T) {
+				i, o := aligned("reserve")
+				h.reserve(t, i, o)
+			},
+			"release": func(t *rapid.T) { h.release(t, g.draw(t, "release")) },
+			"fault":   func(t *rapid.T) { h.fault(t, rapid.IntRange(1, 4).Draw(t, "nth")) },
 			"split": func(t *rapid.T) {
 				h.split(t, g.draw(t, "split"), rapid.SampledFrom(orders).Draw(t, "order"))
 			},
@@ -107,7 +113,7 @@ func TestXArrayModel(t *testing.T) {
 				if max < start {
 					max = ^uint64(0)
 				}
-				filter := rapid.IntRange(filterPresent, xaMarkCount-1).Draw(t, "filter")
+				filter := rapid.IntRange(filterReserved, xaMarkCount-1).Draw(t, "filter")
 				h.extract(t, start, max, filter, rapid.Bool().Draw(t, "whole"))
 			},
 			"": func(t *rapid.T) { h.check(t) },
@@ -120,7 +126,7 @@ func TestXArrayModel(t *testing.T) {
 // is exactly the model's entries.
 func TestXArrayBatchWalkModel(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		h := newHarness()
+		h := newHarness(t)
 		n := rapid.IntRange(0, 300).Draw(t, "n")
 		for k := 0; k < n; k++ {
 			o := rapid.SampledFrom(orders).Draw(t, "order")

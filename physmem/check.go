@@ -36,7 +36,12 @@ import (
 //     blocks;
 //   - nr_free, pcp->count, NR_FREE_PAGES and managed_pages agree with the
 //     memmap;
-//   - pageblocks MIGRATE_CMA exactly where they overlap KHO scratch.
+//   - pageblocks MIGRATE_CMA exactly where they overlap KHO scratch;
+//   - the slab allocator: every slab page consistent with its cache and
+//     its free list (threaded through the free objects' bytes) holding
+//     exactly its free objects; every cache's counters and lists matching
+//     its slabs, no slab off its lists (leaked); vmalloc areas holding
+//     allocated pages.
 func (mm *MM) CheckInvariants() error {
 	if err := mm.Memblock.check(); err != nil {
 		return invariant.New(pkg, invMemblockRegions, mm.Memblock.String(), "%v", err)
@@ -59,6 +64,9 @@ func (mm *MM) CheckInvariants() error {
 		return v
 	}
 	if v := c.checkPcpLists(); v != nil {
+		return v
+	}
+	if v := c.checkSlabCaches(); v != nil {
 		return v
 	}
 	if z := &mm.Zone; z.managed != c.freeFrame+c.allocated {
@@ -168,6 +176,14 @@ type checker struct {
 	pcp       [nrPcpLists]uint64                       // per-CPU blocks found in the memmap
 	freeFrame uint64
 	allocated uint64 // frames in allocated folios
+
+	slabs   []slabCensus // by cache id: what the memmap's slab pages hold
+	visited []uint64     // scratch bitmap of a free-list walk
+}
+
+// slabCensus is what the memmap walk found of one cache.
+type slabCensus struct {
+	slabs, inuse, empty uint64
 }
 
 // walkMemmap classifies every frame, skipping over free blocks and large
@@ -193,6 +209,12 @@ func (c *checker) walkMemmap() *invariant.Violation {
 		switch {
 		case p.flags&PGBuddy != 0:
 			order, v := c.checkFreeBlock(pfn)
+			if v != nil {
+				return v
+			}
+			pfn += 1 << order
+		case p.flags&PGSlab != 0:
+			order, v := c.checkSlab(pfn)
 			if v != nil {
 				return v
 			}
@@ -303,6 +325,161 @@ func (c *checker) checkFolio(pfn PFN) (uint, *invariant.Violation) {
 	}
 	c.allocated += uint64(nr)
 	return order, nil
+}
+
+// checkSlab checks the slab whose head page is at pfn: its struct page,
+// its tails and the free list in its objects' bytes.
+func (c *checker) checkSlab(pfn PFN) (uint, *invariant.Violation) {
+	mm := c.mm
+	pages := mm.Memmap.pages
+	p := &pages[pfn]
+	cache := mm.cacheOfPage(p)
+	if cache == nil {
+		return 0, mm.violation(invSlabPage, pfn, "slab page names cache %d, which does not exist", p.private>>slabCacheShift&slabCacheMask)
+	}
+	order := uint(cache.order)
+	nr := PFN(1) << order
+	wantFlags := PGSlab
+	if order > 0 {
+		wantFlags |= PGHead | PageFlags(order)<<flagsOrderShift
+	}
+	if p.flags != wantFlags || p.refcount != 1 || p.mapcount != 0 || p.mapping != 0 {
+		return 0, mm.violation(invSlabPage, pfn, "slab of %s (order %d) with flags %v order %d refcount %d mapcount %d mapping %d",
+			cache.name, order, p.Flags(), p.order(), p.refcount, p.mapcount, p.mapping)
+	}
+	if pfn&(nr-1) != 0 || pfn+nr > PFN(len(pages)) {
+		return 0, mm.violation(invSlabPage, pfn, "slab of order %d misaligned or beyond the zone", order)
+	}
+	if v := c.coversUninitialised(pfn, order, "slab"); v != nil {
+		return 0, v
+	}
+	want := pfnLink(pfn)
+	for i := pfn + 1; i < pfn+nr; i++ {
+		if t := &pages[i]; *t != (Page{flags: PGTail, lru: [2]uint32{want, 0}}) {
+			return 0, mm.violation(invSlabPage, i, "not a clean tail of the slab at %v", pfn)
+		}
+	}
+	objects := uint64(p.private >> slabObjShift & slabObjectsMask)
+	inuse := p.private & slabInuseMask
+	if objects != uint64(cache.objects) || inuse > objects || p.private&^(slabInuseMask|slabObjectsMask<<slabObjShift|slabCacheMask<<slabCacheShift) != 0 {
+		return 0, mm.violation(invSlabPage, pfn, "slab of %s: objects %d (cache: %d), inuse %d", cache.name, objects, cache.objects, inuse)
+	}
+	// The free list, in the frame's bytes.
+	words := int(objects+63) / 64
+	if cap(c.visited) < words {
+		c.visited = make([]uint64, words)
+	}
+	visited := c.visited[:words]
+	clear(visited)
+	base := pfn.Phys()
+	var free uint64
+	for v := p.index; v != 0; v = cache.getFreePointer(pa(v)) {
+		off := uint64(pa(v) - base)
+		if v < va(base) || off >= objects*uint64(cache.size) || off%uint64(cache.size) != 0 {
+			return 0, mm.violation(invSlabPage, pfn, "slab of %s: free list reaches %#x, not an object of the slab (after %d free objects)",
+				cache.name, v, free)
+		}
+		slot := off / uint64(cache.size)
+		if visited[slot/64]&(1<<(slot%64)) != 0 {
+			return 0, mm.violation(invSlabPage, pfn, "slab of %s: free list reaches slot %d twice (a double free, or a loop)", cache.name, slot)
+		}
+		visited[slot/64] |= 1 << (slot % 64)
+		free++
+	}
+	if free != objects-inuse {
+		return 0, mm.violation(invSlabPage, pfn, "slab of %s: inuse %d of %d objects, but its free list holds %d",
+			cache.name, inuse, objects, free)
+	}
+	if c.slabs == nil {
+		c.slabs = make([]slabCensus, len(mm.slab.caches))
+	}
+	cs := &c.slabs[cache.id]
+	cs.slabs++
+	cs.inuse += inuse
+	if inuse == 0 {
+		cs.empty++
+	}
+	c.allocated += uint64(nr)
+	return order, nil
+}
+
+// checkSlabCaches compares every cache's counters and lists with the slabs
+// the memmap walk found, and checks the vmalloc areas.
+func (c *checker) checkSlabCaches() *invariant.Violation {
+	mm := c.mm
+	pages := mm.Memmap.pages
+	for _, cache := range mm.slab.caches {
+		if cache == nil {
+			continue
+		}
+		var cs slabCensus
+		if c.slabs != nil {
+			cs = c.slabs[cache.id]
+		}
+		dump := cache.String()
+		if cache.nrSlabs != cs.slabs || cache.inuse != cs.inuse {
+			return invariant.New(pkg, invSlabCache, dump, "%s counts %d slabs and %d objects in use; its slab pages are %d holding %d",
+				cache.name, cache.nrSlabs, cache.inuse, cs.slabs, cs.inuse)
+		}
+		if cs.empty > 1 {
+			return invariant.New(pkg, invSlabCache, dump, "%s keeps %d empty slabs (at most one)", cache.name, cs.empty)
+		}
+		var listed uint64
+		for _, l := range []struct {
+			name string
+			l    *slabList
+			full bool
+		}{{"partial", &cache.partial, false}, {"full", &cache.full, true}} {
+			var prev uint32
+			var n uint64
+			for link := l.l.first; link != 0; link = pages[linkPFN(link)].lru[0] {
+				pfn := linkPFN(link)
+				if uint64(pfn) >= uint64(len(pages)) || mm.uninitialised(pfn) {
+					return invariant.New(pkg, invSlabCache, dump, "%s %s list links to %v, not an initialised frame", cache.name, l.name, pfn)
+				}
+				p := &pages[pfn]
+				if p.flags&PGSlab == 0 || mm.cacheOfPage(p) != cache {
+					return mm.violation(invSlabCache, pfn, "%s %s list holds a page that is not one of its slabs", cache.name, l.name)
+				}
+				if full := p.private&slabInuseMask == uint64(cache.objects); full != l.full {
+					return mm.violation(invSlabCache, pfn, "%s %s list holds a slab with %d of %d objects in use",
+						cache.name, l.name, p.private&slabInuseMask, cache.objects)
+				}
+				if p.lru[1] != prev {
+					return mm.violation(invSlabCache, pfn, "%s %s list: prev link %s, want %s", cache.name, l.name, linkString(p.lru[1]), linkString(prev))
+				}
+				if n++; n > cs.slabs {
+					return mm.violation(invSlabCache, pfn, "%s %s list holds more slabs than the cache has (%d)", cache.name, l.name, cs.slabs)
+				}
+				prev = link
+			}
+			if l.l.last != prev || l.l.nr != n {
+				return invariant.New(pkg, invSlabCache, dump, "%s %s list: last %s nr %d, but it ends at %s after %d slabs",
+					cache.name, l.name, linkString(l.l.last), l.l.nr, linkString(prev), n)
+			}
+			listed += n
+		}
+		if listed != cs.slabs {
+			return invariant.New(pkg, invSlabCache, dump, "%s has %d slab pages but its lists hold %d: a slab leaked",
+				cache.name, cs.slabs, listed)
+		}
+	}
+	var vmPages uint64
+	for id, a := range mm.slab.vmap {
+		for _, pfn := range a.pages {
+			if uint64(pfn) >= uint64(len(pages)) || mm.uninitialised(pfn) {
+				return invariant.New(pkg, invSlabCache, mm.slabString(), "vmalloc area %d holds %v, not an initialised frame", id, pfn)
+			}
+			if p := &pages[pfn]; p.refcount < 1 || p.flags&(PGSlab|PGBuddy|PGHead|PGTail|PGReserved) != 0 || p.mapping != 0 {
+				return mm.violation(invSlabCache, pfn, "vmalloc area %d holds a page that is not an allocated order-0 page", id)
+			}
+		}
+		vmPages += uint64(len(a.pages))
+	}
+	if vmPages != mm.slab.vmPages {
+		return invariant.New(pkg, invSlabCache, mm.slabString(), "vmalloc counts %d frames, its areas hold %d", mm.slab.vmPages, vmPages)
+	}
+	return nil
 }
 
 // checkFreeLists walks every free list against the blocks the memmap walk

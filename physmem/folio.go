@@ -5,14 +5,30 @@ import "khosim/errno"
 // folioPage returns the head page of f, checking that f names a folio:
 // a valid frame ("pfn-in-range") whose struct page is initialised
 // ("page-initialised"), not a tail ("folio-is-head"), not free
-// ("folio-not-free").
+// ("folio-not-free"), not a slab ("folio-not-slab").
 func (mm *MM) folioPage(f Folio, op string) *Page {
 	p := mm.Memmap.Page(PFN(f))
 	if mm.uninitialised(PFN(f)) {
 		mm.badUninitialised(PFN(f), op)
 	}
-	if p.flags&(PGTail|PGBuddy) != 0 || p.lru[0]|p.lru[1] != 0 { // a tail, or free (buddy or per-CPU list)
+	if p.flags&(PGTail|PGBuddy|PGSlab) != 0 || p.lru[0]|p.lru[1] != 0 { // a tail, a slab, or free (buddy or per-CPU list)
 		mm.badFolio(f, op)
+	}
+	return p
+}
+
+// folioPageQuery is folioPage for the queries that a slab, whose pages are
+// a folio in Linux too (slab_folio), may answer: folio_order,
+// folio_nr_pages, folio_test_large, folio_ref_count.
+func (mm *MM) folioPageQuery(f Folio, op string) *Page {
+	p := mm.Memmap.Page(PFN(f))
+	if mm.uninitialised(PFN(f)) {
+		mm.badUninitialised(PFN(f), op)
+	}
+	if p.flags&(PGTail|PGBuddy|PGSlab) != 0 || p.lru[0]|p.lru[1] != 0 {
+		if p.flags&(PGTail|PGBuddy) != 0 || p.flags&PGSlab == 0 {
+			mm.badFolio(f, op)
+		}
 	}
 	return p
 }
@@ -20,6 +36,9 @@ func (mm *MM) folioPage(f Folio, op string) *Page {
 func (mm *MM) badFolio(f Folio, op string) {
 	if mm.Memmap.pages[f].flags&PGTail != 0 {
 		bug(invFolioIsHead, mm.dumpPage(PFN(f)), "%s on tail page %v", op, PFN(f))
+	}
+	if mm.Memmap.pages[f].flags&PGSlab != 0 {
+		bug(invFolioNotSlab, mm.dumpPage(PFN(f)), "%s on slab page %v", op, PFN(f))
 	}
 	bug(invFolioNotFree, mm.dumpPage(PFN(f)), "%s on free page %v", op, PFN(f))
 }
@@ -51,6 +70,9 @@ func (mm *MM) PageFolio(pfn PFN) Folio {
 
 // FolioPage returns the struct page of the n-th page of f (folio_page).
 // Preconditions: as FolioNrPages, and n < FolioNrPages(f) ("pfn-in-range").
+// The queries FolioPage, FolioOrder, FolioNrPages, FolioTestLarge and
+// FolioRefCount also answer for a slab (a slab's pages are a folio);
+// every other folio operation refuses one ("folio-not-slab").
 func (mm *MM) FolioPage(f Folio, n uint64) *Page {
 	if n >= mm.FolioNrPages(f) {
 		bug(invPFNInRange, mm.dumpPage(PFN(f)), "page %d of %v, which has %d", n, f, mm.FolioNrPages(f))
@@ -60,7 +82,7 @@ func (mm *MM) FolioPage(f Folio, n uint64) *Page {
 
 // FolioOrder returns log2 of the folio's page count (folio_order).
 // Preconditions: f names an allocated folio (see folioPage).
-func (mm *MM) FolioOrder(f Folio) uint { return mm.folioPage(f, "folio_order").order() }
+func (mm *MM) FolioOrder(f Folio) uint { return mm.folioPageQuery(f, "folio_order").order() }
 
 // FolioNrPages returns the folio's page count (folio_nr_pages).
 func (mm *MM) FolioNrPages(f Folio) uint64 { return 1 << mm.FolioOrder(f) }
@@ -68,11 +90,11 @@ func (mm *MM) FolioNrPages(f Folio) uint64 { return 1 << mm.FolioOrder(f) }
 // FolioTestLarge reports whether the folio has more than one page
 // (folio_test_large).
 func (mm *MM) FolioTestLarge(f Folio) bool {
-	return mm.folioPage(f, "folio_test_large").flags&PGHead != 0
+	return mm.folioPageQuery(f, "folio_test_large").flags&PGHead != 0
 }
 
 // FolioRefCount returns the folio's reference count (folio_ref_count).
-func (mm *MM) FolioRefCount(f Folio) int32 { return mm.folioPage(f, "folio_ref_count").refcount }
+func (mm *MM) FolioRefCount(f Folio) int32 { return mm.folioPageQuery(f, "folio_ref_count").refcount }
 
 // FolioGet takes a reference on the folio (folio_get); the caller must put
 // it with FolioPut.

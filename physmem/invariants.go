@@ -31,6 +31,27 @@ const (
 	// Page flags owned by the allocator (head, tail, buddy, reserved) are
 	// only changed by the allocator; folio flags are set on head pages.
 	invPageFlagOwner = "page-flag-owner"
+	// Folio operations are never given a slab page: its struct page is
+	// the slab allocator's (a slab is freed by the slab allocator only).
+	invFolioNotSlab = "folio-not-slab"
+	// A slab page's struct page agrees with its frame and its cache: the
+	// cache it names exists and has its order and objects per slab, inuse
+	// is at most objects, and the free list threaded through the free
+	// objects' bytes holds exactly objects-inuse distinct objects of the
+	// slab and ends.
+	invSlabPage = "slab-page"
+	// A cache's counters (slabs, objects in use) equal what its slabs
+	// hold; its partial and full lists are well-formed, hold exactly its
+	// slabs, partial ones on the partial list and full ones on the full
+	// list; at most one of them is empty; the vmalloc areas hold allocated
+	// order-0 pages.
+	invSlabCache = "slab-cache"
+	// kmem_cache_free/kfree/kvfree are given a live object of the cache
+	// (cache_from_obj), not freed twice.
+	invSlabFree = "slab-free"
+	// No slab allocation before memblock_free_all: early boot allocates
+	// from memblock (slab_is_available).
+	invSlabAvailable = "slab-available"
 	// A page's mapcount never goes negative.
 	invMapcount = "mapcount-valid"
 	// Every frame is in exactly one state: free in the buddy allocator,

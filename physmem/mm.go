@@ -24,7 +24,7 @@ import (
 //	                 MEMBLOCK_RSRV_NOINIT frames; the buddy allocator takes
 //	                 every unreserved frame
 //	RestoreFolio     initialises the struct pages of a preserved (noinit) folio
-//	AllocPages, Folio*, ...  the running kernel
+//	AllocPages, Folio*, KmemCache*, Kmalloc, Kvmalloc ...  the running kernel
 //	Close            the memmap is gone (kexec, or the end of the simulation)
 //
 // MM is not safe for concurrent use.
@@ -42,6 +42,8 @@ type MM struct {
 	// restored bit clear has a struct page nobody may read (uninitialised).
 	noinit   []uint64
 	restored []uint64
+	// slab is the slab allocator (slab.go), up from MemblockFreeAll on.
+	slab slabState
 }
 
 // NewMM boots a kernel's memory model over frames: a memmap whose struct
@@ -221,7 +223,10 @@ func (mm *MM) noinitBitmap() []uint64 {
 //     frames onto the MIGRATE_CMA lists;
 //   - sizes the per-CPU page lists from the managed pages
 //     (setup_per_cpu_pageset);
-//   - makes memblock read-only.
+//   - makes memblock read-only;
+//   - brings up the slab allocator with its kmalloc caches
+//     (kmem_cache_init, which mm_core_init runs right after
+//     memblock_free_all): before, kernel metadata comes from memblock.
 //
 // Errors: EINVAL if it already ran.
 func (mm *MM) MemblockFreeAll() error {
@@ -270,6 +275,7 @@ func (mm *MM) MemblockFreeAll() error {
 	}
 	mm.zonePcpUpdate()
 	mb.handedOver = true
+	mm.kmemCacheInit()
 	return nil
 }
 

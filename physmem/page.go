@@ -11,8 +11,9 @@ import (
 // Linux keeps it in the low byte of folio->_flags_1.
 type PageFlags uint32
 
-// Page flags. PGBuddy models PageBuddy() (PGTY_buddy, a page type in Linux)
-// and PGTail models PageTail() (bit 0 of page->compound_head).
+// Page flags. PGBuddy models PageBuddy() (PGTY_buddy, a page type in Linux),
+// PGSlab PageSlab() (PGTY_slab) and PGTail models PageTail() (bit 0 of
+// page->compound_head).
 const (
 	PGLocked     PageFlags = 1 << iota // PG_locked
 	PGWriteback                        // PG_writeback
@@ -27,13 +28,14 @@ const (
 	PGSwapBacked                       // PG_swapbacked: shmem/anon, backed by swap not a file
 	PGTail                             // PageTail(): a non-first page of a large folio
 	PGBuddy                            // PageBuddy(): head of a free block in the buddy allocator
+	PGSlab                             // PageSlab(): head of a slab (slab.go)
 
 	nrPageFlags = iota
 )
 
 const (
 	// allocatorFlags are set and cleared only by the allocator.
-	allocatorFlags = PGHead | PGTail | PGBuddy | PGReserved
+	allocatorFlags = PGHead | PGTail | PGBuddy | PGReserved | PGSlab
 	// flagsCheckAtFree must be clear when a page is freed
 	// (PAGE_FLAGS_CHECK_AT_FREE).
 	flagsCheckAtFree = PGLRU | PGLocked | PGPrivate | PGWriteback | PGReserved | PGActive
@@ -47,7 +49,7 @@ const (
 
 var pageFlagNames = [nrPageFlags]string{
 	"locked", "writeback", "referenced", "uptodate", "dirty", "lru", "head",
-	"active", "reserved", "private", "swapbacked", "tail", "buddy",
+	"active", "reserved", "private", "swapbacked", "tail", "buddy", "slab",
 }
 
 // String lists the flags as dump_page does, e.g. "head|uptodate|dirty".
@@ -115,7 +117,8 @@ func (p *Page) Test(flags PageFlags) bool { return p.flags&flags == flags }
 // Preconditions:
 //   - flags holds none of the allocator's flags (head, tail, buddy,
 //     reserved), and the page is not a tail or free page: these are bugs
-//     and panic with "page-flag-owner". Folio flags live on the head page.
+//     and panic with "page-flag-owner". Folio flags live on the head page;
+//     a slab page's struct page belongs to the slab allocator.
 func (p *Page) Set(flags PageFlags) {
 	p.checkFlagOwner(flags)
 	p.flags |= flags
@@ -129,7 +132,7 @@ func (p *Page) Clear(flags PageFlags) {
 
 func (p *Page) checkFlagOwner(flags PageFlags) {
 	// Non-zero links: a tail, or a free block's head on a per-CPU list.
-	if flags&(^PageFlags(flagsMask)|allocatorFlags) != 0 || p.flags&(PGTail|PGBuddy) != 0 || p.lru[0]|p.lru[1] != 0 {
+	if flags&(^PageFlags(flagsMask)|allocatorFlags) != 0 || p.flags&(PGTail|PGBuddy|PGSlab) != 0 || p.lru[0]|p.lru[1] != 0 {
 		p.badFlagOwner(flags)
 	}
 }
@@ -186,10 +189,20 @@ func (p *Page) SetPrivate(v uint64) {
 // order returns the folio order of a head page, 0 for any other page.
 func (p *Page) order() uint { return uint(p.flags >> flagsOrderShift) }
 
+// CompoundOrder returns the order of the compound page a head page heads
+// (compound_order: a large folio or a slab of order > 0), 0 for any other
+// page.
+func (p *Page) CompoundOrder() uint { return p.order() }
+
 // String dumps the page as dump_page() does.
 func (p *Page) String() string {
 	s := fmt.Sprintf("refcount:%d mapcount:%d mapping:%d index:%#x private:%#x flags:%v",
 		p.refcount, p.mapcount, p.mapping, p.index, p.private, p.Flags())
+	if p.flags&PGSlab != 0 {
+		s += fmt.Sprintf(" slab cache:%d inuse:%d objects:%d freelist:%#x next:%s prev:%s",
+			p.private>>slabCacheShift&slabCacheMask, p.private&slabInuseMask, p.private>>slabObjShift&slabObjectsMask,
+			p.index, linkString(p.lru[0]), linkString(p.lru[1]))
+	}
 	switch {
 	case p.flags&PGHead != 0:
 		s += fmt.Sprintf(" order:%d", p.order())

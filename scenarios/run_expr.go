@@ -231,13 +231,16 @@ func (r *runner) rangeOf(a []arg, fn string) (fileRange, error) {
 // read streams the bytes of a range to fn in file order. It returns how
 // many bytes the file has in the range (fewer than fr.n at end of file).
 func (r *runner) read(fr fileRange, what string, fn func(chunk []byte, off int64) error) (int64, error) {
-	rw, ok := fr.f.Ops.(kernel.ReadWriter)
-	if !ok {
+	if _, ok := fr.f.Ops.(kernel.ReadWriter); !ok {
 		return 0, failf("%s is a %s file, which has no data", fr.name, fr.f.Ops.Kind())
 	}
 	prog := r.progress(what, uint64(fr.n))
 	var done int64
-	n, err := rw.ReadAt(fr.p.task, fr.f, fr.off, fr.n, func(src []byte, off int64) error {
+	// PeekFile, not the read path: an expression observes the file without
+	// swapping pages in, allocating, consulting fault sites or moving
+	// f_pos (docs/scenarios.md, "Expressions never change what they
+	// observe").
+	n, err := r.kernel().PeekFile(fr.f, fr.off, fr.n, func(src []byte, off int64) error {
 		if err := fn(src, off); err != nil {
 			return err
 		}

@@ -87,6 +87,28 @@ func (l *LUO) CheckInvariants() error {
 	if want != len(l.preserved) {
 		return bad("luo-preserved-files", "%d files preserved or retrieved, %d in luo_preserved_files", want, len(l.preserved))
 	}
+	return l.checkRecords()
+}
+
+// checkRecords checks that every session and file holds its kmalloc'd
+// record and that no record outlived its object (luo-records).
+func (l *LUO) checkRecords() error {
+	n := 0
+	for _, s := range slices.Concat(l.outgoing, l.released, l.incoming) {
+		if s.obj == 0 {
+			return invariant.New("luo", "luo-records", l.Dump(), "%v has no struct luo_session", s)
+		}
+		n++
+		for _, lf := range s.files {
+			if lf.obj == 0 {
+				return invariant.New("luo", "luo-records", l.Dump(), "%v has no struct luo_file", lf)
+			}
+			n++
+		}
+	}
+	if n != l.nrRecords {
+		return invariant.New("luo", "luo-records", l.Dump(), "%d sessions and files, %d records allocated: %d leaked", n, l.nrRecords, l.nrRecords-n)
+	}
 	return nil
 }
 

@@ -38,6 +38,7 @@ func (l *LUO) Deserialize() error {
 	if err != nil {
 		for _, s := range sessions {
 			s.finish()
+			l.kfree(&s.obj)
 		}
 		return l.unavailable(err)
 	}
@@ -76,7 +77,11 @@ func (l *LUO) deserialize() ([]*Session, error) {
 		if slices.ContainsFunc(sessions, func(o *Session) bool { return o.name == name }) {
 			return sessions, fmt.Errorf("Failed to insert session [%s]: %w", name, errno.EEXIST)
 		}
-		s := &Session{l: l, name: name, incoming: true}
+		obj, err := l.kzalloc(sessionRecordSize) // luo_session_alloc
+		if err != nil {
+			return sessions, fmt.Errorf("session [%s]: %w", name, errno.ENOMEM)
+		}
+		s := &Session{l: l, name: name, incoming: true, obj: obj}
 		sessions = append(sessions, s)
 		files, n := physmem.PhysAddr(le.Uint64(ser[64:])), le.Uint64(ser[72:])
 		if err := l.deserializeFiles(s, files, n); err != nil {
@@ -119,11 +124,16 @@ func (l *LUO) deserializeFiles(s *Session, files physmem.PhysAddr, n uint64) err
 		if h == nil {
 			return fmt.Errorf("%s: No registered handler for compatible '%s': %w", where, compat, errno.ENOENT)
 		}
+		obj, err := l.kzalloc(fileRecordSize) // luo_file_deserialize: kzalloc_obj(*luo_file)
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, errno.ENOMEM)
+		}
 		in, err := h.ReadBlob(compat, data)
 		if err != nil {
+			l.kfree(&obj)
 			return fmt.Errorf("%s: %w", where, err)
 		}
-		s.files = append(s.files, &luoFile{s: s, token: token, handler: h, compat: compat, data: data, in: in})
+		s.files = append(s.files, &luoFile{s: s, token: token, handler: h, compat: compat, data: data, in: in, obj: obj})
 	}
 	return nil
 }

@@ -34,7 +34,8 @@ type luoFile struct {
 	compat  string           // luo_file_ser.compatible: the record's format
 	data    physmem.PhysAddr // serialized_data
 	file    *kernel.File
-	key     any // the file's key in luo_preserved_files: its inode
+	key     any             // the file's key in luo_preserved_files: its inode
+	obj     physmem.SlabObj // the struct luo_file itself (kzalloc in luo_preserve_file)
 
 	// outgoing
 	rec    preserve.Preserved // private_data
@@ -107,19 +108,27 @@ func (s *Session) preserveFD(t *kernel.Task, fd int, token uint64) error {
 	if l.preserved[key] != nil {
 		return fail(errno.EBUSY)
 	}
-	if err := l.faults.Hit(fault.LUOPreserve); err != nil {
+	obj, err := l.kzalloc(fileRecordSize) // kzalloc_obj(*luo_file)
+	if err != nil {
+		return fail(errno.ENOMEM)
+	}
+	failFree := func(err error) error {
+		l.kfree(&obj)
 		return fail(err)
+	}
+	if err := l.faults.Hit(fault.LUOPreserve); err != nil {
+		return failFree(err)
 	}
 	rec, err := h.Preserve(f, preserve.How{Pin: true, FreezeInode: true})
 	if err != nil {
-		return fail(err)
+		return failFree(err)
 	}
 	data, err := rec.WriteBlob()
 	if err != nil {
 		rec.Unpreserve()
-		return fail(err)
+		return failFree(err)
 	}
-	lf := &luoFile{s: s, token: token, handler: h, compat: h.BlobCompatible(), data: data, file: f, key: key, rec: rec}
+	lf := &luoFile{s: s, token: token, handler: h, compat: h.BlobCompatible(), data: data, file: f, key: key, rec: rec, obj: obj}
 	s.files = append(s.files, lf)
 	l.preserved[key] = lf
 	l.stats.FilesPreserved++
@@ -136,6 +145,7 @@ func (lf *luoFile) unpreserve() {
 	delete(l.preserved, lf.key)
 	lf.file.Put()
 	lf.file, lf.rec = nil, nil
+	l.kfree(&lf.obj)
 }
 
 // freeze is luo_file_freeze_one(): the luo_freeze fault site, then the
@@ -246,4 +256,5 @@ func (lf *luoFile) finish() {
 		lf.in = nil
 		l.stats.FilesDiscarded++
 	}
+	l.kfree(&lf.obj)
 }

@@ -65,6 +65,10 @@ type LUO struct {
 	// finalized (their files stay preserved until KHO deactivates).
 	outgoing []*Session
 	released []*Session
+	// nrRecords counts LUO's live kmalloc'd records (sessions and files):
+	// CheckInvariants matches it against the lists, so a record dropped
+	// without kfree is a leak it names.
+	nrRecords int
 	// incoming is luo_session_global.incoming.list.
 	incoming []*Session
 	// preserved is luo_preserved_files: the inode of every file preserved
@@ -340,6 +344,7 @@ func (l *LUO) notifier(cmd kexec.Cmd, _ *fdt.Writer) error {
 	defer func() { l.aborting = false }()
 	for _, s := range l.released {
 		s.unpreserveFiles()
+		l.kfree(&s.obj)
 	}
 	l.released = nil
 	return nil

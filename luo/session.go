@@ -6,6 +6,7 @@ import (
 
 	"khosim/errno"
 	"khosim/kernel"
+	"khosim/physmem"
 	"khosim/uapi"
 )
 
@@ -37,7 +38,8 @@ type Session struct {
 	retrieved bool // incoming, and its fd was handed out (luo_session.retrieved)
 	released  bool // outgoing, fd closed while KHO was finalized
 	files     []*luoFile
-	arr       block // outgoing: the luo_file_ser array (luo_file_set.files), allocated with the first file
+	arr       block           // outgoing: the luo_file_ser array (luo_file_set.files), allocated with the first file
+	obj       physmem.SlabObj // the struct luo_session itself (kzalloc in luo_session_alloc)
 }
 
 // Name returns the session's name.
@@ -89,8 +91,9 @@ func sessionName(buf [uapi.LIVEUPDATE_SESSION_NAME_LENGTH]byte) (string, error) 
 // createSession is luo_ioctl_create_session() + luo_session_create(): an
 // fd is reserved (EMFILE), the name checked (EINVAL), room made in the
 // session array (ENOMEM; EBUSY once KHO is finalized and the array is
-// full), the name checked against the outgoing sessions (EEXIST), and the
-// session's file installed close-on-exec.
+// full), the name checked against the outgoing sessions (EEXIST), struct
+// luo_session and its file allocated (ENOMEM), and the session's file
+// installed close-on-exec.
 func (l *LUO) createSession(t *kernel.Task, raw [uapi.LIVEUPDATE_SESSION_NAME_LENGTH]byte) (int, error) {
 	if _, err := t.UnusedFD(); err != nil {
 		return -1, err
@@ -107,17 +110,39 @@ func (l *LUO) createSession(t *kernel.Task, raw [uapi.LIVEUPDATE_SESSION_NAME_LE
 		l.fitSessions(len(l.outgoing))
 		return -1, errno.EEXIST
 	}
-	s := &Session{l: l, name: name}
+	// luo_session_alloc
+	obj, err := l.kzalloc(sessionRecordSize)
+	if err != nil {
+		l.fitSessions(len(l.outgoing))
+		return -1, errno.ENOMEM
+	}
+	s := &Session{l: l, name: name, obj: obj}
 	l.outgoing = append(l.outgoing, s)
+	f, err := l.sessionFile(s)
+	if err != nil { // err_remove, err_free
+		l.outgoing = l.outgoing[:len(l.outgoing)-1]
+		l.kfree(&s.obj)
+		l.fitSessions(len(l.outgoing))
+		return -1, err
+	}
 	l.stats.SessionsCreated++
-	return l.installSession(t, s)
+	return l.installSession(t, f)
 }
 
-// installSession makes the session's anonymous file ("[luo_session]
-// NAME", luo_session_getfile) and installs it close-on-exec.
-func (l *LUO) installSession(t *kernel.Task, s *Session) (int, error) {
-	f := l.k.NewFile(l.sessOps, nil, "[luo_session] "+s.name, uapi.O_RDWR)
+// sessionFile is luo_session_getfile(): the session's anonymous file,
+// "[luo_session] NAME". Errors: ENOMEM (its struct file).
+func (l *LUO) sessionFile(s *Session) (*kernel.File, error) {
+	f, err := l.k.AllocFile(l.sessOps, nil, "[luo_session] "+s.name, uapi.O_RDWR)
+	if err != nil {
+		return nil, err
+	}
 	f.Private = s
+	return f, nil
+}
+
+// installSession installs a session's file close-on-exec; if that fails
+// the file's last reference goes and the session is released with it.
+func (l *LUO) installSession(t *kernel.Task, f *kernel.File) (int, error) {
 	fd, err := t.InstallFD(f, true)
 	if err != nil {
 		f.Put() // releases the session
@@ -141,9 +166,13 @@ func (l *LUO) retrieveSession(t *kernel.Task, raw [uapi.LIVEUPDATE_SESSION_NAME_
 	if s.retrieved {
 		return -1, errno.EINVAL
 	}
+	f, err := l.sessionFile(s)
+	if err != nil {
+		return -1, err // not retrieved: a later RETRIEVE_SESSION may succeed
+	}
 	s.retrieved = true
 	l.stats.SessionsRetrieved++
-	return l.installSession(t, s)
+	return l.installSession(t, f)
 }
 
 // sessionOps is luo_session_fops.
@@ -233,6 +262,7 @@ func (o *sessionOps) Release(f *kernel.File) {
 	if s.incoming {
 		s.finish()
 		l.incoming = slices.DeleteFunc(l.incoming, func(x *Session) bool { return x == s })
+		l.kfree(&s.obj)
 		return
 	}
 	l.outgoing = slices.DeleteFunc(l.outgoing, func(x *Session) bool { return x == s })
@@ -242,6 +272,7 @@ func (o *sessionOps) Release(f *kernel.File) {
 		return
 	}
 	s.unpreserveFiles()
+	l.kfree(&s.obj)
 	l.fitSessions(len(l.outgoing))
 }
 

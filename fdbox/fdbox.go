@@ -26,6 +26,7 @@ import (
 	"khosim/errno"
 	"khosim/invariant"
 	"khosim/kernel"
+	"khosim/physmem"
 	"khosim/preserve"
 	"khosim/uapi"
 )
@@ -70,6 +71,10 @@ type Driver struct {
 
 	ctl    *ctlOps
 	boxOps *boxOps
+
+	// nrRecords counts the driver's live kmalloc'd records (boxes and
+	// box fds); CheckInvariants matches it against the lists.
+	nrRecords int
 }
 
 // Init is fdbox_init(): it creates the control device /dev/fdbox/fdbox
@@ -143,6 +148,7 @@ type Box struct {
 	pending []PendingFD // pending_fds: FDT nodes awaiting a handler
 	sealed  bool
 	deleted bool
+	obj     physmem.SlabObj // struct fdbox itself (kzalloc in _fdbox_create_box)
 }
 
 // Name returns the box's name (unique among the driver's boxes).
@@ -209,6 +215,7 @@ type BoxFD struct {
 	// holds the box sealed: the file was preserved, detached and dropped
 	// at SEAL (file is nil), and UNSEAL rebuilds it from this.
 	record preserve.Preserved
+	obj    physmem.SlabObj // struct fdbox_fd itself (kzalloc in fdbox_put_file)
 }
 
 // key names the file for blackout accounting, across kernels.
@@ -297,15 +304,19 @@ func (d *Driver) Dump() string {
 // Preconditions:
 //   - name passed checkName.
 //
-// Errors: EEXIST if a box of that name exists or the node's path is taken
+// Errors: ENOMEM (struct fdbox); EEXIST if a box of that name exists or the node's path is taken
 // (a box named "fdbox" collides with the control device, as cdev_device_add
 // would in Linux).
 func (d *Driver) createBox(name string) (*Box, error) {
 	if d.boxIndex(name) >= 0 {
 		return nil, errno.EEXIST
 	}
-	box := &Box{d: d, name: name}
-	err := d.k.RegisterDevice(&kernel.Device{
+	obj, err := d.kzalloc(boxRecordSize)
+	if err != nil {
+		return nil, err
+	}
+	box := &Box{d: d, name: name, obj: obj}
+	err = d.k.RegisterDevice(&kernel.Device{
 		Path: box.Path(),
 		Mode: DevMode,
 		UID:  0,
@@ -315,6 +326,7 @@ func (d *Driver) createBox(name string) (*Box, error) {
 		},
 	})
 	if err != nil {
+		d.kfree(&box.obj)
 		return nil, err
 	}
 	d.boxes = append(d.boxes, box)
@@ -349,8 +361,10 @@ func (d *Driver) deleteBox(box *Box) {
 			invariant.Panic("fdbox", "boxfd-owner", d.Dump(), "deleting %v, which holds a record", bfd)
 		}
 		d.unindex(bfd)
+		d.kfree(&bfd.obj)
 		bfd.file.Put()
 	}
+	d.kfree(&box.obj)
 	for _, p := range pending {
 		if p.Discard != nil {
 			p.Discard()
@@ -402,8 +416,9 @@ func (d *Driver) alreadyBoxed(f *kernel.File) bool {
 // Preconditions:
 //   - box is live; name passed checkName.
 //
-// Errors: EOPNOTSUPP if no handler preserves f's kind; EEXIST if f or its
-// inode is already in a box, or name is taken in box.
+// Errors, in the RFC's order: EOPNOTSUPP if no handler preserves f's
+// kind; ENOMEM (kzalloc of struct fdbox_fd); EEXIST if f or its inode is
+// already in a box, or name is taken in box.
 func (d *Driver) putFile(box *Box, pos int, name string, f *kernel.File) (*BoxFD, error) {
 	return d.putFileWith(box, pos, name, f, nil)
 }
@@ -418,13 +433,15 @@ func (d *Driver) putFileWith(box *Box, pos int, name string, f *kernel.File, h *
 	if h == nil || !h.CanPreserve(f) {
 		return nil, errno.EOPNOTSUPP
 	}
-	if d.alreadyBoxed(f) {
+	obj, err := d.kzalloc(boxFDRecordSize)
+	if err != nil {
+		return nil, err
+	}
+	if d.alreadyBoxed(f) || box.nameTaken(name) {
+		d.kfree(&obj)
 		return nil, errno.EEXIST
 	}
-	if box.nameTaken(name) {
-		return nil, errno.EEXIST
-	}
-	bfd := &BoxFD{name: name, file: f, box: box, handler: h}
+	bfd := &BoxFD{name: name, file: f, box: box, handler: h, obj: obj}
 	pos = min(max(pos, 0), len(box.fds))
 	box.fds = slices.Insert(box.fds, pos, bfd)
 	d.index(bfd)
@@ -437,6 +454,7 @@ func (d *Driver) removeFD(box *Box, i int) *kernel.File {
 	bfd := box.fds[i]
 	box.fds = slices.Delete(box.fds, i, i+1)
 	d.unindex(bfd)
+	d.kfree(&bfd.obj)
 	return bfd.file
 }
 

@@ -60,6 +60,7 @@ func (d *Driver) CheckInvariants() error {
 	seenFile := map[*kernel.File]*BoxFD{}
 	seenInode := map[*kernel.Inode]*BoxFD{}
 	wantNodes := []string{CtlPath}
+	records := 0
 	for i, box := range d.boxes {
 		if box.d != d || box.deleted || checkName(box.name) != nil {
 			return fail("box-names-unique", "%v in the list is deleted, foreign or badly named", box)
@@ -68,9 +69,17 @@ func (d *Driver) CheckInvariants() error {
 			return fail("box-names-unique", "boxes %d and %d are both named %q", j, i, box.name)
 		}
 		wantNodes = append(wantNodes, box.Path())
+		records++
+		if box.obj == 0 {
+			return fail("fdbox-records", "%v has no struct fdbox", box)
+		}
 		var names []string
 		for _, bfd := range box.fds {
 			names = append(names, bfd.name)
+			records++
+			if bfd.obj == 0 {
+				return fail("fdbox-records", "%v has no struct fdbox_fd", bfd)
+			}
 			if bfd.box != box {
 				return fail("boxfd-owner", "%v is listed in box %q", bfd, box.name)
 			}
@@ -119,6 +128,9 @@ func (d *Driver) CheckInvariants() error {
 				return fail("fd-names-unique", "box %q: name %q is invalid or used twice", box.name, n)
 			}
 		}
+	}
+	if records != d.nrRecords {
+		return fail("fdbox-records", "%d boxes and box fds, %d records allocated: %d leaked", records, d.nrRecords, d.nrRecords-records)
 	}
 	if len(d.byFile) != len(seenFile) || len(d.byInode) != len(seenInode) {
 		return fail("file-in-one-box", "lookup indexes hold %d files and %d inodes, the boxes %d and %d",

@@ -257,15 +257,16 @@ func TestBootFailures(t *testing.T) {
 		// allocations (scratch, memmap) leave an armed fault armed, and it
 		// fires at the first page allocation after boot.
 		faults := fault.New()
-		must(t, faults.Arm(fault.PageAlloc, 1, 1))
+		must(t, faults.Arm(fault.PageAlloc, 1, 2))
 		k, err := Boot(Hardware{Frames: newFrames(t, 256<<20), Faults: faults}, BootParams{BootID: 1})
 		must(t, err)
 		defer k.Poison("test over")
 		if k.Scratch == nil || !faults.Armed(fault.PageAlloc) {
 			t.Fatalf("scratch %v, fault armed %v: boot consumed the fault", k.Scratch, faults.Armed(fault.PageAlloc))
 		}
-		// The first page allocation after boot is the first slab page of
-		// shmem_inode_cache: the inode cannot be allocated, and
+		// The first page allocations after boot are the first slab page of
+		// shmem_inode_cache, of its order and then of its minimum order
+		// (allocate_slab's fallback): the inode cannot be allocated, and
 		// memfd_create fails with the ENOSPC of __shmem_get_inode.
 		task := k.NewTask("t", Cred{})
 		if _, err := task.MemfdCreate("m", 0); errno.Of(err) != errno.ENOSPC {

@@ -605,12 +605,16 @@ func TestReviewFailedActivationPutsMigratedFoliosBack(t *testing.T) {
 		t.Run(string(site), func(t *testing.T) {
 			w := newWorld(t, Config{Memory: 256 * MiB}, "")
 			p := w.proc("p")
+			room := w.memfd(p, "room", 0)
+			w.pwrite(p, room, 0, 4*physmem.PageSize, 2)
 			filler := w.memfd(p, "filler", 0)
 			free := int64(w.k().MM.Zone.NrFreePagesOf(physmem.MigrateMovable)) * physmem.PageSize
 			require.NoError(t, p.Ftruncate(filler, free))
 			w.pwrite(p, filler, 0, free, 1) // normal memory is full
 			fd := w.memfd(p, "victim", 0)
 			w.pwrite(p, fd, 0, 64*KiB, 77) // in scratch
+			// Room for the box's records (kernel memory, never in scratch).
+			require.NoError(t, p.Close(room))
 			box := w.createBox(p, "b")
 			w.put(p, box, fd, "victim")
 			w.seal(p, box)

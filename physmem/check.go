@@ -184,6 +184,7 @@ type checker struct {
 // slabCensus is what the memmap walk found of one cache.
 type slabCensus struct {
 	slabs, inuse, empty uint64
+	pages, objs         uint64
 }
 
 // walkMemmap classifies every frame, skipping over free blocks and large
@@ -337,7 +338,10 @@ func (c *checker) checkSlab(pfn PFN) (uint, *invariant.Violation) {
 	if cache == nil {
 		return 0, mm.violation(invSlabPage, pfn, "slab page names cache %d, which does not exist", p.private>>slabCacheShift&slabCacheMask)
 	}
-	order := uint(cache.order)
+	order := slabOrder(p)
+	if order != uint(cache.order) && order != uint(cache.minOrder) {
+		return 0, mm.violation(invSlabPage, pfn, "slab of %s has order %d: neither the cache's %d nor its minimum %d", cache.name, order, cache.order, cache.minOrder)
+	}
 	nr := PFN(1) << order
 	wantFlags := PGSlab
 	if order > 0 {
@@ -361,8 +365,8 @@ func (c *checker) checkSlab(pfn PFN) (uint, *invariant.Violation) {
 	}
 	objects := uint64(p.private >> slabObjShift & slabObjectsMask)
 	inuse := p.private & slabInuseMask
-	if objects != uint64(cache.objects) || inuse > objects || p.private&^(slabInuseMask|slabObjectsMask<<slabObjShift|slabCacheMask<<slabCacheShift) != 0 {
-		return 0, mm.violation(invSlabPage, pfn, "slab of %s: objects %d (cache: %d), inuse %d", cache.name, objects, cache.objects, inuse)
+	if objects != uint64(cache.objectsOf(order)) || inuse > objects || p.private&^(slabInuseMask|slabObjectsMask<<slabObjShift|slabCacheMask<<slabCacheShift) != 0 {
+		return 0, mm.violation(invSlabPage, pfn, "slab of %s: objects %d (a slab of order %d: %d), inuse %d", cache.name, objects, order, cache.objectsOf(order), inuse)
 	}
 	// The free list, in the frame's bytes.
 	words := int(objects+63) / 64
@@ -396,6 +400,8 @@ func (c *checker) checkSlab(pfn PFN) (uint, *invariant.Violation) {
 	cs := &c.slabs[cache.id]
 	cs.slabs++
 	cs.inuse += inuse
+	cs.pages += uint64(nr)
+	cs.objs += objects
 	if inuse == 0 {
 		cs.empty++
 	}
@@ -417,9 +423,9 @@ func (c *checker) checkSlabCaches() *invariant.Violation {
 			cs = c.slabs[cache.id]
 		}
 		dump := cache.String()
-		if cache.nrSlabs != cs.slabs || cache.inuse != cs.inuse {
-			return invariant.New(pkg, invSlabCache, dump, "%s counts %d slabs and %d objects in use; its slab pages are %d holding %d",
-				cache.name, cache.nrSlabs, cache.inuse, cs.slabs, cs.inuse)
+		if cache.nrSlabs != cs.slabs || cache.inuse != cs.inuse || cache.nrPages != cs.pages || cache.nrObjs != cs.objs {
+			return invariant.New(pkg, invSlabCache, dump, "%s counts %d slabs of %d frames and %d objects (%d in use); its slab pages are %d of %d frames holding %d (%d in use)",
+				cache.name, cache.nrSlabs, cache.nrPages, cache.nrObjs, cache.inuse, cs.slabs, cs.pages, cs.objs, cs.inuse)
 		}
 		if cs.empty > 1 {
 			return invariant.New(pkg, invSlabCache, dump, "%s keeps %d empty slabs (at most one)", cache.name, cs.empty)
@@ -441,9 +447,9 @@ func (c *checker) checkSlabCaches() *invariant.Violation {
 				if p.flags&PGSlab == 0 || mm.cacheOfPage(p) != cache {
 					return mm.violation(invSlabCache, pfn, "%s %s list holds a page that is not one of its slabs", cache.name, l.name)
 				}
-				if full := p.private&slabInuseMask == uint64(cache.objects); full != l.full {
+				if full := p.private&slabInuseMask == uint64(slabObjects(p)); full != l.full {
 					return mm.violation(invSlabCache, pfn, "%s %s list holds a slab with %d of %d objects in use",
-						cache.name, l.name, p.private&slabInuseMask, cache.objects)
+						cache.name, l.name, p.private&slabInuseMask, slabObjects(p))
 				}
 				if p.lru[1] != prev {
 					return mm.violation(invSlabCache, pfn, "%s %s list: prev link %s, want %s", cache.name, l.name, linkString(p.lru[1]), linkString(prev))

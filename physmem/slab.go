@@ -155,10 +155,13 @@ type KmemCache struct {
 	size       uint32 // s->size: the object's stride in the slab
 	offset     uint32 // s->offset: where a free object keeps the free pointer
 	order      uint8  // oo_order(s->oo)
-	objects    uint16 // oo_objects(s->oo): objects per slab
+	objects    uint16 // oo_objects(s->oo): objects per slab of that order
+	minOrder   uint8  // oo_order(s->min): the fallback when an s->oo slab cannot be had
 
 	partial, full slabList
 	nrSlabs       uint64 // node->nr_slabs
+	nrPages       uint64 // frames of the cache's slabs (slabs of either order)
+	nrObjs        uint64 // objects the slabs hold (node->total_objects)
 	inuse         uint64 // objects allocated (the sum of the slabs' inuse)
 	allocs, frees uint64 // successful kmem_cache_alloc and kmem_cache_free calls
 }
@@ -255,6 +258,7 @@ func (mm *MM) newKmemCache(name string, objectSize uint32) *KmemCache {
 		offset:     objectSize / 2 &^ (slabAlign - 1),
 		order:      uint8(order),
 		objects:    uint16(min((PageSize<<order)/uint64(size), maxObjsPerSlab)),
+		minOrder:   uint8(getOrder(uint64(size))),
 	}
 	s.caches = append(s.caches, c)
 	return c
@@ -344,7 +348,7 @@ func (c *KmemCache) Alloc() (SlabObj, error) {
 	p.private++ // inuse
 	c.inuse++
 	c.allocs++
-	if uint16(p.private&slabInuseMask) == c.objects {
+	if uint16(p.private&slabInuseMask) == slabObjects(p) {
 		c.listDel(&c.partial, pfn)
 		c.listAdd(&c.full, pfn, false)
 	}
@@ -368,17 +372,29 @@ func (c *KmemCache) setFreePointer(obj PhysAddr, next uint64) {
 
 // newSlab allocates a slab's pages and puts the slab, all of it free, at
 // the head of the partial list (new_slab + add_partial).
+//
+// It is allocate_slab(): a slab of the cache's order (s->oo) first; when
+// the buddy allocator has no such block (memory fragmented, or a
+// page_alloc fault), one of the smallest order that holds an object
+// (s->min), as Linux retries with oo = s->min. Each try is one page
+// allocation, so an armed page_alloc fault fails only the first.
 func (c *KmemCache) newSlab() error {
 	mm := c.mm
-	pfn, err := mm.AllocPages(GFPKernel, uint(c.order))
+	order := uint(c.order)
+	pfn, err := mm.AllocPages(GFPKernel, order)
+	if err != nil && c.minOrder < c.order {
+		order = uint(c.minOrder)
+		pfn, err = mm.AllocPages(GFPKernel, order)
+	}
 	if err != nil {
 		return err
 	}
+	objects := c.objectsOf(order)
 	base := pfn.Phys()
-	for i := uint64(0); i < uint64(c.objects); i++ {
+	for i := uint64(0); i < uint64(objects); i++ {
 		obj := base + PhysAddr(i*uint64(c.size))
 		next := uint64(0)
-		if i+1 < uint64(c.objects) {
+		if i+1 < uint64(objects) {
 			next = va(obj + PhysAddr(c.size))
 		}
 		c.setFreePointer(obj, next)
@@ -386,10 +402,32 @@ func (c *KmemCache) newSlab() error {
 	p := &mm.Memmap.pages[pfn]
 	p.flags |= PGSlab
 	p.index = va(base)
-	p.private = uint64(c.objects)<<slabObjShift | uint64(c.id)<<slabCacheShift
+	p.private = uint64(objects)<<slabObjShift | uint64(c.id)<<slabCacheShift
 	c.listAdd(&c.partial, pfn, true)
 	c.nrSlabs++
+	c.nrPages += 1 << order
+	c.nrObjs += uint64(objects)
 	return nil
+}
+
+// objectsOf is oo_objects of a slab of that order (order_objects).
+func (c *KmemCache) objectsOf(order uint) uint16 {
+	if order == uint(c.order) {
+		return c.objects
+	}
+	return uint16(min((PageSize<<order)/uint64(c.size), maxObjsPerSlab))
+}
+
+// slabObjects is slab->objects: how many objects the slab whose head page
+// is p holds.
+func slabObjects(p *Page) uint16 { return uint16(p.private >> slabObjShift & slabObjectsMask) }
+
+// slabOrder is the order of the slab whose head page is p (folio_order).
+func slabOrder(p *Page) uint {
+	if p.flags&PGHead == 0 {
+		return 0
+	}
+	return p.order()
 }
 
 // listAdd puts the slab at pfn on l, first or last.
@@ -462,7 +500,7 @@ func (c *KmemCache) free(pfn PFN, p *Page, obj SlabObj) {
 	if inuse == 0 {
 		mm.badSlabFree(obj, "free of %v in %s: its slab has no object in use", obj, c.name)
 	}
-	wasFull := inuse == c.objects
+	wasFull := inuse == slabObjects(p)
 	c.setFreePointer(addr, p.index)
 	p.index = va(addr)
 	p.private--
@@ -483,8 +521,10 @@ func (c *KmemCache) free(pfn PFN, p *Page, obj SlabObj) {
 func (c *KmemCache) discardSlab(pfn PFN) {
 	mm := c.mm
 	c.listDel(&c.partial, pfn)
-	c.nrSlabs--
 	p := &mm.Memmap.pages[pfn]
+	c.nrSlabs--
+	c.nrPages -= 1 << slabOrder(p)
+	c.nrObjs -= uint64(slabObjects(p))
 	p.flags &^= PGSlab // __folio_clear_slab
 	p.index, p.private = 0, 0
 	mm.putRefs(Folio(pfn), p, 1)
@@ -499,8 +539,8 @@ func (c *KmemCache) Shrink() uint64 {
 		p := &c.mm.Memmap.pages[pfn]
 		l = p.lru[0]
 		if p.private&slabInuseMask == 0 {
+			freed += 1 << slabOrder(p)
 			c.discardSlab(pfn)
-			freed += 1 << c.order
 		}
 	}
 	return freed
@@ -727,7 +767,7 @@ func (mm *MM) NrSlabFrames() uint64 {
 	n := mm.slab.vmPages
 	for _, c := range mm.slab.caches {
 		if c != nil {
-			n += c.nrSlabs << c.order
+			n += c.nrPages
 		}
 	}
 	return n
@@ -754,7 +794,7 @@ func (mm *MM) SlabFrames() iter.Seq[SlabRange] {
 			owner := "slab " + c.name
 			for _, l := range []*slabList{&c.partial, &c.full} {
 				for link := l.first; link != 0; link = pages[linkPFN(link)].lru[0] {
-					if !yield(SlabRange{linkPFN(link), 1 << c.order, owner}) {
+					if !yield(SlabRange{linkPFN(link), 1 << slabOrder(&pages[linkPFN(link)]), owner}) {
 						return
 					}
 				}
@@ -791,7 +831,7 @@ func (mm *MM) SlabInfo() []SlabInfo {
 			continue
 		}
 		out = append(out, SlabInfo{
-			Name: c.name, ActiveObjs: c.inuse, NumObjs: c.nrSlabs * uint64(c.objects), ObjSize: c.size,
+			Name: c.name, ActiveObjs: c.inuse, NumObjs: c.nrObjs, ObjSize: c.size,
 			ObjPerSlab: int(c.objects), PagesPerSlab: 1 << c.order, NumSlabs: c.nrSlabs,
 			Allocs: c.allocs, Frees: c.frees,
 		})

@@ -440,3 +440,48 @@ func TestSlabModel(t *testing.T) {
 		noErr(t, mm.CheckInvariants())
 	})
 }
+
+// TestSlabFallsBackToMinOrder: a cache whose slabs are of order > 0 gets
+// an order-0 slab when no block of its order can be had (allocate_slab
+// retrying with s->min): one failed page allocation does not fail the
+// object, two do. The fallback slab holds what an order-0 slab holds, and
+// frees like any other.
+func TestSlabFallsBackToMinOrder(t *testing.T) {
+	mm, in := slabMM(t, 1024)
+	c, err := mm.KmemCacheCreate("big", 1024)
+	noErr(t, err)
+	order := c.SlabOrder()
+	if order == 0 {
+		t.Fatalf("a 1 KiB cache of order 0: %v", c)
+	}
+	noErr(t, in.Arm(fault.PageAlloc, 1, 1))
+	obj, err := c.Alloc()
+	noErr(t, err)
+	eq(t, in.Fired(fault.PageAlloc), 1, "the first try failed")
+	eq(t, mm.NrSlabFrames(), uint64(1), "an order-0 slab")
+	info := mm.SlabInfo()[len(mm.SlabInfo())-1]
+	eq(t, info.NumObjs, uint64(4), "objects of an order-0 slab of 1 KiB objects")
+	noErr(t, mm.CheckInvariants())
+	var objs []SlabObj
+	for range 4 { // three more fill the small slab, the fourth takes a full-order one
+		o, err := c.Alloc()
+		noErr(t, err)
+		objs = append(objs, o)
+	}
+	eq(t, mm.NrSlabFrames(), uint64(1+1<<order), "the small slab and one of the cache's order")
+	noErr(t, mm.CheckInvariants())
+	c.Free(obj)
+	for _, o := range objs {
+		c.Free(o)
+	}
+	noErr(t, mm.CheckInvariants())
+	c.Shrink()
+	eq(t, mm.NrSlabFrames(), uint64(0), "every slab freed")
+	slabBalanced(t, mm)
+
+	noErr(t, in.Arm(fault.PageAlloc, 1, 2))
+	_, err = c.Alloc()
+	wantErr(t, err, errno.ENOMEM)
+	eq(t, in.Fired(fault.PageAlloc), 3, "both tries failed")
+	noErr(t, mm.CheckInvariants())
+}

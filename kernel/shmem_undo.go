@@ -355,6 +355,40 @@ func TruncateInodeFolio(info *ShmemInodeInfo, f physmem.Folio) error {
 	return nil
 }
 
+// DetachInodeFolio is TruncateInodeFolio for a folio that may come back:
+// it unmaps the folio, cancels its dirty bit and takes it out of the page
+// cache, but leaves its range reserved (pagecache.AddressSpace.
+// DeleteFolioReserve), so the XArray keeps the nodes that hold it and
+// ShmemRestoreFolio of the same folio at the same index cannot fail.
+//
+// Differs from Linux, deliberately: the RFC's shmem_fdbox_kho_write()
+// truncates preserved folios out of the page cache, freeing their xarray
+// nodes, and its ABORT does not put them back (its TODO). khosim's stash
+// lifecycle puts them back on ABORT; keeping the nodes reserved is what
+// makes that abort unable to fail, as an abort must be. The reserved
+// nodes stay charged to the slab until then (frames(slab)); an inode
+// evicted while detached releases them (shmemInodeOps.Evict).
+//
+// Preconditions: as TruncateInodeFolio.
+func DetachInodeFolio(info *ShmemInodeInfo, f physmem.Folio) error {
+	k := info.inode.k
+	head := k.folioHead(f)
+	if head.Mapping() != info.mapping.ID() {
+		return errno.EIO
+	}
+	if len(info.mmaps) > 0 && k.folioMapped(f) {
+		k.unmapMappingFolio(info, f)
+	}
+	head.Clear(physmem.PGDirty) // folio_cancel_dirty
+	if err := info.mapping.DeleteFolioReserve(f.PFN(), head.Index()); err != nil {
+		panicViolation("folio-in-mapping", k.dumpFolio(f)+"\n"+info.String(),
+			"detaching a folio its mapping does not hold: %v", err)
+	}
+	head.SetMapping(0)
+	k.MM.FolioPutRefs(f, int32(k.folioNrPages(f)))
+	return nil
+}
+
 // TruncateInodePartialFolio is truncate_inode_partial_folio()
 // (mm/truncate.c): handles a folio that [start, end] (end -1: to the end)
 // may cover only partly. A folio wholly inside is truncated; otherwise

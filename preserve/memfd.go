@@ -360,17 +360,18 @@ func (o *detachOps) UndoSwap(info *kernel.ShmemInodeInfo, index uint64, _ kernel
 }
 
 // UndoFolio implements kernel.ShmemUndoOps: truncate_inode_folio, KHO's
-// reference keeping the folio.
+// reference keeping the folio, its range left reserved so that Reattach
+// needs no allocation (kernel.DetachInodeFolio).
 func (o *detachOps) UndoFolio(info *kernel.ShmemInodeInfo, f physmem.Folio) error {
 	o.check(f)
-	return kernel.TruncateInodeFolio(info, f)
+	return kernel.DetachInodeFolio(info, f)
 }
 
 // UndoPartialFolio implements kernel.ShmemUndoOps: the range is the whole
 // file, so a "partial" folio is removed whole, never split or zeroed.
 func (o *detachOps) UndoPartialFolio(info *kernel.ShmemInodeInfo, f physmem.Folio, _, _ int64) (bool, error) {
 	o.check(f)
-	if err := kernel.TruncateInodeFolio(info, f); err != nil {
+	if err := kernel.DetachInodeFolio(info, f); err != nil {
 		return false, err
 	}
 	return true, nil

@@ -4,11 +4,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"time"
 
 	"khosim/kbuild"
+	"khosim/physmem"
 )
 
 // Options tune Measure.
@@ -91,6 +93,13 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 	defer buf.Close()
 	row.CopyBufferBytes = uint64(len(buf.Bytes()))
 
+	// The floor of restoring the file's folios: writing their struct
+	// pages as kho_restore_folio must (physmem.StructPageFloor), over a
+	// memmap of the same geometry, once untimed so that its host memory
+	// is committed, then once per run beside the copies.
+	floor := physmem.NewStructPageFloor(size / PageSize)
+	floor.Write(uint(order))
+
 	// Each run is a handover cycle followed by the copy baseline over the
 	// restored file's frames, so that both see the same conditions on a
 	// shared machine.
@@ -108,7 +117,7 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 		}
 	}
 	r.CycleLabel = "measured"
-	var act, kx, rest, cout, cin, before []int64
+	var act, kx, rest, cout, cin, before, floors []int64
 	for i := range runs {
 		if !prepared {
 			b, err := r.Prepare()
@@ -140,6 +149,10 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 		cout, cin = append(cout, o), append(cin, in)
 		logf("copy %d: out %s, in %s", i+1, fmtDur(o), fmtDur(in))
 		restamp(spans) // a copy through a smaller buffer moved the stamps
+		runtime.GC()
+		fstart := time.Now()
+		floor.Write(uint(order))
+		floors = append(floors, time.Since(fstart).Nanoseconds())
 	}
 
 	// The cost of an abort once the update is committed, then the
@@ -159,6 +172,7 @@ func Measure(size uint64, order int, opts Options) (Row, error) {
 	row.ActivateNS, row.KexecNS, row.RestoreNS = median(act), median(kx), median(rest)
 	row.BeforeNS = median(before)
 	row.CopyOutNS, row.CopyInNS = median(cout), median(cin)
+	row.FloorNS = median(floors)
 	row.finish()
 	if peak, err := PeakRSS(); err == nil {
 		row.PeakRSSBytes = peak

@@ -1,11 +1,13 @@
 package bench
 
 import (
-	"khosim/kbuild"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"khosim/kbuild"
 )
 
 // TestMeasureSmall measures one 64 MiB row at each order with two cycles
@@ -111,4 +113,27 @@ func TestMeasureDesigns(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestMeasurePreserveSmall: P4's measurement at a small size under every
+// tracker: the file is preserved and finalized, the radix tree and the
+// bitmaps have a record of their own, and the table shows the ratio line.
+func TestMeasurePreserveSmall(t *testing.T) {
+	var rows []PreserveRow
+	for _, tr := range []kbuild.Tracker{"arrays", "bitmaps", "radix"} {
+		r, err := MeasurePreserve(16*MiB, tr, Options{Seed: 1})
+		require.NoError(t, err, tr)
+		require.Equal(t, uint64(4096), r.Pages)
+		require.Positive(t, r.ReserveNS)
+		require.Positive(t, r.SerializeNS)
+		require.Positive(t, r.MetadataBytes)
+		if tr != "arrays" {
+			require.Positive(t, r.TrackerBytes, tr)
+		}
+		rows = append(rows, r)
+	}
+	var buf strings.Builder
+	require.NoError(t, WritePreserveTable(&buf, rows))
+	require.Contains(t, buf.String(), "P4 16MiB reserve+serialize arrays : bitmaps : radix = ")
+	require.Contains(t, buf.String(), "ratio 1.23")
 }

@@ -65,6 +65,11 @@ type RigConfig struct {
 	// the tracker ("": the default build's).
 	Design Design
 	KHO    kbuild.Tracker
+	// Fallocate fallocates the files instead of writing them (their folios
+	// are !uptodate and their frames never touched: a machine larger than
+	// the host holds them), and NoPrepare leaves the first Prepare to the
+	// caller, who times it (MeasurePreserve).
+	Fallocate, NoPrepare bool
 }
 
 // MachineMemory is the simulated RAM a rig of total memfd bytes gets: the
@@ -132,12 +137,16 @@ func NewRig(c RigConfig) (*Rig, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bench: memfd_create: %w", err)
 		}
-		if err := t.Ftruncate(fd, int64(c.Size)); err != nil {
+		if c.Fallocate {
+			if err := t.Fallocate(fd, 0, 0, int64(c.Size)); err != nil {
+				return nil, fmt.Errorf("bench: fallocate %s: %w", FormatSize(c.Size), err)
+			}
+		} else if err := t.Ftruncate(fd, int64(c.Size)); err != nil {
 			return nil, fmt.Errorf("bench: ftruncate: %w", err)
 		}
 		// One write moves at most MAX_RW_COUNT (2 GiB - 4 KiB) bytes:
 		// write 1 GiB at a time, so that no write ends inside a huge folio.
-		for off := int64(0); off < int64(c.Size); {
+		for off := int64(0); off < int64(c.Size) && !c.Fallocate; {
 			n, err := t.Pwrite(fd, off, min(int64(c.Size)-off, GiB), stamp)
 			if err != nil || n <= 0 {
 				return nil, fmt.Errorf("bench: pwrite %s at %#x: %d bytes: %v", FormatSize(c.Size), off, n, err)
@@ -147,8 +156,10 @@ func NewRig(c RigConfig) (*Rig, error) {
 		r.Names = append(r.Names, name)
 		r.fds[name] = fd
 	}
-	if _, err := r.Prepare(); err != nil {
-		return nil, err
+	if !c.NoPrepare {
+		if _, err := r.Prepare(); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	return r, nil

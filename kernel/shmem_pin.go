@@ -16,8 +16,11 @@ type PinnedFolio struct {
 
 // MemfdPinFolios is memfd_pin_folios(file, 0, end-1, ..., FOLL_LONGTERM)
 // as memfd_luo_preserve_folios calls it: every page of [0, end) gets a
-// folio — swapped pages are read back and holes are filled with zeroed,
-// uptodate folios (shmem_read_folio, SGP_CACHE) — and each folio is pinned:
+// folio — the folios in the page cache are taken as they are
+// (filemap_get_folios_contig: a fallocated, !uptodate folio stays
+// !uptodate, and memfd_luo records it so), swapped pages are read back
+// and holes are filled with zeroed, uptodate folios (memfd_alloc_folio ->
+// shmem_read_folio, SGP_CACHE) — and each folio is pinned:
 // one reference the caller holds until it puts it (unpin_folio). Folios
 // are returned in index order, each once. Pinning for the long term
 // migrates folios out of CMA memory (KHO scratch, MIGRATE_CMA); that is
@@ -34,6 +37,14 @@ func (k *Kernel) MemfdPinFolios(info *ShmemInodeInfo, end int64) ([]PinnedFolio,
 		last = uint64(end-1) >> physmem.PageShift
 	}
 	for index := uint64(0); end > 0 && index <= last; {
+		if e, found := info.mapping.Lookup(index); found && !e.Entry.IsValue() {
+			f := physmem.Folio(e.Entry.PFN())
+			k.MM.FolioGet(f)
+			order := k.MM.FolioOrder(f)
+			out = append(out, PinnedFolio{Folio: f, Index: e.Index, Order: order})
+			index = e.Index + 1<<order
+			continue
+		}
 		f, _, err := k.shmemGetFolioGFP(info, index, 0, sgpCache, nil, 0)
 		if err != nil {
 			for _, p := range out {

@@ -304,20 +304,7 @@ func (mm *MM) FolioAlloc(gfp GFP, order uint) (Folio, error) {
 // pages hold stale bytes once RestoreFolio has cleared the head (as
 // kho_init_folio initialises head and tails).
 func (mm *MM) prepNewPage(pfn PFN, order uint, gfp GFP) {
-	pages := mm.Memmap.pages
-	head := &pages[pfn]
-	head.refcount = 1
-	if order > 0 {
-		head.flags = PGHead | PageFlags(order)<<flagsOrderShift
-		// prep_compound_tail for every tail: the bulk of restoring a
-		// large folio (a 2 MiB folio has 511 tails). A tight loop over
-		// a subslice, without per-page bounds checks.
-		tail := Page{flags: PGTail, lru: [2]uint32{pfnLink(pfn), 0}}
-		tails := pages[pfn+1 : pfn+1<<order]
-		for i := range tails {
-			tails[i] = tail
-		}
-	}
+	prepCompound(mm.Memmap.pages, pfn, order)
 	if gfp&GFPZero != 0 {
 		mm.Frames.Zero(pfn, 1<<order)
 	}

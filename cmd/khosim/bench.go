@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,7 +18,7 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		args:    "[--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--designs stash,seal,luo] [--kho arrays,bitmaps,radix] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]",
+		args:    "[--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--designs stash,seal,luo] [--kho arrays,bitmaps,radix] [--preserve SIZES] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]",
 		summary: "measure the blackout of each live-update design against a copy-out/copy-in baseline (docs/performance.md)",
 		run: func(e *env, args []string) int {
 			return benchMain(args, e.stdout, e.stderr)
@@ -36,6 +37,7 @@ type benchFlags struct {
 	json     bool
 	verbose  bool
 	cpuprof  string
+	preserve []uint64 // --preserve: P4's reserve+serialize rows instead of handover rows
 }
 
 // parseBenchFlags parses khosim bench's command line.
@@ -64,13 +66,18 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 		f.trackers = v
 		return err
 	})
+	fs.Func("preserve", "instead of handover rows, measure reserve (PRESERVE_FD) + serialize (kho finalize) of a fallocated order-0 memfd of each of `SIZES` under each --kho tracker, through LUO (docs/performance.md, P4)", func(s string) error {
+		v, err := bench.ParseSizes(s)
+		f.preserve = v
+		return err
+	})
 	fs.IntVar(&f.runs, "runs", bench.DefaultRuns, "handover cycles per row; the row reports medians")
 	fs.IntVar(&f.warmup, "warmup", bench.DefaultWarmup, "untimed handover cycles per row before the measured ones")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per row on stdout (the summary goes to stderr)")
 	fs.BoolVar(&f.verbose, "v", false, "print every step's time on stderr")
 	fs.StringVar(&f.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to `FILE`; timed phases carry pprof labels phase=activate|kexec|restore and cycle=warmup|measured")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: khosim bench [--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--designs stash,seal,luo] [--kho arrays,bitmaps,radix] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]\n")
+		fmt.Fprintf(stderr, "usage: khosim bench [--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--designs stash,seal,luo] [--kho arrays,bitmaps,radix] [--preserve SIZES] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -128,6 +135,9 @@ func benchMain(args []string, stdout, stderr io.Writer) (status int) {
 	if f.verbose {
 		opts.Log = stderr
 	}
+	if len(f.preserve) > 0 {
+		return benchPreserve(f, opts, stdout, stderr)
+	}
 	var rows []bench.Row
 	var failed error
 measure:
@@ -169,6 +179,48 @@ measure:
 			fmt.Fprintln(stdout)
 			sum.Write(stdout)
 			fmt.Fprintf(stdout, "(%d handover cycles per row after %d untimed warm-up cycles, medians; times are wall clock on this machine; BLACKOUT = ENTER + KEXEC+BOOT + REOPEN; BLACKOUT/COPY 1/N: the blackout took 1/N of the copies' time)\n", f.runs, f.warmup)
+		}
+	}
+	if failed != nil {
+		fmt.Fprintf(stderr, "khosim bench: %s\n", strings.TrimSpace(failed.Error()))
+		return exitFail
+	}
+	return exitOK
+}
+
+// benchPreserve is `khosim bench --preserve SIZES`: P4's rows, one per
+// (size, tracker), and the ratio line.
+func benchPreserve(f benchFlags, opts bench.Options, stdout, stderr io.Writer) int {
+	var rows []bench.PreserveRow
+	var failed error
+	for _, s := range f.preserve {
+		for _, t := range f.trackers {
+			if !f.verbose {
+				fmt.Fprintf(stderr, "measuring preserve %s kho=%s...\n", bench.FormatSize(s), t)
+			}
+			r, err := bench.MeasurePreserve(s, t, opts)
+			if err != nil {
+				failed = fmt.Errorf("preserve %s kho=%s: %w", bench.FormatSize(s), t, err)
+				break
+			}
+			rows = append(rows, r)
+		}
+		if failed != nil {
+			break
+		}
+	}
+	if f.json {
+		enc := json.NewEncoder(stdout)
+		for _, r := range rows {
+			if err := enc.Encode(r); err != nil {
+				fmt.Fprintf(stderr, "khosim bench: %v\n", err)
+				return exitFail
+			}
+		}
+	} else if len(rows) > 0 {
+		if err := bench.WritePreserveTable(stdout, rows); err != nil {
+			fmt.Fprintf(stderr, "khosim bench: %v\n", err)
+			return exitFail
 		}
 	}
 	if failed != nil {

@@ -68,10 +68,10 @@ func TestRunReport(t *testing.T) {
 		t.Error("the blackout does not start at the PUT_FD (line 17)")
 	}
 	for _, s := range []string{
-		"folios serialized 1024",         // kho activate's work
-		"migrated out of scratch 315",    // ... and its migrations
-		`class="migration"`,              // drawn
-		"(unnamed storage node)",         // the handover decoded
+		"folios serialized 1024",      // kho activate's work
+		"migrated out of scratch 315", // ... and its migrations
+		`class="migration"`,           // drawn
+		"(unnamed storage node)",      // the handover decoded
 		"<td>size</td><td>size</td><td>4194304 (4 MiB)</td>",
 		`<span class="pass">PASS</span>`,
 	} {

@@ -71,7 +71,7 @@ func TestRunReport(t *testing.T) {
 		"folios serialized 1024",      // kho activate's work
 		"migrated out of scratch 315", // ... and its migrations
 		`class="migration"`,           // drawn
-		"(unnamed storage node)",      // the handover decoded
+		"/fdbox/vm1/ram/shmem",        // the handover decoded
 		"<td>size</td><td>size</td><td>4194304 (4 MiB)</td>",
 		`<span class="pass">PASS</span>`,
 	} {
@@ -158,7 +158,7 @@ func TestDemoReportInBrowser(t *testing.T) {
 	for _, s := range []string{
 		`class="swatch"`, `class="blackout"`, `class="k-preserved"`,
 		"before activation (boot 1)", "after activation (boot 1)", "after early boot (boot 2)", "after restore (boot 2)",
-		"(unnamed storage node)", "262144 ranges, 1 GiB",
+		"/fdbox/vm1/ram/shmem", "fdbox,shmem-v3", "262144 ranges, 1 GiB",
 	} {
 		if !strings.Contains(dom, s) {
 			t.Errorf("the DOM lacks %q", s)

@@ -269,4 +269,3 @@ func fdtNode(blob []byte, path string, depth int) []string {
 	}
 	return out
 }
-

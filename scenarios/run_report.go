@@ -34,8 +34,12 @@ func (r *runner) reportBefore() {
 
 // reportStep records a statement that ran, with the live-update work it
 // did, and marks the blackout: it starts at the statement where the
-// workload first lost a file a kexec then carried, and ends at the one
-// where the last carried file came back (blackout.Meter).
+// workload lost a file (and did not get it back) since the last kexec, if
+// the next kexec carried files, and ends at the one where the last
+// carried file came back (blackout.Meter). The meter starts the blackout
+// at the first loss among the carried files; the runner sees losses, not
+// which file they were, so a file lost earlier and then dropped (not
+// carried) moves the mark to its statement.
 func (r *runner) reportStep(st scn.Stmt, took time.Duration, err error) {
 	rep := r.opts.Report
 	if rep == nil {
@@ -74,7 +78,7 @@ func (r *runner) reportStep(st scn.Stmt, took time.Duration, err error) {
 			r.rep.open = false
 		}
 	}
-	if r.m.LostFiles() == 0 && len(ups) == r.rep.updates {
+	if r.m.LostFiles() == 0 {
 		r.rep.lossEvent = -1 // regained before any kexec: no blackout
 	}
 }

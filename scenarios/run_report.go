@@ -62,7 +62,7 @@ func (r *runner) reportStep(st scn.Stmt, took time.Duration, err error) {
 		u := ups[len(ups)-1]
 		if u.Carried > 0 {
 			at, line := r.rep.lossEvent, r.rep.lossLine
-			why := fmt.Sprintf("the workload lost the first of the %d files the kexec at line %d carried", u.Carried, st.Pos().Line)
+			why := fmt.Sprintf("the workload lost a file here; the kexec at line %d carried %d", st.Pos().Line, u.Carried)
 			if at < 0 {
 				at, line = r.rep.mark, st.Pos().Line
 				why = fmt.Sprintf("the kexec carried %d files", u.Carried)

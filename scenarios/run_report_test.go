@@ -79,7 +79,7 @@ func TestRunWithReport(t *testing.T) {
 	joined := strings.Join(events, "\n")
 	for _, seq := range [][]string{
 		{"snapshot sealed", "snapshot: sealed"},
-		{"blackout start: the workload lost the first of the 1 files the kexec at line 13 carried", `vmm: ioctl(box, FDBOX_PUT_FD, fd=ram, name="ram")`, "vmm: ioctl(box, FDBOX_SEAL)"},
+		{"blackout start: the workload lost a file here; the kexec at line 13 carried 1", `vmm: ioctl(box, FDBOX_PUT_FD, fd=ram, name="ram")`, "vmm: ioctl(box, FDBOX_SEAL)"},
 		{"kho activate", "phase: before activation", "phase: after activation"},
 		{"kexec", "phase: after early boot", "phase: after restore"},
 		{`vmm2: ram = ioctl(box, FDBOX_GET_FD, name="ram")`, "blackout end: the last of the 1 carried files is back in a process"},

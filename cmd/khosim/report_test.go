@@ -63,7 +63,7 @@ func TestRunReport(t *testing.T) {
 		}
 		at += i + len(s)
 	}
-	blackout := regexp.MustCompile(`<td class="n">17</td><td><i>blackout start</i>: the workload lost the first of the 1 files the kexec at line 21 carried`)
+	blackout := regexp.MustCompile(`<td class="n">17</td><td><i>blackout start</i>: the workload lost a file here; the kexec at line 21 carried 1`)
 	if !blackout.MatchString(html) {
 		t.Error("the blackout does not start at the PUT_FD (line 17)")
 	}

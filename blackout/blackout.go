@@ -227,3 +227,13 @@ func (m *Meter) Updates() []Update {
 
 // Work returns the counts the live-update code adds to.
 func (m *Meter) Work() *Counts { return &m.Counts }
+
+// LostFiles returns how many files the workload has lost access to and
+// not regained since the last kexec: non-zero from the first loss of a
+// blackout to come until the kexec that carries them.
+func (m *Meter) LostFiles() int {
+	if m == nil {
+		return 0
+	}
+	return len(m.lost)
+}

@@ -37,7 +37,7 @@ type Entry struct {
 // Catalogue returns the builds the matrix covers: the RFC's kernel,
 // mainline 6.19 (bitmaps, LUO writing memfd-v1), the 2026 stateless KHO
 // (radix, LUO writing memfd-v2), and every build one key away from one of
-// them, each once. Every build uses 2 MiB folios where they fit, so that
+// them, each once (fdbox_shmem= only where FDBox is built). Every build uses 2 MiB folios where they fit, so that
 // the workload has a THP range.
 func Catalogue() []Entry {
 	mk := func(kv ...string) kbuild.Build {
@@ -63,8 +63,8 @@ func Catalogue() []Entry {
 	}
 	for _, base := range bases {
 		for _, k := range kbuild.Keys() {
-			if k.Name == "shmem_huge" {
-				continue
+			if k.Name == "shmem_huge" || k.Name == "fdbox_shmem" && base.Build.FDBox == kbuild.FDBoxOff {
+				continue // fdbox_shmem= is moot without FDBox
 			}
 			for _, v := range k.Values {
 				b, _ := base.Build.With(k.Name, v)

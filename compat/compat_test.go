@@ -52,6 +52,14 @@ func TestMatrix(t *testing.T) {
 	c = find("6.19", "6.19+memfd=v2")
 	require.Equal(t, "revived-lossy", c.Outcomes[0].Result)
 
+	// The FDBox storage node: shmem-v3 (named) into a kernel that reads
+	// up to v2 is refused by compatible; v2 into the default is revived.
+	c = find("rfc", "rfc+fdbox_shmem=v2")
+	require.Equal(t, "refused", c.Outcomes[0].Result)
+	require.Contains(t, c.Outcomes[0].Why, `failed to recover fd "ram"`)
+	c = find("rfc+fdbox_shmem=v2", "rfc")
+	require.Equal(t, "revived", c.Outcomes[0].Result)
+
 	var b bytes.Buffer
 	Write(&b, builds, cells)
 	require.Contains(t, b.String(), "Why (pairs old>new)")

@@ -16,8 +16,8 @@ import (
 // big-endian cells device-tree source assumes: KHO's root ("kho-v1",
 // "kho-v2": compatible, preserved-memory-map), kho_add_subtree() nodes
 // ("fdt"/"preserved-data" and "size"), the arrays tracker's "mem"
-// properties (struct kho_mem), and FDBox's storage nodes ("fdbox,shmem-v1"
-// and "-v2": pos, size, seals, mode, mem, indices, flags, checksum,
+// properties (struct kho_mem), and FDBox's storage nodes ("fdbox,shmem-v1",
+// "-v2" and "-v3": pos, size, seals, mode, mem, indices, flags, checksum,
 // file-name). Integers in these are little endian: the kernel memcpy()s
 // them into the property on x86-64. The strings are repeated here (the
 // packages that write them sit above fdt); a test of package report checks
@@ -59,13 +59,14 @@ const (
 	compatKHOv2   = "kho-v2"
 	compatShmemV1 = "fdbox,shmem-v1"
 	compatShmemV2 = "fdbox,shmem-v2"
+	compatShmemV3 = "fdbox,shmem-v3"
 	propMemMap    = "preserved-memory-map"
 )
 
 // KnownCompatibles lists the compatible strings whose layout the typed
 // dump knows: KHO roots and FDBox storage nodes.
 func KnownCompatibles() []string {
-	return []string{compatKHOv1, compatKHOv2, compatShmemV1, compatShmemV2}
+	return []string{compatKHOv1, compatKHOv2, compatShmemV1, compatShmemV2, compatShmemV3}
 }
 
 // nodeCtx is what the schema needs to know of a node.
@@ -85,7 +86,7 @@ func propType(c nodeCtx, name string) PropType {
 	if name == "compatible" {
 		return TypeString
 	}
-	if StringListContains(c.compat, compatShmemV1) || StringListContains(c.compat, compatShmemV2) {
+	if StringListContains(c.compat, compatShmemV1) || StringListContains(c.compat, compatShmemV2) || StringListContains(c.compat, compatShmemV3) {
 		switch name {
 		case "pos":
 			return TypeU64

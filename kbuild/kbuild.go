@@ -83,13 +83,18 @@ type Build struct {
 	// ShmemHuge is transparent_hugepage_shmem= for memfds and
 	// shmem_file_setup files; "" is "never".
 	ShmemHuge string
+	// FDBoxShmem is the version of the FDBox memfd's storage node this
+	// kernel writes (2: "fdbox,shmem-v2", unnamed; 3: "fdbox,shmem-v3",
+	// named "shmem"); it reads every version up to it. A khosim
+	// extension: the RFC's node is the unnamed shmem-v1.
+	FDBoxShmem int
 }
 
 // Default is the build every scenario gets when it names no key: the
 // RFC's kernel (arrays, FDBox stash, no LUO), writing memfd-v2 if LUO is
 // turned on.
 func Default() Build {
-	return Build{KHO: TrackerArrays, FDBox: FDBoxStash, LUO: false, Memfd: 2, ShmemHuge: "never"}
+	return Build{KHO: TrackerArrays, FDBox: FDBoxStash, LUO: false, Memfd: 2, ShmemHuge: "never", FDBoxShmem: 3}
 }
 
 // KeyInfo describes one key for `khosim kernels` and for messages.
@@ -113,6 +118,8 @@ func Keys() []KeyInfo {
 			"the memfd_luo serialization written (memfd-v1: no seals; memfd-v2: seals); every version up to it is read"},
 		{"shmem_huge", slices.Clone(ShmemHugeValues), "never",
 			"transparent_hugepage_shmem=: 2 MiB folios for memfds where an aligned range fits"},
+		{"fdbox_shmem", []string{"v2", "v3"}, "v3",
+			"the FDBox memfd storage node written (shmem-v2: unnamed; shmem-v3: named \"shmem\", which dtc and fdtget reach by path); every version up to it is read (a khosim extension)"},
 	}
 }
 
@@ -174,6 +181,15 @@ func (b Build) With(key, value string) (Build, error) {
 			return bad()
 		}
 		b.ShmemHuge = value
+	case "fdbox_shmem":
+		switch value {
+		case "v2":
+			b.FDBoxShmem = 2
+		case "v3":
+			b.FDBoxShmem = 3
+		default:
+			return bad()
+		}
 	default:
 		return bad()
 	}
@@ -199,12 +215,14 @@ func (b Build) Value(key string) string {
 			return "never"
 		}
 		return b.ShmemHuge
+	case "fdbox_shmem":
+		return fmt.Sprintf("v%d", b.FDBoxShmem)
 	}
 	return ""
 }
 
 // String returns every key of b, in Keys order: "kho=arrays fdbox=stash
-// luo=off memfd=v2 shmem_huge=never".
+// luo=off memfd=v2 shmem_huge=never fdbox_shmem=v3".
 func (b Build) String() string {
 	var parts []string
 	for _, k := range KeyNames() {
@@ -239,3 +257,7 @@ func (b Build) Valid() error {
 // ReadsMemfd reports whether the build can read memfd_luo records of the
 // given version (every version up to its own).
 func (b Build) ReadsMemfd(version int) bool { return version >= 1 && version <= b.Memfd }
+
+// ReadsFDBoxShmem reports whether the build can read FDBox storage nodes
+// "fdbox,shmem-vN" of the given version (every version up to its own).
+func (b Build) ReadsFDBoxShmem(version int) bool { return version >= 1 && version <= b.FDBoxShmem }

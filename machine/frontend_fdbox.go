@@ -1,6 +1,8 @@
 package machine
 
 import (
+	"slices"
+
 	"khosim/errno"
 	"khosim/fdbox"
 	"khosim/kbuild"
@@ -56,9 +58,13 @@ func init() {
 		},
 		Check:   func(v any) error { return v.(*fdboxInstance).d.CheckInvariants() },
 		Carried: func(v any) []string { return v.(*fdboxInstance).d.Carried() },
-		Compatibles: func(kbuild.Build) ([]string, []string) {
-			w := []string{fdbox.FdboxCompatible, fdbox.BoxCompatible, fdbox.MemfdCompatible, preserve.ShmemCompatibleV2}
-			return w, append(w, preserve.ShmemCompatibleV1)
+		Compatibles: func(b kbuild.Build) ([]string, []string) {
+			w := []string{fdbox.FdboxCompatible, fdbox.BoxCompatible, fdbox.MemfdCompatible}
+			r := slices.Clone(w)
+			for v := 1; b.ReadsFDBoxShmem(v); v++ {
+				r = append(r, preserve.ShmemCompatible(v))
+			}
+			return append(w, preserve.ShmemCompatible(b.FDBoxShmem)), r
 		},
 	})
 }

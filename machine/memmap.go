@@ -558,3 +558,9 @@ func (mm *MemMap) FDTFrames() (physmem.PFN, uint64, bool) {
 
 // compile-time check.
 var _ kernel.RefVisitor = (*ownerCollector)(nil)
+
+// LostFiles is the meter's count of files the workload has lost access
+// to (a PUT_FD, a preserve) since the last kexec: a runner marks the
+// blackout's start where it first turns non-zero
+// (blackout.Meter.LostFiles).
+func (m *Machine) LostFiles() int { return m.meter.LostFiles() }

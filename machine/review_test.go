@@ -196,7 +196,7 @@ func (m *Machine) kexecWithFDT(t testing.TB, rewrite func(root *tnode, fdtAddr p
 
 // storeOf returns the shmem storage node of box/fd.
 func storeOf(t testing.TB, root *tnode, box, fd string) *tnode {
-	return root.at(t, fdbox.FdboxNode, box, fd, "")
+	return root.at(t, fdbox.FdboxNode, box, fd, preserve.ShmemNodeName)
 }
 
 // mems decodes a storage node's "mem".
@@ -438,6 +438,23 @@ func TestReviewHostileHandover(t *testing.T) {
 		}, []string{"vm1/ram"}, false},
 		{"compatible-v1", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
 			storeOf(t, root, "vm2", "ram").set("compatible", []byte(preserve.ShmemCompatibleV1+"\x00"))
+		}, []string{"vm2/ram"}, true},
+		{"shmem-v3-unnamed", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
+			storeOf(t, root, "vm2", "ram").name = ""
+		}, []string{"vm2/ram"}, false},
+		{"shmem-v3-misnamed", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
+			storeOf(t, root, "vm2", "ram").name = "folios"
+		}, []string{"vm2/ram"}, false},
+		{"compatible-v2-named", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
+			s := storeOf(t, root, "vm2", "ram")
+			s.set("compatible", []byte(preserve.ShmemCompatibleV2+"\x00"))
+			s.resum("ram")
+		}, []string{"vm2/ram"}, true},
+		{"compatible-v2-unnamed", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
+			s := storeOf(t, root, "vm2", "ram")
+			s.set("compatible", []byte(preserve.ShmemCompatibleV2+"\x00"))
+			s.resum("ram")
+			s.name = ""
 		}, []string{"vm2/ram"}, true},
 		{"two-storage-nodes", func(t *testing.T, root *tnode, _ physmem.PhysAddr) {
 			fd := root.at(t, fdbox.FdboxNode, "vm2", "ram")

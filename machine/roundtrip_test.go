@@ -459,10 +459,6 @@ func TestHandoverLayout(t *testing.T) {
 		t.Helper()
 		off, err := f.PathOffset(path)
 		require.NoError(t, err, path)
-		if path == "/fdbox/vm1/ram/" {
-			off, err = f.FirstSubnode(off)
-			require.NoError(t, err)
-		}
 		s, err := f.GetPropString(off, "compatible")
 		require.NoError(t, err)
 		return s
@@ -473,16 +469,20 @@ func TestHandoverLayout(t *testing.T) {
 	} {
 		require.Equal(t, want, compat(path), path)
 	}
+	// The storage node is shmem-v3, named "shmem": reachable by path.
 	ram, err := f.PathOffset("/fdbox/vm1/ram")
 	require.NoError(t, err)
 	store, err := f.FirstSubnode(ram)
 	require.NoError(t, err)
 	name, err := f.GetName(store)
 	require.NoError(t, err)
-	require.Equal(t, "", name)
+	require.Equal(t, "shmem", name)
+	byPath, err := f.PathOffset("/fdbox/vm1/ram/shmem")
+	require.NoError(t, err)
+	require.Equal(t, store, byPath)
 	s, err := f.GetPropString(store, "compatible")
 	require.NoError(t, err)
-	require.Equal(t, "fdbox,shmem-v2", s)
+	require.Equal(t, "fdbox,shmem-v3", s)
 	size, err := f.GetPropLE64(store, "size")
 	require.NoError(t, err)
 	require.Equal(t, uint64(4*MiB+3*KiB), size)
@@ -495,7 +495,7 @@ func TestHandoverLayout(t *testing.T) {
 	cmd.Stdin = bytes.NewReader(blob)
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	require.Contains(t, string(out), `compatible = "fdbox,shmem-v2";`)
+	require.Contains(t, string(out), `compatible = "fdbox,shmem-v3";`)
 }
 
 // TestOldHandoverFDTPoisoned: the FDT a kernel was handed is data it

@@ -21,8 +21,8 @@ import (
 //
 //	ram {                                  // the fd's name in its box
 //		compatible = "fdbox,memfd-v1";
-//		 {                                 // unnamed storage node
-//			compatible = "fdbox,shmem-v2";
+//		shmem {                            // v3: named "shmem"; v1, v2: unnamed
+//			compatible = "fdbox,shmem-v3";
 //			file-name = "memfd:guest-ram"; // v2: the file's name ("name" is reserved by the DT spec)
 //			pos = <u64 LE>;                // f_pos
 //			size = <u64 LE>;               // i_size
@@ -36,7 +36,14 @@ import (
 //	};
 //
 // The RFC's "fdbox,shmem-v1" node has only pos, size, mem (order-0 pages
-// only) and indices; ReadFDT reads both versions. Under the arrays
+// only) and indices. "fdbox,shmem-v2" adds the properties marked v2 and
+// is unnamed, as the RFC's node is: dtc cannot compile the DTS it prints
+// of one (a node needs a name) and fdtget cannot reach it by path.
+// "fdbox,shmem-v3" is v2 with the node named "shmem" (/fdbox/BOX/FD/shmem),
+// its properties and checksum unchanged. A kernel writes the version of
+// its build (kbuild fdbox_shmem=, default v3) and ReadFDT reads every
+// version up to it; a v3 node must be named "shmem", older ones may have
+// any name. Under the arrays
 // tracker (KHO v4) the "mem" property is also KHO's record of what is
 // preserved; under the others it is the file's own folio list.
 
@@ -45,7 +52,18 @@ const (
 	MemfdFDTCompatible = "fdbox,memfd-v1"
 	ShmemCompatibleV1  = "fdbox,shmem-v1"
 	ShmemCompatibleV2  = "fdbox,shmem-v2"
+	ShmemCompatibleV3  = "fdbox,shmem-v3"
 )
+
+// ShmemNodeName is the name of a shmem-v3 storage node.
+const ShmemNodeName = "shmem"
+
+// shmemVersions are the storage node's compatibles by version.
+var shmemVersions = map[int]string{1: ShmemCompatibleV1, 2: ShmemCompatibleV2, 3: ShmemCompatibleV3}
+
+// ShmemCompatible returns the storage node's compatible of a version
+// (1 to 3), "" for another.
+func ShmemCompatible(version int) string { return shmemVersions[version] }
 
 // Folio flags of the shmem-v2 "flags" property (and of pfolio.flags).
 const (
@@ -107,18 +125,24 @@ func (c checksummer) prop(name string, value []byte) {
 }
 
 // WriteFDT is memfd_fdbox_kho_write() with shmem_fdbox_kho_write()'s node:
-// the fd node's compatible and an unnamed shmem-v2 storage node.
+// the fd node's compatible and the storage node of the build's version
+// (kbuild fdbox_shmem=): shmem-v3 named "shmem", or shmem-v2 unnamed.
 func (mf *memfdFile) WriteFDT(w *fdt.Writer, fdName string) error {
 	mf.mustLive("write FDT")
 	k := mf.h.l.k
 	if err := w.PropertyString("compatible", MemfdFDTCompatible); err != nil {
 		return err
 	}
-	if err := w.BeginNode(""); err != nil {
+	version := k.Build().FDBoxShmem
+	name := ""
+	if version >= 3 {
+		name = ShmemNodeName
+	}
+	if err := w.BeginNode(name); err != nil {
 		k.Printk(logErr, "memfd: kho: failed to set up memfd node")
 		return err
 	}
-	if err := mf.writeShmemNode(w, fdName); err != nil {
+	if err := mf.writeShmemNode(w, fdName, ShmemCompatible(version)); err != nil {
 		return err
 	}
 	if err := w.EndNode(); err != nil {
@@ -128,8 +152,9 @@ func (mf *memfdFile) WriteFDT(w *fdt.Writer, fdName string) error {
 	return nil
 }
 
-// writeShmemNode writes the shmem-v2 properties, hashing each.
-func (mf *memfdFile) writeShmemNode(w *fdt.Writer, fdName string) error {
+// writeShmemNode writes the shmem-v2 properties (and v3's, the same)
+// under compatible, hashing each.
+func (mf *memfdFile) writeShmemNode(w *fdt.Writer, fdName, compatible string) error {
 	m := mf.meta()
 	sum := newChecksummer(fdName)
 	le := binary.LittleEndian
@@ -151,7 +176,7 @@ func (mf *memfdFile) writeShmemNode(w *fdt.Writer, fdName string) error {
 		n    int
 		fill func([]byte)
 	}{
-		{"compatible", len(ShmemCompatibleV2) + 1, str(ShmemCompatibleV2)},
+		{"compatible", len(compatible) + 1, str(compatible)},
 		{"file-name", len(m.name) + 1, str(m.name)},
 		{"pos", 8, u64(uint64(m.pos))},
 		{"size", 8, u64(uint64(m.size))},
@@ -237,15 +262,24 @@ func (h *memfdHandler) parseShmemNode(f *fdt.FDT, off int, fdName string) (*memf
 	}
 	in := &memfdIncoming{h: h, fromKHO: true}
 	var s fdtFolios
-	switch ok1, _ := f.NodeCheckCompatible(off, ShmemCompatibleV1); {
-	case ok1:
-		in.version = ShmemCompatibleV1
-	default:
-		if ok2, _ := f.NodeCheckCompatible(off, ShmemCompatibleV2); !ok2 {
-			return bad("invalid compatible")
+	version := 0
+	for v := 1; v <= len(shmemVersions); v++ {
+		if ok, _ := f.NodeCheckCompatible(off, shmemVersions[v]); ok {
+			version = v
+			break
 		}
-		s.v2 = true
-		in.version = ShmemCompatibleV2
+	}
+	if version == 0 || !h.l.k.Build().ReadsFDBoxShmem(version) {
+		// A kernel that does not know the version refuses the node as
+		// the RFC's shmem_fdbox_kho_recover() does any other compatible.
+		return bad("invalid compatible")
+	}
+	in.version = shmemVersions[version]
+	s.v2 = version >= 2
+	if version >= 3 {
+		if name, err := f.GetName(off); err != nil || name != ShmemNodeName {
+			return bad("%s node named %q, want %q", ShmemCompatibleV3, name, ShmemNodeName)
+		}
 	}
 	missing := false
 	prop := func(name string) []byte {

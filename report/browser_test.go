@@ -79,7 +79,7 @@ func TestReportInBrowser(t *testing.T) {
 	require.Greater(t, strings.Count(dom, `class="migration"`), 0, "the migrations out of scratch are drawn")
 	require.Greater(t, strings.Count(dom, `class="k-preserved"`), 0)
 	require.Greater(t, strings.Count(dom, `class="swatch"`), 6*len(r.Snaps), "each map has a legend")
-	require.Contains(t, dom, "(unnamed storage node)")
+	require.Contains(t, dom, "/fdbox/vm1/ram/shmem")
 }
 
 // distinctColours counts the RGB colours of an image.

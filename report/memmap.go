@@ -333,7 +333,7 @@ func WriteMemMapSVG(w io.Writer, mm *machine.MemMap, opt SVGOptions) error {
 	}
 	g := newGrid(mm, opt.MaxCells)
 	legend := legendItems(mm)
-	legendRows := (len(legend) + 2) / 3
+	legendRows := (len(legend) + legendCols - 1) / legendCols
 	gridBottom := svgTop + g.rows*g.rowHeight
 	width := svgLeft + svgCols*svgCell + svgRight
 	height := gridBottom + 34 + legendRows*18 + 8
@@ -470,14 +470,18 @@ func WriteMemMapSVG(w io.Writer, mm *machine.MemMap, opt SVGOptions) error {
 
 	bw.WriteString(`<g class="legend">` + "\n")
 	for i, it := range legend {
-		x := 4 + (i%3)*((width-8)/3)
-		y := gridBottom + 24 + (i/3)*18
+		x := 4 + (i%legendCols)*((width-8)/legendCols)
+		y := gridBottom + 24 + (i/legendCols)*18
 		fmt.Fprintf(bw, `<rect class="swatch" x="%d" y="%d" width="12" height="12" fill="%s" stroke="#555" stroke-width="0.5"/><text x="%d" y="%d">%s</text>`+"\n",
 			x, y, it.fill, x+16, y+10, xmlEsc(it.text))
 	}
 	bw.WriteString("</g>\n</svg>\n")
 	return bw.Flush()
 }
+
+// legendCols is the legend's columns: two leave room for a kind's text
+// with its counts, or a file's name (about 75 characters).
+const legendCols = 2
 
 type legendItem struct{ fill, text string }
 

@@ -115,7 +115,7 @@ func TestReportContents(t *testing.T) {
 		// The handover decoded.
 		"Outgoing FDT at 0x", `kho=arrays, root compatible "kho-v1"`,
 		`512 ranges, 2 MiB, in 1 "mem" properties`, "512 of order 0 (4 KiB)",
-		"(unnamed storage node)", "fdbox,shmem-v2", "memfd:guest-ram", "<td>mode</td><td>mode</td><td>0666</td>",
+		"<b>shmem</b> <span class=\"muted\">/fdbox/vm1/ram/shmem</span>", "fdbox,shmem-v3", "memfd:guest-ram", "<td>mode</td><td>mode</td><td>0666</td>",
 		"<td>size</td><td>size</td><td>2097152 (2 MiB)</td>", "... 448 more", "uptodate|dirty",
 		"The next kernel received this FDT at 0x",
 		// The failure.

@@ -143,8 +143,9 @@ func (r *Run) since() time.Duration {
 }
 
 // Watch attaches the run to m: its configuration is recorded and, at
-// every machine.Phase, a snapshot is taken and a phase event added with
-// the machine's counters for it (machine.SetPhaseHook: it replaces any
+// every machine.Phase, a phase event is added with the machine's
+// counters for it and a snapshot is taken (not at the boot phases of a
+// cold boot or a reboot, which hand nothing over) (machine.SetPhaseHook: it replaces any
 // hook m had). Failures recorded afterwards take a snapshot of m too.
 func (r *Run) Watch(m *machine.Machine) {
 	r.m = m
@@ -156,6 +157,9 @@ func (r *Run) Watch(m *machine.Machine) {
 		}
 		ev.Counts = phaseCounts(m, e)
 		r.Events = append(r.Events, ev)
+		if !e.Kexec && (e.Phase == machine.PhaseEarlyBoot || e.Phase == machine.PhaseRestored) {
+			return // a cold boot or a reboot: nothing was handed over, no map
+		}
 		if s, err := Snapshot(m, fmt.Sprintf("%s (boot %d)", e.Phase, e.Boot)); err == nil {
 			s.Phase = e.Phase
 			r.add(s)
@@ -249,10 +253,52 @@ func (r *Run) Statement(line int, text string, took time.Duration, err error, co
 	r.Events = append(r.Events, ev)
 }
 
+// Begin returns the mark of a statement about to run, for StatementAt.
+func (r *Run) Begin() int {
+	r.since() // the run's time starts here at the latest
+	return len(r.Events)
+}
+
+// StatementAt records a statement as Statement does, before the events
+// added since Begin returned mark (the phases and snapshots it caused),
+// so that the timeline shows a statement before what it did.
+func (r *Run) StatementAt(mark, line int, text string, took time.Duration, err error, counts ...Count) {
+	r.Statement(line, text, took, err, counts...)
+	if mark < 0 || mark >= len(r.Events)-1 {
+		return
+	}
+	ev := r.Events[len(r.Events)-1]
+	r.Events = r.Events[:len(r.Events)-1]
+	r.insert(mark, ev)
+}
+
 // BlackoutStart marks the start of the blackout (the workload has lost
 // its memory) at a statement's line, saying why.
 func (r *Run) BlackoutStart(line int, why string, counts ...Count) {
 	r.Events = append(r.Events, Event{Kind: EventBlackoutStart, Line: line, Text: why, At: r.since(), Counts: counts, Snap: -1})
+}
+
+// BlackoutStartAt marks the start of the blackout before the event at
+// index at (a statement the runner learns only later began the blackout:
+// the workload lost its file there, and a kexec carried it), with the
+// time of that event. Snapshots of later events keep their events.
+func (r *Run) BlackoutStartAt(at, line int, why string, counts ...Count) {
+	if at < 0 || at >= len(r.Events) {
+		r.BlackoutStart(line, why, counts...)
+		return
+	}
+	r.insert(at, Event{Kind: EventBlackoutStart, Line: line, Text: why, At: r.Events[at].At, Counts: counts, Snap: -1})
+}
+
+// insert puts ev at index at of the timeline; snapshots of the events
+// after it follow their events.
+func (r *Run) insert(at int, ev Event) {
+	r.Events = slices.Insert(r.Events, at, ev)
+	for _, s := range r.Snaps {
+		if s.Event >= at {
+			s.Event++
+		}
+	}
 }
 
 // BlackoutEnd marks the end of the blackout (the file is back in a

@@ -87,6 +87,8 @@ func dumpStmt(s scn.Stmt) string {
 		return "expect " + dumpExpr(s.X) + " " + op + " " + dumpExpr(s.Y)
 	case *scn.ExpectInvariants:
 		return "expect-invariants"
+	case *scn.Snapshot:
+		return "snapshot " + s.Name
 	}
 	return fmt.Sprintf("?%T", s)
 }

@@ -159,6 +159,7 @@ var statementCases = []struct{ src, want string }{
 	{`kexec fdbox=off luo=on fdbox=seal -> ENOSYS`, `kexec build=[fdbox=off luo=on fdbox=seal] errno=38`},
 	{`kexec -> EIO`, `kexec build=[] errno=5`},
 	{`reboot`, `reboot`},
+	{`snapshot before_kexec`, `snapshot before_kexec`},
 	// fault
 	{`fault page_alloc`, `fault page_alloc nth=1 times=1`},
 	{`fault fdt nth=3`, `fault fdt nth=3 times=1`},
@@ -315,6 +316,11 @@ var errorCases = []struct {
 	{"machine twice, second bad", machineLine + "machine foo\n", []string{
 		"t.scn:2:1: machine given twice (first at line 1)",
 		`t.scn:2:12: expected "=" after foo, found end of line`}},
+	{"snapshot without name", machineLine + "snapshot\nsnapshot 3\n", []string{
+		"t.scn:2:9: expected a snapshot name after snapshot, found end of line",
+		"t.scn:3:10: expected a snapshot name after snapshot, found integer 3"}},
+	{"snapshot name twice", machineLine + "snapshot a\nsnapshot b\nsnapshot a\n", []string{
+		"t.scn:4:10: snapshot a is already taken at line 2"}},
 	{"machine without memory", "machine seed=1\n", []string{
 		"t.scn:1:1: machine needs memory="}},
 	{"unknown machine key", "machine memory=1G cpus=4 foo=x|y swap=1G\n", []string{
@@ -336,7 +342,7 @@ var errorCases = []struct {
 	{"unknown shmem_huge", machineLine + "boot shmem_huge=sometimes\nboot shmem_huge=1\nboot thp=never\n", []string{
 		`t.scn:2:17: unknown shmem_huge value "sometimes" (want never, always, within_size, advise, deny or force)`,
 		`t.scn:3:17: expected a value for shmem_huge= (never, always, within_size, advise, deny or force), found integer 1`,
-		`t.scn:4:6: unknown boot key "thp" (want kho=, fdbox=, luo=, memfd= or shmem_huge=)`}},
+		`t.scn:4:6: unknown boot key "thp" (want kho=, fdbox=, luo=, memfd=, shmem_huge= or fdbox_shmem=)`}},
 	{"build keys", machineLine + "boot kho=trees luo=yes\nkexec memfd=v3 -> EIO\nkexec fdbox=\"off\"\nkexec kho radix\nkexec -> 5\nkexec cpus=4 kho=radix\n", []string{
 		`t.scn:2:10: unknown kho value "trees" (want arrays, bitmaps or radix)`,
 		`t.scn:2:20: unknown luo value "yes" (want on or off)`,
@@ -344,7 +350,7 @@ var errorCases = []struct {
 		`t.scn:4:13: expected a value for fdbox= (stash, seal or off), found string "off"`,
 		`t.scn:5:7: unexpected name "kho" at end of statement`,
 		`t.scn:6:10: expected an errno name after ->, found integer 5`,
-		`t.scn:7:7: unknown kexec key "cpus" (want kho=, fdbox=, luo=, memfd= or shmem_huge=)`}},
+		`t.scn:7:7: unknown kexec key "cpus" (want kho=, fdbox=, luo=, memfd=, shmem_huge= or fdbox_shmem=)`}},
 	{"process", machineLine + "process\nprocess p gid=1\nprocess p uid=4294967296\nprocess p caps=CAP_NOPE|all\nprocess p caps=none|CAP_CHOWN\n", []string{
 		`t.scn:2:8: expected a process name, found end of line`,
 		`t.scn:3:11: unknown process key "gid" (want uid= or caps=)`,

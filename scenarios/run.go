@@ -32,6 +32,7 @@ import (
 	"khosim/kbuild"
 	"khosim/kernel"
 	"khosim/machine"
+	"khosim/report"
 	"khosim/scenarios/scn"
 	"khosim/uapi"
 )
@@ -59,6 +60,16 @@ type Options struct {
 	// runner's recover: a panic in it is an internal error of the
 	// statement.
 	Trace func(st scn.Stmt)
+	// Report, when set, records the run for an HTML report
+	// (report.Write): a snapshot at every machine phase, every statement
+	// with its time and live-update work, the blackout, each `snapshot
+	// NAME`, each failure with its state. The runner calls Finish.
+	Report *report.Run
+	// AtSnapshot, when set, is shown the machine at each `snapshot NAME`.
+	AtSnapshot func(name string, m *machine.Machine)
+	// AtEnd, when set, is shown the machine after the last statement
+	// that ran (passed or not), before it is closed, if a kernel runs.
+	AtEnd func(m *machine.Machine)
 }
 
 // ProgressMin is the size from which a data step reports progress.
@@ -170,6 +181,7 @@ func Run(script *scn.Script, opts Options) *Result {
 		fmt.Fprintf(opts.Verbose, "=== %s\n", script.File)
 	}
 	defer r.closeMachine()
+	defer r.reportEnd()
 	for _, st := range script.Stmts {
 		if !r.step(st) && (r.res.Internal || !opts.KeepGoing) {
 			return r.res
@@ -187,6 +199,7 @@ func newRunner(script *scn.Script, opts Options) *runner {
 		procs:  map[string]*proc{},
 		past:   map[string]*proc{},
 		vars:   map[string]value{},
+		rep:    reportState{lossEvent: -1},
 		res: &Result{
 			File:  script.File,
 			Stats: Stats{Timings: map[string]time.Duration{}},
@@ -200,6 +213,7 @@ type runner struct {
 	script *scn.Script
 	opts   Options
 	res    *Result
+	rep    reportState // Options.Report
 
 	m       *machine.Machine
 	kernels []*kernelRec // every kernel booted, in boot order
@@ -320,12 +334,19 @@ func (r *runner) step(st scn.Stmt) (ok bool) {
 	if k := r.kernel(); k != nil {
 		r.stmtLog = len(k.Log())
 	}
+	r.reportBefore()
 	start := time.Now()
+	var err error
 	defer func() {
 		d := time.Since(start)
 		r.res.Stats.Timings[timingKey(st)] += d
 		r.res.Steps = append(r.res.Steps, Step{Stmt: st, Wall: d})
-		if p := recover(); p != nil {
+		p := recover()
+		if p != nil {
+			err = fmt.Errorf("internal error: %v", p)
+		}
+		r.reportStep(st, d, err)
+		if p != nil {
 			r.internal(st, p)
 			ok = false
 		}
@@ -333,7 +354,8 @@ func (r *runner) step(st scn.Stmt) (ok bool) {
 	if r.opts.Trace != nil {
 		r.opts.Trace(st)
 	}
-	echo, err := r.exec(st)
+	var echo string
+	echo, err = r.exec(st)
 	if err != nil {
 		r.fail(st, err)
 		return false
@@ -370,6 +392,7 @@ func (r *runner) fail(st scn.Stmt, err error) {
 		b.WriteString("\n    " + l)
 	}
 	r.res.Failures = append(r.res.Failures, Failure{Line: st.Pos().Line, Message: b.String(), Err: err})
+	r.reportFail(st.Pos().Line, st.Source(), f.msg, f.state)
 	r.finishStats()
 }
 
@@ -383,6 +406,7 @@ func (r *runner) internal(st scn.Stmt, p any) {
 		Stack:   string(debug.Stack()),
 		Err:     err,
 	})
+	r.reportFail(st.Pos().Line, st.Source(), fmt.Sprintf("internal error: %v", p), nil)
 	// The machine's state is suspect; statistics are best effort.
 	func() {
 		defer func() { _ = recover() }()
@@ -511,6 +535,8 @@ func (r *runner) exec(st scn.Stmt) (string, error) {
 		return r.kexec(st)
 	case *scn.Reboot:
 		return r.reboot(st)
+	case *scn.Snapshot:
+		return r.snapshot(st)
 	case *scn.Fault:
 		return r.fault(st)
 	case *scn.CorruptFDT:
@@ -546,6 +572,9 @@ func (r *runner) machine(st *scn.Machine) (string, error) {
 		return "", failf("cannot build the machine: %v", err)
 	}
 	r.m = m
+	if r.opts.Report != nil {
+		r.opts.Report.Watch(m)
+	}
 	if testOnMachine != nil {
 		testOnMachine(m)
 	}

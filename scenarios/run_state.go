@@ -8,7 +8,6 @@ import (
 	"khosim/fdt"
 	"khosim/kernel"
 	"khosim/physmem"
-	"khosim/scenarios/scn"
 )
 
 // folioInfo is the folio caching one page of a file, for refcount(),
@@ -244,8 +243,11 @@ func (r *runner) bootErrors(kr *kernelRec) []string {
 }
 
 // fdtNode prints the node at path of an FDT and its subnodes down to
-// depth levels (deeper ones are only named), with property values cut to
-// 32 bytes. It returns nil when there is no such node.
+// depth levels (deeper ones are only named), each property in its real
+// type as `khosim fdt` prints it (fdt.DumpNode: u64 little endian as
+// numbers, kho_mem arrays as address + size ranges cut to their first
+// entries, seals and flags by name). It returns nil when there is no
+// such node.
 func fdtNode(blob []byte, path string, depth int) []string {
 	f, err := fdt.Open(blob)
 	if err != nil {
@@ -255,48 +257,15 @@ func fdtNode(blob []byte, path string, depth int) []string {
 	if err != nil {
 		return nil
 	}
+	var b strings.Builder
+	if err := f.DumpNode(&b, off, depth); err != nil {
+		return []string{fmt.Sprintf("handover FDT node %s: %v", path, err)}
+	}
 	out := []string{"handover FDT node:"}
-	var walk func(off, level int, name string)
-	walk = func(off, level int, name string) {
-		ind := strings.Repeat("  ", level)
-		out = append(out, ind+name+" {")
-		for pn, v := range f.Properties(off) {
-			out = append(out, ind+"  "+pn+" = "+propValue(v)+";")
+	for _, l := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
+		if l != "" {
+			out = append(out, strings.ReplaceAll(l, "\t", "  "))
 		}
-		for sub := range f.Subnodes(off) {
-			n, _ := f.GetName(sub)
-			if n == "" {
-				n = "/* unnamed */"
-			}
-			if level < depth {
-				walk(sub, level+1, n)
-			} else {
-				out = append(out, ind+"  "+n+" { ... };")
-			}
-		}
-		out = append(out, ind+"};")
 	}
-	walk(off, 0, path)
 	return out
-}
-
-// propValue prints a property value: a string when it is one, else hex
-// bytes, cut to 32 bytes.
-func propValue(v []byte) string {
-	if n := len(v); n > 1 && v[n-1] == 0 && printable(v[:n-1]) {
-		return scn.Quote(string(v[:n-1]))
-	}
-	if len(v) > 32 {
-		return fmt.Sprintf("[% x ...] /* %d bytes */", v[:32], len(v))
-	}
-	return fmt.Sprintf("[% x]", v)
-}
-
-func printable(b []byte) bool {
-	for _, c := range b {
-		if c < 0x20 || c > 0x7e {
-			return false
-		}
-	}
-	return len(b) > 0
 }

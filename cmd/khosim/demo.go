@@ -14,7 +14,7 @@ import (
 func init() {
 	register(&command{
 		name:    "demo",
-		args:    "[-v] [--script]",
+		args:    "[-v] [--script] [--report DIR]",
 		summary: "run the built-in demo (what `khosim` alone does): the FDBox RFC's 1 GiB memfd across kexec",
 		run:     runDemo,
 	})
@@ -27,6 +27,7 @@ func runDemo(e *env, args []string) int {
 	fs.SetOutput(e.stderr)
 	verbose := fs.Bool("v", false, "echo every statement with its result and the kernel log")
 	script := fs.Bool("script", false, "print the demo's scenario file and exit")
+	reportDir := fs.String("report", "", "write an HTML report of the demo (memory maps, timeline, handover) to `DIR`/index.html")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -34,7 +35,7 @@ func runDemo(e *env, args []string) int {
 		return exitUsage
 	}
 	if fs.NArg() != 0 {
-		fmt.Fprintf(e.stderr, "usage: khosim demo [-v] [--script]\n")
+		fmt.Fprintf(e.stderr, "usage: khosim demo [-v] [--script] [--report DIR]\n")
 		return exitUsage
 	}
 	src, err := scenarios.Library.ReadFile(scenarios.DemoFile)
@@ -63,6 +64,8 @@ func runDemo(e *env, args []string) int {
 	if e.tty {
 		opts.Progress = newProgressBar(e.stderr).update
 	}
+	reps := &reports{dir: *reportDir}
+	opts.Report = reps.start(scenarios.DemoFile)
 	start := time.Now()
 	res := scenarios.Run(s, opts)
 	total := time.Since(start)
@@ -73,10 +76,11 @@ func runDemo(e *env, args []string) int {
 	for _, f := range res.Failures {
 		fmt.Fprintln(e.stderr, f.Format(res.File))
 	}
+	wrote := reps.finish(e)
 	switch {
 	case res.Internal:
 		return exitInternal
-	case !res.Passed:
+	case !res.Passed, !wrote:
 		return exitFail
 	}
 	return exitOK

@@ -70,15 +70,18 @@ func printKernels(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\nWhat each value writes (w) and reads (r) in a handover (machine.Compatibles):\n\n")
 	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	for _, k := range []string{"kho", "fdbox", "luo", "memfd"} {
+	for _, k := range []string{"kho", "fdbox", "luo", "memfd", "fdbox_shmem"} {
 		for _, v := range kbuildValues(k) {
 			b, err := kbuild.Default().With(k, v)
 			if err != nil {
 				continue
 			}
 			part := k
-			if k == "memfd" {
+			switch k {
+			case "memfd":
 				b.LUO, part = true, "luo" // memfd= is the LUO serialization
+			case "fdbox_shmem":
+				part = "fdbox" // fdbox_shmem= is FDBox's storage node
 			}
 			var wr, rd []string
 			for _, c := range machine.Compatibles(b) {

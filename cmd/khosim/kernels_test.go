@@ -37,7 +37,7 @@ func TestKernels(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"kho=bitmaps", "kho-v1 + preserved-memory-map", "kho-v2", "fdbox,shmem-v2", "fdbox,shmem-v1", "luo-v1", "memfd=v1", "memfd-v2"} {
+	for _, want := range []string{"kho=bitmaps", "kho-v1 + preserved-memory-map", "kho-v2", "fdbox,shmem-v3", "fdbox,shmem-v2", "fdbox,shmem-v1", "fdbox_shmem=v2", "luo-v1", "memfd=v1", "memfd-v2"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kernels lacks the compatible %q:\n%s", want, out)
 		}

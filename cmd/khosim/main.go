@@ -1,8 +1,9 @@
 // Command khosim is the khosim simulator's command line.
 //
 //	khosim                       run the built-in demo (the FDBox RFC's 1 GiB memfd across kexec)
-//	khosim demo [-v] [--script]  the same, with options
-//	khosim run [-v] [--json] [--seed N] [--dump-fdt FILE.dtb] FILE.scn...
+//	khosim demo [-v] [--script] [--report DIR]  the same, with options
+//	khosim run [-v] [--json] [--seed N] [--dump-fdt FILE.dtb] [--report DIR] FILE.scn...
+//	khosim memmap [--svg FILE.svg] [--at NAME] FILE.scn  the memory map at the end or at `snapshot NAME`
 //	khosim faults                list the fault-injection sites
 //	khosim kernels               list the kernel build keys of boot and kexec (also: khosim help kernels)
 //	khosim fdt FILE.dtb          print a device tree blob as DTS-like text

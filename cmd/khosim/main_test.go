@@ -254,6 +254,22 @@ func TestDumpFDTReadableByDtc(t *testing.T) {
 	if !strings.Contains(string(out), `compatible = "fdbox,box-v1";`) {
 		t.Errorf("dtc output lacks the box:\n%s", out)
 	}
+	// dtc compiles its own output back, and fdtget reaches the storage
+	// node by path (shmem-v3 names it).
+	dts := filepath.Join(dir, "h.dts")
+	again := filepath.Join(dir, "again.dtb")
+	if err := os.WriteFile(dts, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(dtc, "-q", "-I", "dts", "-O", "dtb", "-o", again, dts).CombinedOutput(); err != nil {
+		t.Fatalf("dtc -I dts -O dtb of dtc's output: %v\n%s", err, out)
+	}
+	if fdtget, err := exec.LookPath("fdtget"); err == nil {
+		out, err := exec.Command(fdtget, "-t", "s", again, "/fdbox/b/m/shmem", "file-name").CombinedOutput()
+		if err != nil || string(out) != "memfd:m\n" {
+			t.Errorf("fdtget /fdbox/b/m/shmem file-name: %v %q", err, out)
+		}
+	}
 }
 
 // TestDemoReport runs a small KHO round trip and checks the report the

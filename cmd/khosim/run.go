@@ -16,7 +16,7 @@ import (
 func init() {
 	register(&command{
 		name:    "run",
-		args:    "[-v] [--json] [--seed N] [--dump-fdt FILE.dtb] FILE.scn...",
+		args:    "[-v] [--json] [--seed N] [--dump-fdt FILE.dtb] [--report DIR] FILE.scn...",
 		summary: "replay scenario files, each on a fresh machine",
 		run:     runCmd,
 	})
@@ -28,6 +28,7 @@ type runFlags struct {
 	json    bool
 	seed    uint64
 	dumpFDT string
+	report  string // --report DIR (report.go)
 }
 
 // parseInterleaved parses flags that may come before, between or after
@@ -61,8 +62,9 @@ func runCmd(e *env, args []string) int {
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per file on stdout")
 	fs.Uint64Var(&f.seed, "seed", 0, "machine seed of files whose machine statement has no seed=")
 	fs.StringVar(&f.dumpFDT, "dump-fdt", "", "save the last KHO handover FDT to `FILE.dtb`")
+	fs.StringVar(&f.report, "report", "", "write an HTML report of the runs (memory maps, timeline, handover) to `DIR`/index.html")
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "usage: khosim run [-v] [--json] [--seed N] [--dump-fdt FILE.dtb] FILE.scn...\n")
+		fmt.Fprintf(e.stderr, "usage: khosim run [-v] [--json] [--seed N] [--dump-fdt FILE.dtb] [--report DIR] FILE.scn...\n")
 		fs.PrintDefaults()
 	}
 	files, err := parseInterleaved(fs, args)
@@ -112,8 +114,9 @@ func runCmd(e *env, args []string) int {
 	status := exitOK
 	var lastFDT []byte
 	enc := json.NewEncoder(e.stdout)
+	reps := &reports{dir: f.report}
 	for _, s := range scripts {
-		res := scenarios.Run(s, opts)
+		res := scenarios.Run(s, withReport(opts, reps.start(s.File)))
 		for _, fl := range res.Failures {
 			fmt.Fprintln(e.stderr, fl.Format(res.File))
 		}
@@ -134,6 +137,9 @@ func runCmd(e *env, args []string) int {
 		if res.FDT != nil {
 			lastFDT = res.FDT
 		}
+	}
+	if !reps.finish(e) && status == exitOK {
+		status = exitFail
 	}
 	if f.dumpFDT != "" {
 		if lastFDT == nil {

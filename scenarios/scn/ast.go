@@ -157,6 +157,15 @@ type Kexec struct {
 // Reboot is `reboot`.
 type Reboot struct{ Loc }
 
+// Snapshot is `snapshot NAME`: the memory map of the running kernel at
+// this point, kept under NAME for a report (`khosim run --report`) and
+// for `khosim memmap --at NAME`. An extension of khosim's: the contract
+// has no such statement, and it changes nothing in the simulation.
+type Snapshot struct {
+	Loc
+	Name string // unique in the file
+}
+
 // Fault is `fault SITE [nth=N] [times=M]`.
 type Fault struct {
 	Loc
@@ -220,6 +229,7 @@ func (*Exit) stmtNode()             {}
 func (*KHO) stmtNode()              {}
 func (*Kexec) stmtNode()            {}
 func (*Reboot) stmtNode()           {}
+func (*Snapshot) stmtNode()         {}
 func (*Fault) stmtNode()            {}
 func (*CorruptFDT) stmtNode()       {}
 func (*Syscall) stmtNode()          {}
@@ -234,6 +244,7 @@ func (*Exit) Keyword() string             { return "exit" }
 func (*KHO) Keyword() string              { return "kho" }
 func (*Kexec) Keyword() string            { return "kexec" }
 func (*Reboot) Keyword() string           { return "reboot" }
+func (*Snapshot) Keyword() string         { return "snapshot" }
 func (*Fault) Keyword() string            { return "fault" }
 func (*CorruptFDT) Keyword() string       { return "corrupt" }
 func (*Syscall) Keyword() string          { return "call" }
@@ -284,6 +295,8 @@ func (s *KHO) String() string {
 
 func (s *Kexec) String() string  { return "kexec" + buildString(s.Build) + errnoSuffix(s.Errno) }
 func (s *Reboot) String() string { return "reboot" }
+
+func (s *Snapshot) String() string { return "snapshot " + s.Name }
 
 func (s *Fault) String() string {
 	out := "fault " + string(s.Site)

@@ -17,7 +17,7 @@
 //	stmt    = "machine" {key "=" value}            memory= swap= seed= scratch=
 //	        | "boot" {build}
 //	        | "process" NAME {("uid" "=" INT | "caps" "=" NAME {"|" NAME})}
-//	        | "exit" NAME | "reboot"
+//	        | "exit" NAME | "reboot" | "snapshot" NAME    snapshot: an extension
 //	        | "kexec" {build} ["->" ERRNO]
 //	        | "kho" ("activate" | "deactivate") ["->" ERRNO]
 //	        | "fault" SITE {("nth" | "times") "=" INT}

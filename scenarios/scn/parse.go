@@ -144,6 +144,9 @@ type parser struct {
 	// bound are the names bound so far (by let or RES =), with the line
 	// of their first binding.
 	bound map[string]int
+	// snapshots are the names of the snapshot statements so far, with
+	// their lines.
+	snapshots map[string]int
 	// unbound are the bare names of the current line that are neither
 	// constants nor bound; lineUnbound moves them to allUnbound once the
 	// line is done, unless another error already covers them.
@@ -280,6 +283,8 @@ func (p *parser) stmt() Stmt {
 		return k
 	case "reboot":
 		return &Reboot{}
+	case "snapshot":
+		return p.snapshot()
 	case "fault":
 		return p.fault()
 	case "corrupt":
@@ -514,6 +519,21 @@ func (p *parser) fault() *Fault {
 		}
 	})
 	return f
+}
+
+// snapshot parses `snapshot NAME`; a NAME given twice is an error, so
+// that `khosim memmap --at NAME` names one moment.
+func (p *parser) snapshot() *Snapshot {
+	t := p.name("a snapshot name after snapshot")
+	if line, ok := p.snapshots[t.text]; ok {
+		p.errorf(t.pos, "snapshot %s is already taken at line %d", t.text, line)
+	} else {
+		if p.snapshots == nil {
+			p.snapshots = map[string]int{}
+		}
+		p.snapshots[t.text] = t.pos.Line
+	}
+	return &Snapshot{Name: t.text}
 }
 
 func (p *parser) corrupt() *CorruptFDT {

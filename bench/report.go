@@ -288,7 +288,28 @@ type groupKey struct {
 // peakRSS is the process's peak resident set (0 when unknown); its target
 // applies to a run whose largest size is TargetSize.
 func Summarize(rows []Row, peakRSS uint64) Summary {
-	var s Summary
+	s := Summary{Scaling: scalings(rows)}
+	s.Verdicts = append(s.Verdicts, verdictP1(rows))
+	s.Verdicts = append(s.Verdicts, verdictsP1Floor(rows)...)
+	s.Verdicts = append(s.Verdicts, verdictsP2(s.Scaling)...)
+	s.Verdicts = append(s.Verdicts, verdictsP3(rows)...)
+	s.Verdicts = append(s.Verdicts, verdictsMetadata(rows)...)
+	s.Verdicts = append(s.Verdicts, verdictRSS(rows, peakRSS))
+	return s
+}
+
+// ratio is a/b, 0 when b is.
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// scalings is P2's check of every (order, design, tracker) measured at
+// more than one size.
+func scalings(rows []Row) []Scaling {
+	var out []Scaling
 	var keys []groupKey
 	for _, r := range rows {
 		if k := (groupKey{r.FolioOrder, r.Design, r.KHO}); !slices.Contains(keys, k) {
@@ -296,12 +317,6 @@ func Summarize(rows []Row, peakRSS uint64) Summary {
 		}
 	}
 	slices.SortStableFunc(keys, func(a, b groupKey) int { return a.order - b.order })
-	ratio := func(a, b float64) float64 {
-		if b == 0 {
-			return 0
-		}
-		return a / b
-	}
 	for _, k := range keys {
 		var small, large, lo, hi *Row
 		for i := range rows {
@@ -334,10 +349,13 @@ func Summarize(rows []Row, peakRSS uint64) Summary {
 		}
 		sc.Flat = sc.Ratio <= FlatLimit
 		sc.Spans = small.SizeBytes <= FlatFrom && large.SizeBytes >= TargetSize
-		s.Scaling = append(s.Scaling, sc)
+		out = append(out, sc)
 	}
+	return out
+}
 
-	// P1: the best of bitmaps and radix at 4 GiB order 0.
+// verdictP1 is P1: the best of bitmaps and radix at 4 GiB order 0.
+func verdictP1(rows []Row) Verdict {
 	v := Verdict{
 		Name: "P1 4GiB order 0: blackout vs two memcpys, best of bitmaps/radix",
 		Want: fmt.Sprintf("<= 1/%.0f", float64(TargetRatioOrder0)),
@@ -356,47 +374,57 @@ func Summarize(rows []Row, peakRSS uint64) Summary {
 	if v.Measured {
 		v.Got = strings.Join(got, ", ")
 	}
-	s.Verdicts = append(s.Verdicts, v)
+	return v
+}
 
-	// P1': every 4 GiB order-9 row against its floor.
-	measured := false
+// verdictsP1Floor is P1': every 4 GiB order-9 row against its floor.
+func verdictsP1Floor(rows []Row) []Verdict {
+	var out []Verdict
 	for _, r := range rows {
 		if r.SizeBytes != TargetSize || r.FolioOrder != MaxOrder {
 			continue
 		}
-		measured = true
-		s.Verdicts = append(s.Verdicts, Verdict{
+		out = append(out, Verdict{
 			Name: fmt.Sprintf("P1' 4GiB order 9 %s kho=%s: blackout vs the struct-page floor", r.Design, r.KHO),
 			Want: fmt.Sprintf("<= %.1fx", TargetFloorOrder9),
 			Got:  fmt.Sprintf("%.2fx (%s vs %s)", r.FloorRatio, fmtDur(r.TotalNS()), fmtDur(r.FloorNS)),
 			OK:   r.FloorNS > 0 && r.FloorRatio <= TargetFloorOrder9, Measured: true,
 		})
 	}
-	if !measured {
-		s.Verdicts = append(s.Verdicts, Verdict{
+	if len(out) == 0 {
+		out = append(out, Verdict{
 			Name: "P1' 4GiB order 9: blackout vs the struct-page floor",
 			Want: fmt.Sprintf("<= %.1fx", TargetFloorOrder9),
 			Got:  "not measured (needs --sizes 4GiB --orders 9)",
 		})
 	}
+	return out
+}
 
-	// P2: one verdict per (order, design, tracker) with several sizes.
-	for _, sc := range s.Scaling {
+// verdictsP2 is P2: one verdict per (order, design, tracker) with several
+// sizes.
+func verdictsP2(scs []Scaling) []Verdict {
+	var out []Verdict
+	for _, sc := range scs {
 		got := fmt.Sprintf("%.2f (%s at %s / %s at %s)", sc.Ratio,
 			fmtPerPage(sc.Max.PerPage(sc.Max.TotalNS())), FormatSize(sc.Max.SizeBytes),
 			fmtPerPage(sc.Min.PerPage(sc.Min.TotalNS())), FormatSize(sc.Min.SizeBytes))
 		if !sc.Spans {
 			got += " (sizes do not span 64MiB..4GiB)"
 		}
-		s.Verdicts = append(s.Verdicts, Verdict{
+		out = append(out, Verdict{
 			Name: fmt.Sprintf("P2 order %d %s kho=%s: blackout ns/page max/min over sizes", sc.Order, sc.Design, sc.KHO),
 			Want: fmt.Sprintf("<= %.1f", FlatLimit),
 			Got:  got, OK: sc.Flat, Measured: sc.Spans,
 		})
 	}
+	return out
+}
 
-	// P3: the tracker's record per GiB at order 0, largest size per
-	// tracker.
+// verdictsP3 is P3: the tracker's record per GiB at order 0, at the
+// largest size measured per tracker.
+func verdictsP3(rows []Row) []Verdict {
+	var out []Verdict
 	for _, t := range []string{"bitmaps", "radix"} {
 		var best *Row
 		for i := range rows {
@@ -415,14 +443,20 @@ func Summarize(rows []Row, peakRSS uint64) Summary {
 			v.Measured, v.OK = true, per <= TargetTrackerPerGiB
 			v.Got = fmt.Sprintf("%s/GiB at %s (%s)", humanBytes(per), FormatSize(best.SizeBytes), humanBytes(float64(best.TrackerBytes)))
 		}
-		s.Verdicts = append(s.Verdicts, v)
+		out = append(out, v)
 	}
+	return out
+}
 
+// verdictsMetadata reports the handover metadata per GiB of each 4 GiB
+// row.
+func verdictsMetadata(rows []Row) []Verdict {
+	var out []Verdict
 	for _, r := range rows {
 		if r.SizeBytes != TargetSize {
 			continue
 		}
-		s.Verdicts = append(s.Verdicts, Verdict{
+		out = append(out, Verdict{
 			Name: fmt.Sprintf("4GiB order %d %s kho=%s: handover metadata per preserved GiB (reported)", r.FolioOrder, r.Design, r.KHO),
 			Want: fmt.Sprintf("report; RFC arrays %s/GiB", humanBytes(RFCMetadataPerGiB)),
 			Got: fmt.Sprintf("%s/GiB = %.3g B per 4KiB page, %.1f B per folio (%.3gx the RFC arrays)", humanBytes(r.MetadataPerGiB),
@@ -431,11 +465,16 @@ func Summarize(rows []Row, peakRSS uint64) Summary {
 			Measured: true,
 		})
 	}
+	return out
+}
+
+// verdictRSS is the peak RSS bound of a 4 GiB run.
+func verdictRSS(rows []Row, peakRSS uint64) Verdict {
 	var maxSize uint64
 	for _, r := range rows {
 		maxSize = max(maxSize, r.SizeBytes)
 	}
-	v = Verdict{Name: "peak RSS (VmHWM) of the run", Want: "< 6GiB for --sizes 4GiB", Got: "unknown"}
+	v := Verdict{Name: "peak RSS (VmHWM) of the run", Want: "< 6GiB for --sizes 4GiB", Got: "unknown"}
 	if peakRSS > 0 {
 		v.Got = humanBytes(float64(peakRSS))
 		v.Measured = maxSize == TargetSize
@@ -444,8 +483,7 @@ func Summarize(rows []Row, peakRSS uint64) Summary {
 			v.Got += " (largest size " + FormatSize(maxSize) + ", target not applicable)"
 		}
 	}
-	s.Verdicts = append(s.Verdicts, v)
-	return s
+	return v
 }
 
 // Write prints the summary as text.

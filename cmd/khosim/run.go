@@ -1,12 +1,13 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"slices"
 	"time"
 
 	"khosim/scenarios"
@@ -16,7 +17,7 @@ import (
 func init() {
 	register(&command{
 		name:    "run",
-		args:    "[-v] [--json] [--seed N] [--dump-fdt FILE.dtb] [--report DIR] FILE.scn...",
+		args:    runArgs,
 		summary: "replay scenario files, each on a fresh machine",
 		run:     runCmd,
 	})
@@ -24,12 +25,18 @@ func init() {
 
 // runFlags are the options of khosim run.
 type runFlags struct {
-	verbose bool
-	json    bool
-	seed    uint64
-	dumpFDT string
-	report  string // --report DIR (report.go)
+	verbose   bool
+	json      bool
+	tap       bool
+	junit     string // --junit FILE
+	run       string // -run REGEXP
+	keepGoing bool
+	seed      uint64
+	dumpFDT   string
+	report    string // --report DIR (report.go)
 }
+
+const runArgs = "[-v] [--json | --tap] [--junit FILE] [-run REGEXP] [--keep-going] [--seed N] [--dump-fdt FILE.dtb] [--report DIR] FILE.scn|DIR|DIR/...  ..."
 
 // parseInterleaved parses flags that may come before, between or after
 // the file names, as `khosim run a.scn -v b.scn` users expect; "--" ends
@@ -54,56 +61,96 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	return files, nil
 }
 
+// runCmd is `khosim run`: every file named (directories and DIR/...
+// patterns expanded, -run filtering) is parsed before anything runs; a
+// parse error or an unreadable file stops the run (exit 2) unless
+// --keep-going, which runs the others. Every file gets an outcome, which
+// --json, --tap and --junit report for a CI; the text output ends with a
+// totals line. Exit status: 3 for an internal error, else 2 for a usage
+// error, a parse error or a missing file, else 1 for a failed file, else
+// 0.
 func runCmd(e *env, args []string) int {
 	var f runFlags
 	fs := flag.NewFlagSet("khosim run", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	fs.BoolVar(&f.verbose, "v", false, "echo every statement with its result and the kernel log")
-	fs.BoolVar(&f.json, "json", false, "print one JSON object per file on stdout")
+	fs.BoolVar(&f.verbose, "v", false, "echo every statement with its result and the kernel log (on stderr with --json or --tap)")
+	fs.BoolVar(&f.json, "json", false, "print one JSON record per file on stdout, whatever became of it")
+	fs.BoolVar(&f.tap, "tap", false, "print the outcomes as TAP version 13 on stdout (kselftest style)")
+	fs.StringVar(&f.junit, "junit", "", "also write the outcomes as JUnit XML to `FILE`")
+	fs.StringVar(&f.run, "run", "", "run only the files whose path matches `REGEXP`")
+	fs.BoolVar(&f.keepGoing, "keep-going", false, "run the files that parse even when others do not (or are missing)")
 	fs.Uint64Var(&f.seed, "seed", 0, "machine seed of files whose machine statement has no seed=")
 	fs.StringVar(&f.dumpFDT, "dump-fdt", "", "save the last KHO handover FDT to `FILE.dtb`")
 	fs.StringVar(&f.report, "report", "", "write an HTML report of the runs (memory maps, timeline, handover) to `DIR`/index.html")
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "usage: khosim run [-v] [--json] [--seed N] [--dump-fdt FILE.dtb] [--report DIR] FILE.scn...\n")
+		fmt.Fprintf(e.stderr, "usage: khosim run %s\n", runArgs)
 		fs.PrintDefaults()
 	}
-	files, err := parseInterleaved(fs, args)
+	usage := func(format string, a ...any) int {
+		msg := fmt.Sprintf(format, a...)
+		if msg != "" {
+			fmt.Fprintf(e.stderr, "khosim run: %s\n", msg)
+		}
+		if f.json || slices.Contains(args, "--json") || slices.Contains(args, "-json") {
+			_ = newJSONEncoder(e.stdout).Encode(jsonOutcome{Status: "usage_error", Problem: msg, Failures: []jsonFailure{}})
+		}
+		return exitUsage
+	}
+	names, err := parseInterleaved(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
-		return exitUsage
+		return usage("%v", err)
 	}
-	if len(files) == 0 {
+	if f.json && f.tap {
+		return usage("--json and --tap both write stdout: choose one")
+	}
+	var filter *regexp.Regexp
+	if f.run != "" {
+		if filter, err = regexp.Compile(f.run); err != nil {
+			return usage("-run: %v", err)
+		}
+	}
+	if len(names) == 0 {
 		fs.Usage()
-		return exitUsage
+		return usage("")
 	}
+	files := expandPatterns(names, filter)
+	if len(files) == 0 {
+		return usage("-run %q matches none of the files", f.run)
+	}
+	machineOut := f.json || f.tap // stdout is for a program
 
 	// Parse everything before running anything.
-	scripts := make([]*scn.Script, 0, len(files))
+	outs := make([]outcome, len(files))
+	scripts := make([]*scn.Script, len(files))
 	bad := false
-	for _, name := range files {
+	for i, name := range files {
+		outs[i].file = name
 		src, err := os.ReadFile(name)
 		if err != nil {
+			outs[i].kind, outs[i].problem = outMissing, err.Error()
 			fmt.Fprintf(e.stderr, "khosim: %v\n", err)
 			bad = true
 			continue
 		}
 		s, err := scenarios.Parse(name, src)
 		if err != nil {
+			outs[i].kind, outs[i].problem = outParseError, err.Error()
 			fmt.Fprintln(e.stderr, err)
 			bad = true
 			continue
 		}
-		scripts = append(scripts, s)
-	}
-	if bad {
-		return exitUsage
+		scripts[i] = s
 	}
 
 	opts := scenarios.Options{Seed: f.seed}
 	if f.verbose {
 		opts.Verbose = e.stdout
+		if machineOut {
+			opts.Verbose = e.stderr
+		}
 	}
 	if e.tty {
 		opts.Progress = newProgressBar(e.stderr).update
@@ -112,30 +159,64 @@ func runCmd(e *env, args []string) int {
 		e.tune(&opts)
 	}
 	status := exitOK
+	if bad {
+		status = exitUsage
+	}
 	var lastFDT []byte
-	enc := json.NewEncoder(e.stdout)
 	reps := &reports{dir: f.report}
-	for _, s := range scripts {
+	for i, s := range scripts {
+		if s == nil {
+			continue
+		}
+		if bad && !f.keepGoing {
+			outs[i].kind, outs[i].problem = outNotRun, "not run: another file did not parse or is missing (--keep-going runs it)"
+			continue
+		}
 		res := scenarios.Run(s, withReport(opts, reps.start(s.File)))
+		outs[i].res = res
 		for _, fl := range res.Failures {
 			fmt.Fprintln(e.stderr, fl.Format(res.File))
 		}
-		if f.json {
-			if err := enc.Encode(jsonResult(res)); err != nil {
-				fmt.Fprintf(e.stderr, "khosim: %v\n", err)
-				return exitInternal
-			}
-		} else {
+		if !machineOut {
 			fmt.Fprintln(e.stdout, res.Summary())
 		}
 		switch {
 		case res.Internal:
+			outs[i].kind = outInternal
 			status = exitInternal
-		case !res.Passed && status == exitOK:
-			status = exitFail
+		case !res.Passed:
+			outs[i].kind = outFailed
+			if status == exitOK {
+				status = exitFail
+			}
+		default:
+			outs[i].kind = outPassed
 		}
 		if res.FDT != nil {
 			lastFDT = res.FDT
+		}
+	}
+	switch {
+	case f.json:
+		enc := newJSONEncoder(e.stdout)
+		for _, o := range outs {
+			if err := enc.Encode(jsonRecord(o)); err != nil {
+				fmt.Fprintf(e.stderr, "khosim: %v\n", err)
+				return exitInternal
+			}
+		}
+		fmt.Fprintln(e.stderr, totals(outs))
+	case f.tap:
+		writeTAP(e.stdout, outs)
+	case !bad || f.keepGoing:
+		fmt.Fprintln(e.stdout, totals(outs))
+	}
+	if f.junit != "" {
+		if err := writeJUnitFile(f.junit, outs); err != nil {
+			fmt.Fprintf(e.stderr, "khosim: --junit: %v\n", err)
+			if status == exitOK {
+				status = exitFail
+			}
 		}
 	}
 	if !reps.finish(e) && status == exitOK {
@@ -152,6 +233,19 @@ func runCmd(e *env, args []string) int {
 		}
 	}
 	return status
+}
+
+// writeJUnitFile writes the JUnit report to path.
+func writeJUnitFile(path string, outs []outcome) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := writeJUnit(out, outs); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // jsonFile is the --json object of one file.

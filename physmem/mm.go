@@ -34,14 +34,6 @@ type MM struct {
 	Memmap   Memmap    // struct pages, this kernel's
 	Zone     Zone      // the buddy allocator's lists and counters
 	faults   *fault.Injector
-	// noinit has a bit for every frame wholly inside MEMBLOCK_RSRV_NOINIT
-	// reserved memory, whose struct page memblock_free_all leaves
-	// uninitialised; restored a bit for every such frame RestoreFolio
-	// has initialised since. Both are set up by MemblockFreeAll, and are
-	// nil if no frame is noinit. A frame whose noinit bit is set and
-	// restored bit clear has a struct page nobody may read (uninitialised).
-	noinit   []uint64
-	restored []uint64
 	// slab is the slab allocator (slab.go), up from MemblockFreeAll on.
 	slab slabState
 }
@@ -98,7 +90,16 @@ func (mm *MM) Close() error { return mm.Memmap.close(mm.Frames) }
 // must not read (see PageInitialised).
 // Preconditions:
 //   - pfn is a valid frame; otherwise panics with "pfn-in-range".
-func (mm *MM) Page(pfn PFN) *Page { return mm.Memmap.Page(pfn) }
+//   - the struct page is initialised (see PageInitialised); otherwise
+//     panics with "page-initialised". (Memmap.Page, the raw pfn_to_page,
+//     hands such a page out poisoned instead.)
+func (mm *MM) Page(pfn PFN) *Page {
+	p := mm.Memmap.Page(pfn)
+	if mm.Memmap.noinit != nil && mm.Memmap.uninitialised(pfn) {
+		mm.badUninitialised(pfn, "pfn_to_page")
+	}
+	return p
+}
 
 // PageInitialised reports whether the struct page of frame pfn holds this
 // kernel's state: memblock_free_all has run and the frame is not inside
@@ -106,7 +107,7 @@ func (mm *MM) Page(pfn PFN) *Page { return mm.Memmap.Page(pfn) }
 // Preconditions:
 //   - pfn is a valid frame; otherwise panics with "pfn-in-range".
 func (mm *MM) PageInitialised(pfn PFN) bool {
-	mm.Memmap.Page(pfn)
+	mm.Memmap.checkPFN(pfn)
 	return mm.Memblock.handedOver && !mm.uninitialised(pfn)
 }
 
@@ -120,29 +121,23 @@ func (mm *MM) Restored(pfn PFN, n uint64) bool {
 	if !mm.Frames.rangeOK(pfn, n) {
 		mm.Frames.badRange(pfn, n)
 	}
-	return mm.restored != nil && bitsAny(mm.restored, uint64(pfn), uint64(pfn)+n)
+	return mm.Memmap.restored != nil && bitsAny(mm.Memmap.restored, uint64(pfn), uint64(pfn)+n)
 }
 
 // uninitialised reports whether the struct page of pfn, a valid frame, is
 // one memblock_free_all left uninitialised (MEMBLOCK_RSRV_NOINIT) and
 // RestoreFolio has not initialised since: it must not be read.
-func (mm *MM) uninitialised(pfn PFN) bool {
-	if mm.noinit == nil {
-		return false
-	}
-	w := pfn >> 6
-	return (mm.noinit[w]&^mm.restored[w])>>(pfn&63)&1 != 0
-}
+func (mm *MM) uninitialised(pfn PFN) bool { return mm.Memmap.uninitialised(pfn) }
 
 // firstUninitialised returns the first frame of [start, end) whose struct
 // page is uninitialised (see uninitialised), if any.
 func (mm *MM) firstUninitialised(start, end PFN) (PFN, bool) {
-	if mm.noinit == nil || start >= end {
+	if mm.Memmap.noinit == nil || start >= end {
 		return 0, false
 	}
 	s, e := uint64(start), uint64(end)
 	for w := s >> 6; w<<6 < e; w++ {
-		if x := (mm.noinit[w] &^ mm.restored[w]) & wordMask(w, s, e); x != 0 {
+		if x := (mm.Memmap.noinit[w] &^ mm.Memmap.restored[w]) & wordMask(w, s, e); x != 0 {
 			return PFN(w<<6 + uint64(bits.TrailingZeros64(x))), true
 		}
 	}
@@ -182,7 +177,7 @@ func (mm *MM) noinitFrames() iter.Seq[pfnRange] {
 // may restore: those of memory wholly inside MEMBLOCK_RSRV_NOINIT
 // reserved regions (noinitFrames less the holes, which are no preserved
 // memory), or nil if there are none. MemblockFreeAll records it in
-// mm.noinit; the invariant check recomputes it to compare.
+// mm.Memmap.noinit; the invariant check recomputes it to compare.
 func (mm *MM) noinitBitmap() []uint64 {
 	var b []uint64
 	for r := range mm.noinitFrames() {
@@ -235,8 +230,8 @@ func (mm *MM) MemblockFreeAll() error {
 		return errno.EINVAL
 	}
 	n := PFN(mm.Memmap.NumPages())
-	if mm.noinit = mm.noinitBitmap(); mm.noinit != nil {
-		mm.restored = make([]uint64, len(mm.noinit))
+	if mm.Memmap.noinit = mm.noinitBitmap(); mm.Memmap.noinit != nil {
+		mm.Memmap.restored = make([]uint64, len(mm.Memmap.noinit))
 	}
 	if mm.Memmap.stale {
 		// Frames of a hole under a noinit region are skipped here too:
@@ -249,6 +244,7 @@ func (mm *MM) MemblockFreeAll() error {
 		mm.Memmap.zero(next, n)
 		mm.Memmap.stale = false
 	}
+	mm.Memmap.ready = true
 	for r := range mb.Memory() {
 		if r.Flags&MemblockKHOScratch == 0 {
 			continue
@@ -324,7 +320,7 @@ func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 	// MEMBLOCK_RSRV_NOINIT reservations (MemblockFreeAll).
 	if !mm.Memblock.handedOver || order > MaxPageOrder || pfn&(nr-1) != 0 ||
 		!mm.Frames.rangeOK(pfn, uint64(nr)) ||
-		mm.noinit == nil || !bitsAll(mm.noinit, uint64(pfn), uint64(pfn+nr)) {
+		mm.Memmap.noinit == nil || !bitsAll(mm.Memmap.noinit, uint64(pfn), uint64(pfn+nr)) {
 		return 0, errno.EINVAL
 	}
 	// Restored before (then perhaps freed, split or reallocated)? Only
@@ -332,7 +328,7 @@ func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 	// record of what it restored is exact, and the only thing to go by:
 	// the struct pages themselves hold stale bytes (MemblockFreeAll set
 	// up both bitmaps, since the frames are noinit).
-	if !bitsClearSet(mm.restored, uint64(pfn), uint64(pfn+nr)) {
+	if !bitsClearSet(mm.Memmap.restored, uint64(pfn), uint64(pfn+nr)) {
 		return 0, errno.EINVAL
 	}
 	mm.Memmap.pages[pfn] = Page{} // the head whole; prepNewPage writes the tails whole

@@ -73,7 +73,7 @@ type Memmap struct {
 // committed), and RestoreFolio writes the struct pages of preserved
 // folios whole, so none of them is written twice at boot.
 func newMemmap(frames *Frames, n uint64) (Memmap, error) {
-	if n == 0 || n > maxLinkPFN {
+	if n == 0 || n > maxMemmapPages {
 		return Memmap{}, errno.EINVAL
 	}
 	size := n * pageBytes

@@ -47,8 +47,9 @@ type MM struct {
 // Every page allocation, from memblock or the buddy allocator, reports to
 // faults (may be nil) at fault.PageAlloc first.
 //
-// Errors: EINVAL if frames is nil, closed, or beyond the 2^32-1 frames the
-// memmap can link (16 TiB); ENOMEM if the host cannot map the memmap. The
+// Errors: EINVAL if frames is nil, closed, or beyond the 2^32 frames
+// (16 TiB) the memmap can name (of 16 TiB, the top 8 KiB are a hole: see
+// maxMemmapPages); ENOMEM if the host cannot map the memmap. The
 // caller must Close the MM (the Frames stay open).
 func NewMM(frames *Frames, faults *fault.Injector) (*MM, error) {
 	if frames == nil || frames.mem == nil {
@@ -69,7 +70,9 @@ func NewMM(frames *Frames, faults *fault.Injector) (*MM, error) {
 		},
 		faults: faults,
 	}
-	if err := mm.Memblock.Add(0, frames.Size()); err != nil {
+	// Frames from maxLinkPFN on (the top 8 KiB of a 16 TiB machine) are
+	// a hole: see maxMemmapPages.
+	if err := mm.Memblock.Add(0, min(n, maxLinkPFN)*PageSize); err != nil {
 		_ = mm.Memmap.close(frames)
 		return nil, err
 	}

@@ -276,5 +276,16 @@ func linkString(l uint32) string {
 	return fmt.Sprintf("%#x", l-1)
 }
 
-// maxLinkPFN bounds the frames the 32-bit lru links can name: 16 TiB.
+// maxLinkPFN bounds the frames the 32-bit lru links can name: links are
+// PFN+1, 0 is none and pcpListHead (2^32-1) a per-CPU list's head, so the
+// frames below 2^32-2 (16 TiB less 8 KiB).
 const maxLinkPFN = 1<<32 - 2
+
+// maxMemmapPages bounds the machine: 2^32 frames, 16 TiB, the most whose
+// PFNs fit the 32-bit fields khosim keeps them in (lru links, KHO's
+// incoming ranges, the preservation layer's folio records). Of a machine
+// larger than maxLinkPFN frames, the frames from maxLinkPFN on, which no
+// link can name, are not memory (NewMM): like a range the firmware
+// reserves, they stay PG_reserved and nothing allocates, frees or links
+// them. Linux's list_head links are pointers and have no such bound.
+const maxMemmapPages = 1 << 32

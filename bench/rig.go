@@ -65,6 +65,13 @@ type RigConfig struct {
 	// the tracker ("": the default build's).
 	Design Design
 	KHO    kbuild.Tracker
+	// Memory, if non-zero, is the machine's RAM instead of
+	// MachineMemory(Files*Size), and Fallocate makes the files by
+	// fallocate instead of the fill: their folios hold zeros, untouched
+	// (no host memory), but for the first and last page of each, which
+	// get their stamp for CheckUsable. Both are for MeasureMachine.
+	Memory    uint64
+	Fallocate bool
 }
 
 // MachineMemory is the simulated RAM a rig of total memfd bytes gets: the
@@ -93,6 +100,9 @@ func NewRig(c RigConfig) (*Rig, error) {
 		return nil, fmt.Errorf("bench: bad rig %+v", c)
 	}
 	mem := MachineMemory(uint64(c.Files) * c.Size)
+	if c.Memory != 0 {
+		mem = c.Memory
+	}
 	m, err := machine.New(machine.Config{
 		Memory:       mem,
 		Seed:         c.Seed,
@@ -135,9 +145,19 @@ func NewRig(c RigConfig) (*Rig, error) {
 		if err := t.Ftruncate(fd, int64(c.Size)); err != nil {
 			return nil, fmt.Errorf("bench: ftruncate: %w", err)
 		}
+		if c.Fallocate {
+			if err := t.Fallocate(fd, 0, 0, int64(c.Size)); err != nil {
+				return nil, fmt.Errorf("bench: fallocate %s: %w", FormatSize(c.Size), err)
+			}
+			for _, off := range []int64{0, int64(c.Size) - PageSize} {
+				if n, err := t.Pwrite(fd, off, PageSize, stamp); err != nil || n != PageSize {
+					return nil, fmt.Errorf("bench: pwrite at %#x: %d bytes: %v", off, n, err)
+				}
+			}
+		}
 		// One write moves at most MAX_RW_COUNT (2 GiB - 4 KiB) bytes:
 		// write 1 GiB at a time, so that no write ends inside a huge folio.
-		for off := int64(0); off < int64(c.Size); {
+		for off := int64(0); off < int64(c.Size) && !c.Fallocate; {
 			n, err := t.Pwrite(fd, off, min(int64(c.Size)-off, GiB), stamp)
 			if err != nil || n <= 0 {
 				return nil, fmt.Errorf("bench: pwrite %s at %#x: %d bytes: %v", FormatSize(c.Size), off, n, err)

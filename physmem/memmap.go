@@ -57,6 +57,12 @@ type Memmap struct {
 	// poisonPage), so every accessor of it refuses.
 	noinit   []uint64
 	restored []uint64
+	// pending counts the noinit frames not restored yet: once it is 0
+	// (every preserved folio claimed or returned), Page has nothing to
+	// check.
+	pending uint64
+	// open is ready && pending == 0: Page need check nothing.
+	open bool
 }
 
 // newMemmap returns the memmap for the n frames of frames, its struct
@@ -125,15 +131,24 @@ func (m *Memmap) Bytes() uint64 { return uint64(len(m.mem)) }
 //   - memblock_free_all has initialised the memmap (MM.MemblockFreeAll);
 //     otherwise panics with "page-initialised".
 func (m *Memmap) Page(pfn PFN) *Page {
-	if uint64(pfn) >= uint64(len(m.pages)) {
-		m.badPFN(pfn)
+	if uint64(pfn) >= uint64(len(m.pages)) || !m.open {
+		return m.pageSlow(pfn)
 	}
+	return &m.pages[pfn]
+}
+
+// pageSlow is Page for a pfn out of range or while the memmap is not
+// open (see open).
+func (m *Memmap) pageSlow(pfn PFN) *Page {
+	m.checkPFN(pfn)
 	p := &m.pages[pfn]
-	if m.noinit != nil || !m.ready {
-		m.gate(pfn, p)
-	}
+	m.gate(pfn, p)
 	return p
 }
+
+// reopen recomputes open: after memblock_free_all, once no noinit frame
+// is left to restore.
+func (m *Memmap) reopen() { m.open = m.ready && m.pending == 0 }
 
 // gate is Page's check of a struct page that may not be initialised:
 // before memblock_free_all it refuses every one; after, it poisons an

@@ -97,8 +97,18 @@ func (mm *MM) Close() error { return mm.Memmap.close(mm.Frames) }
 //     panics with "page-initialised". (Memmap.Page, the raw pfn_to_page,
 //     hands such a page out poisoned instead.)
 func (mm *MM) Page(pfn PFN) *Page {
+	m := &mm.Memmap
+	if uint64(pfn) >= uint64(len(m.pages)) || !m.open {
+		return mm.pageSlow(pfn)
+	}
+	return &m.pages[pfn]
+}
+
+// pageSlow is Page for a pfn out of range or while the memmap is not open
+// (Memmap.open): it refuses an uninitialised struct page.
+func (mm *MM) pageSlow(pfn PFN) *Page {
 	p := mm.Memmap.Page(pfn)
-	if mm.Memmap.noinit != nil && mm.Memmap.uninitialised(pfn) {
+	if mm.Memmap.uninitialised(pfn) {
 		mm.badUninitialised(pfn, "pfn_to_page")
 	}
 	return p
@@ -235,6 +245,9 @@ func (mm *MM) MemblockFreeAll() error {
 	n := PFN(mm.Memmap.NumPages())
 	if mm.Memmap.noinit = mm.noinitBitmap(); mm.Memmap.noinit != nil {
 		mm.Memmap.restored = make([]uint64, len(mm.Memmap.noinit))
+		for _, w := range mm.Memmap.noinit {
+			mm.Memmap.pending += uint64(bits.OnesCount64(w))
+		}
 	}
 	if mm.Memmap.stale {
 		// Frames of a hole under a noinit region are skipped here too:
@@ -248,6 +261,7 @@ func (mm *MM) MemblockFreeAll() error {
 		mm.Memmap.stale = false
 	}
 	mm.Memmap.ready = true
+	mm.Memmap.reopen()
 	for r := range mb.Memory() {
 		if r.Flags&MemblockKHOScratch == 0 {
 			continue
@@ -334,6 +348,8 @@ func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 	if !bitsClearSet(mm.Memmap.restored, uint64(pfn), uint64(pfn+nr)) {
 		return 0, errno.EINVAL
 	}
+	mm.Memmap.pending -= uint64(nr)
+	mm.Memmap.reopen()
 	mm.Memmap.pages[pfn] = Page{} // the head whole; prepNewPage writes the tails whole
 	mm.prepNewPage(pfn, order, 0)
 	mm.Zone.managed += uint64(nr)

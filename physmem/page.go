@@ -118,8 +118,12 @@ const pagePoisonFlags = PageFlags(^uint32(0))
 // this kernel's to read.
 func (p *Page) checkPoison(op string) {
 	if p.flags == pagePoisonFlags {
-		bug(invPagePoisoned, p.String(), "%s on a poisoned struct page (never initialised: preserved, not restored)", op)
+		p.badPoisoned(op)
 	}
+}
+
+func (p *Page) badPoisoned(op string) {
+	bug(invPagePoisoned, p.String(), "%s on a poisoned struct page (never initialised: preserved, not restored)", op)
 }
 
 // Flags returns the page's flags (without the folio order).

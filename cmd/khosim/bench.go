@@ -36,6 +36,7 @@ type benchFlags struct {
 	json     bool
 	verbose  bool
 	cpuprof  string
+	machine  uint64
 }
 
 // parseBenchFlags parses khosim bench's command line.
@@ -62,6 +63,16 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.Func("kho", "comma-separated KHO `TRACKERS`: arrays, bitmaps, radix (default arrays)", func(s string) error {
 		v, err := bench.ParseTrackers(s)
 		f.trackers = v
+		return err
+	})
+	fs.Func("machine", "`SIZE` of RAM of a big-machine run (P5): each memfd size is fallocated, not filled, and handed over once; no copy baseline (e.g. --machine 16TiB --sizes 256GiB --orders 9)", func(s string) error {
+		v, err := bench.ParseSizes(s)
+		if err == nil && len(v) != 1 {
+			err = errors.New("one size")
+		}
+		if err == nil {
+			f.machine = v[0]
+		}
 		return err
 	})
 	fs.IntVar(&f.runs, "runs", bench.DefaultRuns, "handover cycles per row; the row reports medians")
@@ -128,6 +139,9 @@ func benchMain(args []string, stdout, stderr io.Writer) (status int) {
 	if f.verbose {
 		opts.Log = stderr
 	}
+	if f.machine != 0 {
+		return benchMachine(f, opts, stdout, stderr)
+	}
 	var rows []bench.Row
 	var failed error
 measure:
@@ -174,6 +188,24 @@ measure:
 	if failed != nil {
 		fmt.Fprintf(stderr, "khosim bench: %s\n", strings.TrimSpace(failed.Error()))
 		return exitFail
+	}
+	return exitOK
+}
+
+// benchMachine is khosim bench --machine: one big-machine handover
+// (bench.MeasureMachine) per size and order.
+func benchMachine(f benchFlags, opts bench.Options, stdout, stderr io.Writer) int {
+	for _, s := range f.sizes {
+		for _, o := range f.orders {
+			opts.Design, opts.KHO = f.designs[0], f.trackers[0]
+			fmt.Fprintf(stderr, "measuring machine %s, %s order %d...\n", bench.FormatSize(f.machine), bench.FormatSize(s), o)
+			row, err := bench.MeasureMachine(f.machine, s, o, opts, opts.Log)
+			if err != nil {
+				fmt.Fprintf(stderr, "khosim bench: machine %s, %s order %d: %v\n", bench.FormatSize(f.machine), bench.FormatSize(s), o, err)
+				return exitFail
+			}
+			bench.WriteMachine(stdout, row)
+		}
 	}
 	return exitOK
 }

@@ -86,6 +86,6 @@ func WriteMachine(w io.Writer, row MachineRow) {
 	if row.PeakRSSBytes > P5MaxRSS || time.Duration(row.TotalNS) > P5MaxTime {
 		verdict = "MISS"
 	}
-	fmt.Fprintf(w, "%s P5 (16TiB machine, 256GiB of order 9 preserved): peak RSS %s (target <= %s), time %s (target <= %s)\n",
-		verdict, FormatSize(row.PeakRSSBytes), FormatSize(P5MaxRSS), fmtDur(row.TotalNS), fmtDur(P5MaxTime.Nanoseconds()))
+	fmt.Fprintf(w, "%s P5 limits (a 16TiB machine, 256GiB of order 9, is the target; this was %s, %s of order %d): peak RSS %s (target <= %s), time %s (target <= %s)\n",
+		verdict, FormatSize(row.MachineBytes), FormatSize(row.PreservedBytes), row.Order, FormatSize(row.PeakRSSBytes), FormatSize(P5MaxRSS), fmtDur(row.TotalNS), fmtDur(P5MaxTime.Nanoseconds()))
 }

@@ -65,10 +65,14 @@ type RigConfig struct {
 	// the tracker ("": the default build's).
 	Design Design
 	KHO    kbuild.Tracker
-	// Fallocate fallocates the files instead of writing them (their folios
-	// are !uptodate and their frames never touched: a machine larger than
-	// the host holds them), and NoPrepare leaves the first Prepare to the
+	// Memory, if non-zero, is the machine's RAM instead of
+	// MachineMemory(Files*Size), and Fallocate makes the files by
+	// fallocate instead of the fill: their folios are !uptodate and
+	// untouched (no host memory), but for the first and last page of each,
+	// which get their stamp for CheckUsable. Both are for MeasureMachine
+	// and MeasurePreserve. NoPrepare leaves the first Prepare to the
 	// caller, who times it (MeasurePreserve).
+	Memory               uint64
 	Fallocate, NoPrepare bool
 }
 
@@ -98,6 +102,9 @@ func NewRig(c RigConfig) (*Rig, error) {
 		return nil, fmt.Errorf("bench: bad rig %+v", c)
 	}
 	mem := MachineMemory(uint64(c.Files) * c.Size)
+	if c.Memory != 0 {
+		mem = c.Memory
+	}
 	m, err := machine.New(machine.Config{
 		Memory:       mem,
 		Seed:         c.Seed,
@@ -137,12 +144,19 @@ func NewRig(c RigConfig) (*Rig, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bench: memfd_create: %w", err)
 		}
-		if c.Fallocate {
+		if !c.Fallocate {
+			if err := t.Ftruncate(fd, int64(c.Size)); err != nil {
+				return nil, fmt.Errorf("bench: ftruncate: %w", err)
+			}
+		} else {
 			if err := t.Fallocate(fd, 0, 0, int64(c.Size)); err != nil {
 				return nil, fmt.Errorf("bench: fallocate %s: %w", FormatSize(c.Size), err)
 			}
-		} else if err := t.Ftruncate(fd, int64(c.Size)); err != nil {
-			return nil, fmt.Errorf("bench: ftruncate: %w", err)
+			for _, off := range []int64{0, int64(c.Size) - PageSize} {
+				if n, err := t.Pwrite(fd, off, PageSize, stamp); err != nil || n != PageSize {
+					return nil, fmt.Errorf("bench: pwrite at %#x: %d bytes: %v", off, n, err)
+				}
+			}
 		}
 		// One write moves at most MAX_RW_COUNT (2 GiB - 4 KiB) bytes:
 		// write 1 GiB at a time, so that no write ends inside a huge folio.

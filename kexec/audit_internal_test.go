@@ -39,7 +39,10 @@ func TestRangeReservedAudit(t *testing.T) {
 		h.in.reserved = h.reserveEach(slices.Values(mems))
 		require.Zero(t, h.in.rejected)
 	})
-	require.Equal(t, ^uint64(0), k2.MM.Page(64*mib/physmem.PageSize+1).Index(), "test premise: stale struct page")
+	// The stale struct page is sealed: refused, or handed out poisoned.
+	stale := physmem.PFN(64*mib/physmem.PageSize + 1)
+	requireViolation(t, "page-initialised", func() { k2.MM.Page(stale) })
+	requireViolation(t, "page-poisoned", func() { k2.MM.Memmap.Page(stale).Index() })
 	require.False(t, k2.MM.PageInitialised(64*mib/physmem.PageSize))
 	require.NoError(t, h.CheckInvariants())
 	require.NoError(t, k2.MM.CheckInvariants())
@@ -49,4 +52,18 @@ func TestRangeReservedAudit(t *testing.T) {
 	var v *invariant.Violation
 	require.True(t, errors.As(h.CheckInvariants(), &v))
 	require.Equal(t, "kho-range-reserved", v.Invariant)
+}
+
+// requireViolation runs f and requires it to panic with a broken
+// invariant of that name.
+func requireViolation(t *testing.T, name string, f func()) {
+	t.Helper()
+	var got any
+	func() {
+		defer func() { got = recover() }()
+		f()
+	}()
+	v, ok := got.(*invariant.Violation)
+	require.True(t, ok, "want a %q violation, got %v", name, got)
+	require.Equal(t, name, v.Invariant)
 }

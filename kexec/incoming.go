@@ -195,6 +195,7 @@ func (h *KHO) reserveEach(mems iter.Seq[Mem]) uint64 {
 			continue
 		}
 		h.in.ranges = append(h.in.ranges, inRange{pfn: uint32(m.PFN()), pages: uint32(m.NrPages()), state: uint8(RangeReserved)})
+		h.markPreserved(m)
 		pages += m.NrPages()
 	}
 	if h.in.rejected > maxRejectMessages {
@@ -274,7 +275,46 @@ func (h *KHO) reserveRuns(mems iter.Seq[Mem], malformed *bool) (pages uint64, ok
 		last := &h.in.ranges[len(h.in.ranges)-1]
 		last.pages = uint32(e - uint64(last.pfn))
 	}
+	for _, r := range h.in.ranges {
+		h.markPreserved(r.mem())
+	}
 	return pages, true
+}
+
+// markPreserved writes KHO_PAGE_MAGIC and the order into the head struct
+// page of every block of the reserved range m, as mainline's
+// kho_preserved_memory_reserve() does for each (phys, order) its tracker
+// yields: the blocks are the largest naturally aligned ones, at most
+// MAX_PAGE_ORDER (those freeRange and ClaimMem restore), where mainline's
+// are the tracker's own entries. kho_restore_page then refuses a block
+// whose head lacks the magic (ClaimMem, freeRange).
+func (h *KHO) markPreserved(m Mem) {
+	for pfn, order := range blocks(m) {
+		if err := h.mm.KHOPreservedReserve(pfn, order); err != nil {
+			panic(fmt.Sprintf("kexec: marking checked preserved block %v order %d: %v", pfn, order, err))
+		}
+	}
+}
+
+// blocks yields the largest naturally aligned blocks, of at most
+// MAX_PAGE_ORDER, that make up m, in address order.
+func blocks(m Mem) iter.Seq2[physmem.PFN, uint] {
+	return func(yield func(physmem.PFN, uint) bool) {
+		pfn, end := m.PFN(), m.PFN()+physmem.PFN(m.NrPages())
+		for pfn < end {
+			order := uint(physmem.MaxPageOrder)
+			if pfn != 0 {
+				order = min(order, uint(bits.TrailingZeros64(uint64(pfn))))
+			}
+			for pfn+1<<order > end {
+				order--
+			}
+			if !yield(pfn, order) {
+				return
+			}
+			pfn += 1 << order
+		}
+	}
 }
 
 // openHandover reads and validates the FDT the previous kernel handed
@@ -424,6 +464,11 @@ func (h *KHO) ClaimMem(m Mem) (physmem.Folio, error) {
 	if err := h.faults.Hit(fault.KHOClaim); err != nil {
 		return 0, fmt.Errorf("kho: claiming %v: %w", m, err)
 	}
+	// kho_restore_page: the head's page->private must hold the magic and
+	// the order early boot wrote there (markPreserved).
+	if o, ok := h.mm.KHOPageInfo(m.PFN()); !ok || o != order {
+		return 0, fmt.Errorf("kho: restoring %v: no KHO_PAGE_MAGIC of order %d in its struct page: %w", m, order, errno.EINVAL)
+	}
 	f, err := h.mm.RestoreFolio(m.PFN(), order)
 	if err != nil {
 		return 0, fmt.Errorf("kho: restoring %v: %w", m, err)
@@ -460,21 +505,15 @@ func (h *KHO) ReturnMem(m Mem) error {
 // the largest naturally aligned blocks.
 func (h *KHO) freeRange(m Mem) {
 	h.k.Work().StructPagesWritten += m.NrPages()
-	pfn, end := m.PFN(), m.PFN()+physmem.PFN(m.NrPages())
-	for pfn < end {
-		order := uint(physmem.MaxPageOrder)
-		if pfn != 0 {
-			order = min(order, uint(bits.TrailingZeros64(uint64(pfn))))
-		}
-		for pfn+1<<order > end {
-			order--
+	for pfn, order := range blocks(m) {
+		if o, ok := h.mm.KHOPageInfo(pfn); !ok || o != order {
+			panic(fmt.Sprintf("kexec: invariant \"preserved-range-reserved\" broken: returning %v: block %v order %d has no KHO_PAGE_MAGIC", m, pfn, order))
 		}
 		f, err := h.mm.RestoreFolio(pfn, order)
 		if err != nil {
 			panic(fmt.Sprintf("kexec: invariant \"preserved-range-reserved\" broken: returning %v: block %v order %d: %v", m, pfn, order, err))
 		}
 		h.mm.FolioPut(f)
-		pfn += 1 << order
 	}
 }
 

@@ -2,10 +2,13 @@ package physmem
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+
+	"khosim/errno"
 )
 
 // vmRSS returns the process's resident set from /proc/self/status, in KiB.
@@ -82,4 +85,25 @@ func Test64GiBMachine(t *testing.T) {
 	t.Logf("64 GiB machine: memmap %d MiB virtual; VmRSS %d MiB at start, %d MiB after memblock_free_all, %d MiB after running and CheckInvariants",
 		mm.Memmap.Bytes()>>20, start>>10, booted>>10, end>>10)
 	isTrue(t, end-start < 1<<20, "VmRSS grew by %d MiB", (end-start)>>10)
+}
+
+// Test16TiBMemmap: a 16 TiB machine (2^32 frames) gets a memmap, of which
+// the top 8 KiB, which no 32-bit link can name, are a hole; one frame
+// more is refused. Nothing is touched: both mappings are sparse.
+func Test16TiBMemmap(t *testing.T) {
+	const size = 1 << 44
+	f, err := NewFrames(size)
+	noErr(t, err)
+	defer f.Close()
+	mm, err := NewMM(f, nil)
+	noErr(t, err)
+	defer mm.Close()
+	eq(t, mm.Memmap.NumPages(), uint64(1<<32), "struct pages")
+	eq(t, regions(mm.Memblock.Memory()), fmt.Sprintf("0x0+%#x", uint64(maxLinkPFN)*PageSize), "memory stops below the last two frames")
+
+	g, err := NewFrames(size + PageSize)
+	noErr(t, err)
+	defer g.Close()
+	_, err = NewMM(g, nil)
+	wantErr(t, err, errno.EINVAL)
 }

@@ -91,7 +91,7 @@ func (mm *MM) checkBeforeFreeAll() error {
 			return mm.violation(invPageblockMT, PFN(pb)<<PageblockOrder, "pageblock %d is %v before memblock_free_all", pb, mt)
 		}
 	}
-	if mm.noinit != nil || mm.restored != nil {
+	if mm.Memmap.noinit != nil || mm.Memmap.restored != nil {
 		return invariant.New(pkg, invNoinitReserved, z.String(), "noinit frames recorded before memblock_free_all")
 	}
 	// A recycled memmap holds the previous kernel's struct pages until
@@ -114,16 +114,16 @@ func (mm *MM) checkNoinitRecord() *invariant.Violation {
 	words := (mm.Memmap.NumPages() + 63) / 64
 	want := mm.noinitBitmap()
 	dump := func() string { return mm.Memblock.String() + mm.Zone.String() }
-	if (want == nil) != (mm.noinit == nil) || (mm.noinit != nil && (uint64(len(mm.noinit)) != words || len(mm.restored) != len(mm.noinit))) {
+	if (want == nil) != (mm.Memmap.noinit == nil) || (mm.Memmap.noinit != nil && (uint64(len(mm.Memmap.noinit)) != words || len(mm.Memmap.restored) != len(mm.Memmap.noinit))) {
 		return invariant.New(pkg, invNoinitReserved, dump(), "noinit bitmap of %d words (restored %d), memblock's noinit regions need %d",
-			len(mm.noinit), len(mm.restored), len(want))
+			len(mm.Memmap.noinit), len(mm.Memmap.restored), len(want))
 	}
-	for w := range mm.noinit {
-		if mm.noinit[w] != want[w] {
+	for w := range mm.Memmap.noinit {
+		if mm.Memmap.noinit[w] != want[w] {
 			return invariant.New(pkg, invNoinitReserved, dump(), "noinit bitmap word %d is %#x, memblock's noinit regions make it %#x",
-				w, mm.noinit[w], want[w])
+				w, mm.Memmap.noinit[w], want[w])
 		}
-		if x := mm.restored[w] &^ mm.noinit[w]; x != 0 {
+		if x := mm.Memmap.restored[w] &^ mm.Memmap.noinit[w]; x != 0 {
 			return invariant.New(pkg, invNoinitReserved, dump(), "%v restored, but it is not noinit",
 				PFN(uint64(w)<<6+uint64(bits.TrailingZeros64(x))))
 		}
@@ -136,7 +136,7 @@ func (mm *MM) checkNoinitRecord() *invariant.Violation {
 // reads the struct pages of its interior. (Small enough to inline: the
 // walk calls it for every block.)
 func (c *checker) coversUninitialised(pfn PFN, order uint, what string) *invariant.Violation {
-	if c.mm.noinit == nil {
+	if c.mm.Memmap.noinit == nil {
 		return nil
 	}
 	return c.coversUninitialisedSlow(pfn, order, what)
@@ -194,7 +194,7 @@ func (c *checker) walkMemmap() *invariant.Violation {
 	pages := mm.Memmap.pages
 	n := PFN(len(pages))
 	reserved, noinit := mm.pfnRanges()
-	anyNoinit := mm.noinit != nil
+	anyNoinit := mm.Memmap.noinit != nil
 	for pfn := PFN(0); pfn < n; {
 		// Preserved and not restored: its struct page holds stale bytes
 		// (see Memmap.stale) and is skipped unread. Blocks and folios

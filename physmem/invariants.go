@@ -61,6 +61,9 @@ const (
 	// initialised: wholly inside MEMBLOCK_RSRV_NOINIT reserved memory and
 	// not yet restored by RestoreFolio (Linux: PF_POISONED_CHECK).
 	invPageInit = "page-initialised"
+	// No accessor reads a poisoned struct page: one Memmap.Page poisoned
+	// because it was never initialised (PF_POISONED_CHECK).
+	invPagePoisoned = "page-poisoned"
 	// Frames wholly inside MEMBLOCK_RSRV_NOINIT reserved memory stay out
 	// of the allocator until RestoreFolio initialises their struct pages:
 	// no free block (buddy or per-CPU) and no allocated folio covers one

@@ -43,6 +43,26 @@ type Memmap struct {
 	// folio, make them meaningful; until then they are garbage, as a
 	// real memmap is before memmap_init.
 	stale bool
+	// ready is set once memblock_free_all has initialised the memmap
+	// (MM.MemblockFreeAll): before, every struct page is uninitialised
+	// and Page refuses them all.
+	ready bool
+	// noinit has a bit for every frame wholly inside MEMBLOCK_RSRV_NOINIT
+	// reserved memory, whose struct page memblock_free_all leaves
+	// uninitialised; restored a bit for every such frame RestoreFolio
+	// has initialised since. Both are set up by MM.MemblockFreeAll, and
+	// are nil if no frame is noinit. A frame whose noinit bit is set and
+	// restored bit clear has a struct page nobody may read
+	// (uninitialised): Page poisons it before handing it out (see
+	// poisonPage), so every accessor of it refuses.
+	noinit   []uint64
+	restored []uint64
+	// pending counts the noinit frames not restored yet: once it is 0
+	// (every preserved folio claimed or returned), Page has nothing to
+	// check.
+	pending uint64
+	// open is ready && pending == 0: Page need check nothing.
+	open bool
 }
 
 // newMemmap returns the memmap for the n frames of frames, its struct
@@ -59,7 +79,7 @@ type Memmap struct {
 // committed), and RestoreFolio writes the struct pages of preserved
 // folios whole, so none of them is written twice at boot.
 func newMemmap(frames *Frames, n uint64) (Memmap, error) {
-	if n == 0 || n > maxLinkPFN {
+	if n == 0 || n > maxMemmapPages {
 		return Memmap{}, errno.EINVAL
 	}
 	size := n * pageBytes
@@ -100,13 +120,84 @@ func (m *Memmap) NumPages() uint64 { return uint64(len(m.pages)) }
 func (m *Memmap) Bytes() uint64 { return uint64(len(m.mem)) }
 
 // Page returns the struct page of frame pfn (pfn_to_page).
+//
+// The struct page of a frame that is not initialised (preserved by the
+// previous kernel, reserved MEMBLOCK_RSRV_NOINIT and not restored by
+// MM.RestoreFolio) is returned poisoned (see poisonPage): every accessor
+// of it panics with "page-poisoned", as Linux's PF_POISONED_CHECK does,
+// and nothing of the previous kernel's struct page can be read through it.
 // Preconditions:
-//   - pfn < NumPages(); otherwise panics with "pfn-in-range".
+//   - pfn < NumPages(); otherwise panics with "pfn-in-range";
+//   - memblock_free_all has initialised the memmap (MM.MemblockFreeAll);
+//     otherwise panics with "page-initialised".
 func (m *Memmap) Page(pfn PFN) *Page {
+	if uint64(pfn) >= uint64(len(m.pages)) || !m.open {
+		return m.pageSlow(pfn)
+	}
+	return &m.pages[pfn]
+}
+
+// pageSlow is Page for a pfn out of range or while the memmap is not
+// open (see open).
+func (m *Memmap) pageSlow(pfn PFN) *Page {
+	m.checkPFN(pfn)
+	p := &m.pages[pfn]
+	m.gate(pfn, p)
+	return p
+}
+
+// reopen recomputes open: after memblock_free_all, once no noinit frame
+// is left to restore.
+func (m *Memmap) reopen() { m.open = m.ready && m.pending == 0 }
+
+// gate is Page's check of a struct page that may not be initialised:
+// before memblock_free_all it refuses every one; after, it poisons an
+// uninitialised one (once: a poisoned page stays as it is, so the
+// KHO_PAGE_MAGIC kho_preserved_memory_reserve left in a preserved head's
+// private survives).
+func (m *Memmap) gate(pfn PFN, p *Page) {
+	if !m.ready {
+		bug(invPageInit, fmt.Sprintf("memmap of %d pages", len(m.pages)),
+			"struct page of %v read before memblock_free_all initialised the memmap", pfn)
+	}
+	if m.uninitialised(pfn) && p.flags != pagePoisonFlags {
+		*p = poisonedPage
+	}
+}
+
+// uninitialised reports whether the struct page of pfn, a valid frame, is
+// one memblock_free_all left uninitialised (MEMBLOCK_RSRV_NOINIT) and
+// RestoreFolio has not initialised since: it must not be read.
+func (m *Memmap) uninitialised(pfn PFN) bool {
+	if m.noinit == nil {
+		return false
+	}
+	w := pfn >> 6
+	return (m.noinit[w]&^m.restored[w])>>(pfn&63)&1 != 0
+}
+
+// poisonedPage is a struct page all of whose bytes are PAGE_POISON_PATTERN
+// (0xff), as page_init_poison leaves the memmap (mm/debug.c, called by
+// memmap_alloc and the vmemmap populate functions under
+// CONFIG_DEBUG_VM).
+var poisonedPage = Page{
+	flags: pagePoisonFlags, refcount: -1, mapcount: -1, mapping: ^MappingID(0),
+	index: ^uint64(0), private: ^uint64(0), lru: [2]uint32{^uint32(0), ^uint32(0)},
+}
+
+// poisonPages poisons the struct pages of frames [start, end)
+// (page_init_poison).
+func (m *Memmap) poisonPages(start, end PFN) {
+	for i := range m.pages[start:end] {
+		m.pages[start+PFN(i)] = poisonedPage
+	}
+}
+
+// checkPFN panics with "pfn-in-range" unless pfn has a struct page.
+func (m *Memmap) checkPFN(pfn PFN) {
 	if uint64(pfn) >= uint64(len(m.pages)) {
 		m.badPFN(pfn)
 	}
-	return &m.pages[pfn]
 }
 
 func (m *Memmap) badPFN(pfn PFN) {
@@ -130,4 +221,53 @@ func (m *Memmap) close(frames *Frames) error {
 		return errno.EINVAL
 	}
 	return nil
+}
+
+// KHOPageMagic is KHO_PAGE_MAGIC, "KHOP": the token KHO keeps in the upper
+// half of page->private of the head page of every block of preserved
+// memory it has reserved, the order in the lower half (union
+// kho_page_info, kernel/liveupdate/kexec_handover.c).
+const KHOPageMagic = 0x4b484f50
+
+// KHOPreservedReserve is the struct-page half of mainline's
+// kho_preserved_memory_reserve(), which the next kernel runs in early boot
+// for every block of preserved memory its tracker records: the head's
+// page->private gets the order and KHO_PAGE_MAGIC, which kho_restore_page
+// checks and clears (see KHOPageInfo). The struct page is otherwise
+// uninitialised: khosim poisons it whole (page_init_poison), where Linux
+// writes private into whatever the memmap holds. The caller reserves the
+// frames MEMBLOCK_RSRV_NOINIT (the memblock half); a head whose frames are
+// not noinit is initialised by memblock_free_all like any other.
+//
+// Errors: EINVAL after memblock_free_all, for an order above
+// MaxPageOrder, or a pfn not aligned to the order or beyond the frames.
+func (mm *MM) KHOPreservedReserve(pfn PFN, order uint) error {
+	nr := PFN(1) << order
+	if mm.Memblock.handedOver || order > MaxPageOrder || pfn&(nr-1) != 0 || !mm.Frames.rangeOK(pfn, uint64(nr)) {
+		return errno.EINVAL
+	}
+	p := &mm.Memmap.pages[pfn]
+	*p = poisonedPage
+	p.private = KHOPageMagic<<32 | uint64(order)
+	return nil
+}
+
+// KHOPageInfo reads what KHOPreservedReserve left in the struct page of
+// pfn (kho_restore_page's check of union kho_page_info): the order, and
+// ok if page->private holds KHO_PAGE_MAGIC. It is the one read of an
+// uninitialised struct page there is, of the one field this kernel wrote
+// into it; ok is false for a frame whose struct page is initialised (its
+// private is no longer KHO's) or was never marked.
+// Preconditions:
+//   - pfn is a valid frame; otherwise panics with "pfn-in-range".
+func (mm *MM) KHOPageInfo(pfn PFN) (order uint, ok bool) {
+	mm.Memmap.checkPFN(pfn)
+	if !mm.Memmap.uninitialised(pfn) {
+		return 0, false
+	}
+	p := &mm.Memmap.pages[pfn]
+	if p.flags != pagePoisonFlags || p.private>>32 != KHOPageMagic || uint32(p.private) > MaxPageOrder {
+		return 0, false
+	}
+	return uint(uint32(p.private)), true
 }

@@ -34,14 +34,6 @@ type MM struct {
 	Memmap   Memmap    // struct pages, this kernel's
 	Zone     Zone      // the buddy allocator's lists and counters
 	faults   *fault.Injector
-	// noinit has a bit for every frame wholly inside MEMBLOCK_RSRV_NOINIT
-	// reserved memory, whose struct page memblock_free_all leaves
-	// uninitialised; restored a bit for every such frame RestoreFolio
-	// has initialised since. Both are set up by MemblockFreeAll, and are
-	// nil if no frame is noinit. A frame whose noinit bit is set and
-	// restored bit clear has a struct page nobody may read (uninitialised).
-	noinit   []uint64
-	restored []uint64
 	// slab is the slab allocator (slab.go), up from MemblockFreeAll on.
 	slab slabState
 }
@@ -55,8 +47,9 @@ type MM struct {
 // Every page allocation, from memblock or the buddy allocator, reports to
 // faults (may be nil) at fault.PageAlloc first.
 //
-// Errors: EINVAL if frames is nil, closed, or beyond the 2^32-1 frames the
-// memmap can link (16 TiB); ENOMEM if the host cannot map the memmap. The
+// Errors: EINVAL if frames is nil, closed, or beyond the 2^32 frames
+// (16 TiB) the memmap can name (of 16 TiB, the top 8 KiB are a hole: see
+// maxMemmapPages); ENOMEM if the host cannot map the memmap. The
 // caller must Close the MM (the Frames stay open).
 func NewMM(frames *Frames, faults *fault.Injector) (*MM, error) {
 	if frames == nil || frames.mem == nil {
@@ -77,7 +70,9 @@ func NewMM(frames *Frames, faults *fault.Injector) (*MM, error) {
 		},
 		faults: faults,
 	}
-	if err := mm.Memblock.Add(0, frames.Size()); err != nil {
+	// Frames from maxLinkPFN on (the top 8 KiB of a 16 TiB machine) are
+	// a hole: see maxMemmapPages.
+	if err := mm.Memblock.Add(0, min(n, maxLinkPFN)*PageSize); err != nil {
 		_ = mm.Memmap.close(frames)
 		return nil, err
 	}
@@ -98,7 +93,26 @@ func (mm *MM) Close() error { return mm.Memmap.close(mm.Frames) }
 // must not read (see PageInitialised).
 // Preconditions:
 //   - pfn is a valid frame; otherwise panics with "pfn-in-range".
-func (mm *MM) Page(pfn PFN) *Page { return mm.Memmap.Page(pfn) }
+//   - the struct page is initialised (see PageInitialised); otherwise
+//     panics with "page-initialised". (Memmap.Page, the raw pfn_to_page,
+//     hands such a page out poisoned instead.)
+func (mm *MM) Page(pfn PFN) *Page {
+	m := &mm.Memmap
+	if uint64(pfn) >= uint64(len(m.pages)) || !m.open {
+		return mm.pageSlow(pfn)
+	}
+	return &m.pages[pfn]
+}
+
+// pageSlow is Page for a pfn out of range or while the memmap is not open
+// (Memmap.open): it refuses an uninitialised struct page.
+func (mm *MM) pageSlow(pfn PFN) *Page {
+	p := mm.Memmap.Page(pfn)
+	if mm.Memmap.uninitialised(pfn) {
+		mm.badUninitialised(pfn, "pfn_to_page")
+	}
+	return p
+}
 
 // PageInitialised reports whether the struct page of frame pfn holds this
 // kernel's state: memblock_free_all has run and the frame is not inside
@@ -106,7 +120,7 @@ func (mm *MM) Page(pfn PFN) *Page { return mm.Memmap.Page(pfn) }
 // Preconditions:
 //   - pfn is a valid frame; otherwise panics with "pfn-in-range".
 func (mm *MM) PageInitialised(pfn PFN) bool {
-	mm.Memmap.Page(pfn)
+	mm.Memmap.checkPFN(pfn)
 	return mm.Memblock.handedOver && !mm.uninitialised(pfn)
 }
 
@@ -120,29 +134,23 @@ func (mm *MM) Restored(pfn PFN, n uint64) bool {
 	if !mm.Frames.rangeOK(pfn, n) {
 		mm.Frames.badRange(pfn, n)
 	}
-	return mm.restored != nil && bitsAny(mm.restored, uint64(pfn), uint64(pfn)+n)
+	return mm.Memmap.restored != nil && bitsAny(mm.Memmap.restored, uint64(pfn), uint64(pfn)+n)
 }
 
 // uninitialised reports whether the struct page of pfn, a valid frame, is
 // one memblock_free_all left uninitialised (MEMBLOCK_RSRV_NOINIT) and
 // RestoreFolio has not initialised since: it must not be read.
-func (mm *MM) uninitialised(pfn PFN) bool {
-	if mm.noinit == nil {
-		return false
-	}
-	w := pfn >> 6
-	return (mm.noinit[w]&^mm.restored[w])>>(pfn&63)&1 != 0
-}
+func (mm *MM) uninitialised(pfn PFN) bool { return mm.Memmap.uninitialised(pfn) }
 
 // firstUninitialised returns the first frame of [start, end) whose struct
 // page is uninitialised (see uninitialised), if any.
 func (mm *MM) firstUninitialised(start, end PFN) (PFN, bool) {
-	if mm.noinit == nil || start >= end {
+	if mm.Memmap.noinit == nil || start >= end {
 		return 0, false
 	}
 	s, e := uint64(start), uint64(end)
 	for w := s >> 6; w<<6 < e; w++ {
-		if x := (mm.noinit[w] &^ mm.restored[w]) & wordMask(w, s, e); x != 0 {
+		if x := (mm.Memmap.noinit[w] &^ mm.Memmap.restored[w]) & wordMask(w, s, e); x != 0 {
 			return PFN(w<<6 + uint64(bits.TrailingZeros64(x))), true
 		}
 	}
@@ -182,7 +190,7 @@ func (mm *MM) noinitFrames() iter.Seq[pfnRange] {
 // may restore: those of memory wholly inside MEMBLOCK_RSRV_NOINIT
 // reserved regions (noinitFrames less the holes, which are no preserved
 // memory), or nil if there are none. MemblockFreeAll records it in
-// mm.noinit; the invariant check recomputes it to compare.
+// mm.Memmap.noinit; the invariant check recomputes it to compare.
 func (mm *MM) noinitBitmap() []uint64 {
 	var b []uint64
 	for r := range mm.noinitFrames() {
@@ -235,8 +243,11 @@ func (mm *MM) MemblockFreeAll() error {
 		return errno.EINVAL
 	}
 	n := PFN(mm.Memmap.NumPages())
-	if mm.noinit = mm.noinitBitmap(); mm.noinit != nil {
-		mm.restored = make([]uint64, len(mm.noinit))
+	if mm.Memmap.noinit = mm.noinitBitmap(); mm.Memmap.noinit != nil {
+		mm.Memmap.restored = make([]uint64, len(mm.Memmap.noinit))
+		for _, w := range mm.Memmap.noinit {
+			mm.Memmap.pending += uint64(bits.OnesCount64(w))
+		}
 	}
 	if mm.Memmap.stale {
 		// Frames of a hole under a noinit region are skipped here too:
@@ -249,6 +260,8 @@ func (mm *MM) MemblockFreeAll() error {
 		mm.Memmap.zero(next, n)
 		mm.Memmap.stale = false
 	}
+	mm.Memmap.ready = true
+	mm.Memmap.reopen()
 	for r := range mb.Memory() {
 		if r.Flags&MemblockKHOScratch == 0 {
 			continue
@@ -324,7 +337,7 @@ func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 	// MEMBLOCK_RSRV_NOINIT reservations (MemblockFreeAll).
 	if !mm.Memblock.handedOver || order > MaxPageOrder || pfn&(nr-1) != 0 ||
 		!mm.Frames.rangeOK(pfn, uint64(nr)) ||
-		mm.noinit == nil || !bitsAll(mm.noinit, uint64(pfn), uint64(pfn+nr)) {
+		mm.Memmap.noinit == nil || !bitsAll(mm.Memmap.noinit, uint64(pfn), uint64(pfn+nr)) {
 		return 0, errno.EINVAL
 	}
 	// Restored before (then perhaps freed, split or reallocated)? Only
@@ -332,9 +345,11 @@ func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 	// record of what it restored is exact, and the only thing to go by:
 	// the struct pages themselves hold stale bytes (MemblockFreeAll set
 	// up both bitmaps, since the frames are noinit).
-	if !bitsClearSet(mm.restored, uint64(pfn), uint64(pfn+nr)) {
+	if !bitsClearSet(mm.Memmap.restored, uint64(pfn), uint64(pfn+nr)) {
 		return 0, errno.EINVAL
 	}
+	mm.Memmap.pending -= uint64(nr)
+	mm.Memmap.reopen()
 	mm.Memmap.pages[pfn] = Page{} // the head whole; prepNewPage writes the tails whole
 	mm.prepNewPage(pfn, order, 0)
 	mm.Zone.managed += uint64(nr)

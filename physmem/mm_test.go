@@ -32,7 +32,9 @@ func TestNewMMStartsUninitialised(t *testing.T) {
 	noErr(t, mm.CheckInvariants())
 	_, err := mm.AllocPages(GFPKernel, 0)
 	wantErr(t, err, errno.ENOMEM)
-	eq(t, mm.Page(5).RefCount(), int32(0), "refcount before memblock_free_all")
+	// Before memblock_free_all no struct page is this kernel's to read.
+	requireViolation(t, invPageInit, func() { mm.Page(5) })
+	requireViolation(t, invPageInit, func() { mm.Memmap.Page(5) })
 	mm.Memmap.pages[5].refcount = 1
 	requireCheckFails(t, mm, invFrameState)
 }
@@ -60,7 +62,9 @@ func TestMemblockFreeAll(t *testing.T) {
 		isTrue(t, p.Test(PGReserved) && p.RefCount() == 1, "%v: %v, want PG_reserved refcount 1", pfn, p)
 	}
 	for _, pfn := range []PFN{2048, 2049} {
-		eq(t, *mm.Page(pfn), Page{}, "noinit %v", pfn)
+		requireViolation(t, invPageInit, func() { mm.Page(pfn) })
+		eq(t, *mm.Memmap.Page(pfn), poisonedPage, "noinit %v, through the raw pfn_to_page", pfn)
+		requireViolation(t, invPagePoisoned, func() { mm.Memmap.Page(pfn).Flags() })
 	}
 	free := uint64(4096 - len(reserved) - 2)
 	eq(t, mm.Zone.NrFreePages(), free, "NR_FREE_PAGES")

@@ -107,11 +107,38 @@ type Page struct {
 	lru [2]uint32
 }
 
+// pagePoisonFlags is page->flags of a poisoned struct page
+// (PAGE_POISON_PATTERN, all ones): PagePoisoned(). No initialised page
+// has it (it would be every flag and folio order 255).
+const pagePoisonFlags = PageFlags(^uint32(0))
+
+// checkPoison panics with "page-poisoned" if the struct page is poisoned
+// (PF_POISONED_CHECK: VM_BUG_ON_PGFLAGS(PagePoisoned(page), page)): it
+// was never initialised (see Memmap.Page), and whatever it holds is not
+// this kernel's to read.
+func (p *Page) checkPoison(op string) {
+	if p.flags == pagePoisonFlags {
+		p.badPoisoned(op)
+	}
+}
+
+func (p *Page) badPoisoned(op string) {
+	bug(invPagePoisoned, p.String(), "%s on a poisoned struct page (never initialised: preserved, not restored)", op)
+}
+
 // Flags returns the page's flags (without the folio order).
-func (p *Page) Flags() PageFlags { return p.flags & flagsMask }
+// Preconditions (as every accessor of Page): the page is not poisoned
+// (see Memmap.Page); otherwise panics with "page-poisoned".
+func (p *Page) Flags() PageFlags {
+	p.checkPoison("page_flags")
+	return p.flags & flagsMask
+}
 
 // Test reports whether all of flags are set (PageLocked() etc.).
-func (p *Page) Test(flags PageFlags) bool { return p.flags&flags == flags }
+func (p *Page) Test(flags PageFlags) bool {
+	p.checkPoison("PageTest")
+	return p.flags&flags == flags
+}
 
 // Set sets page flags (SetPageDirty() etc.).
 // Preconditions:
@@ -131,6 +158,7 @@ func (p *Page) Clear(flags PageFlags) {
 }
 
 func (p *Page) checkFlagOwner(flags PageFlags) {
+	p.checkPoison("set_page_field")
 	// Non-zero links: a tail, or a free block's head on a per-CPU list.
 	if flags&(^PageFlags(flagsMask)|allocatorFlags) != 0 || p.flags&(PGTail|PGBuddy|PGSlab) != 0 || p.lru[0]|p.lru[1] != 0 {
 		p.badFlagOwner(flags)
@@ -143,16 +171,23 @@ func (p *Page) badFlagOwner(flags PageFlags) {
 
 // RefCount returns the page's reference count (page_ref_count); 0 for a
 // tail page, whose references are counted on its head.
-func (p *Page) RefCount() int32 { return p.refcount }
+func (p *Page) RefCount() int32 {
+	p.checkPoison("page_ref_count")
+	return p.refcount
+}
 
 // MapCount returns how many page tables map the page (page_mapcount).
-func (p *Page) MapCount() int32 { return p.mapcount }
+func (p *Page) MapCount() int32 {
+	p.checkPoison("page_mapcount")
+	return p.mapcount
+}
 
 // AddMapCount adds delta to the page's mapcount, as the rmap functions
 // (folio_add_file_rmap_ptes, folio_remove_rmap_ptes) do per page.
 // Preconditions:
 //   - the result is not negative; otherwise panics with "mapcount-valid".
 func (p *Page) AddMapCount(delta int32) {
+	p.checkPoison("page_mapcount_add")
 	if p.mapcount+delta < 0 || p.flags&PGBuddy != 0 || p.onPcpList() {
 		bug(invMapcount, p.String(), "mapcount %d%+d on a page with flags %v", p.mapcount, delta, p.Flags())
 	}
@@ -160,7 +195,10 @@ func (p *Page) AddMapCount(delta int32) {
 }
 
 // Mapping returns the address_space the page belongs to (folio->mapping).
-func (p *Page) Mapping() MappingID { return p.mapping }
+func (p *Page) Mapping() MappingID {
+	p.checkPoison("page_mapping")
+	return p.mapping
+}
 
 // SetMapping sets page->mapping; preconditions as Set.
 func (p *Page) SetMapping(m MappingID) {
@@ -169,7 +207,10 @@ func (p *Page) SetMapping(m MappingID) {
 }
 
 // Index returns the page's offset in its mapping (folio->index).
-func (p *Page) Index() uint64 { return p.index }
+func (p *Page) Index() uint64 {
+	p.checkPoison("page_index")
+	return p.index
+}
 
 // SetIndex sets page->index; preconditions as Set.
 func (p *Page) SetIndex(i uint64) {
@@ -178,7 +219,10 @@ func (p *Page) SetIndex(i uint64) {
 }
 
 // Private returns page->private.
-func (p *Page) Private() uint64 { return p.private }
+func (p *Page) Private() uint64 {
+	p.checkPoison("page_private")
+	return p.private
+}
 
 // SetPrivate sets page->private (set_page_private); preconditions as Set.
 func (p *Page) SetPrivate(v uint64) {
@@ -192,10 +236,16 @@ func (p *Page) order() uint { return uint(p.flags >> flagsOrderShift) }
 // CompoundOrder returns the order of the compound page a head page heads
 // (compound_order: a large folio or a slab of order > 0), 0 for any other
 // page.
-func (p *Page) CompoundOrder() uint { return p.order() }
+func (p *Page) CompoundOrder() uint {
+	p.checkPoison("compound_order")
+	return p.order()
+}
 
 // String dumps the page as dump_page() does.
 func (p *Page) String() string {
+	if p.flags == pagePoisonFlags {
+		return "poisoned (PAGE_POISON_PATTERN: never initialised)"
+	}
 	s := fmt.Sprintf("refcount:%d mapcount:%d mapping:%d index:%#x private:%#x flags:%v",
 		p.refcount, p.mapcount, p.mapping, p.index, p.private, p.Flags())
 	if p.flags&PGSlab != 0 {
@@ -230,5 +280,16 @@ func linkString(l uint32) string {
 	return fmt.Sprintf("%#x", l-1)
 }
 
-// maxLinkPFN bounds the frames the 32-bit lru links can name: 16 TiB.
+// maxLinkPFN bounds the frames the 32-bit lru links can name: links are
+// PFN+1, 0 is none and pcpListHead (2^32-1) a per-CPU list's head, so the
+// frames below 2^32-2 (16 TiB less 8 KiB).
 const maxLinkPFN = 1<<32 - 2
+
+// maxMemmapPages bounds the machine: 2^32 frames, 16 TiB, the most whose
+// PFNs fit the 32-bit fields khosim keeps them in (lru links, KHO's
+// incoming ranges, the preservation layer's folio records). Of a machine
+// larger than maxLinkPFN frames, the frames from maxLinkPFN on, which no
+// link can name, are not memory (NewMM): like a range the firmware
+// reserves, they stay PG_reserved and nothing allocates, frees or links
+// them. Linux's list_head links are pointers and have no such bound.
+const maxMemmapPages = 1 << 32

@@ -318,11 +318,11 @@ func (p *Page) onPcpList() bool {
 // Preconditions:
 //   - pfn is a valid frame; otherwise panics with "pfn-in-range".
 func (mm *MM) FreeBlockAt(pfn PFN) (order uint, ok bool) {
-	p := mm.Memmap.Page(pfn)
+	mm.Memmap.checkPFN(pfn)
 	if mm.uninitialised(pfn) {
 		return 0, false // preserved, not restored: not free, and not to be read
 	}
-	if p.flags == PGBuddy || p.onPcpList() {
+	if p := &mm.Memmap.pages[pfn]; p.flags == PGBuddy || p.onPcpList() {
 		return uint(p.private), true
 	}
 	return 0, false
@@ -333,7 +333,7 @@ func (mm *MM) FreeBlockAt(pfn PFN) (order uint, ok bool) {
 // Preconditions:
 //   - pfn is a valid frame; otherwise panics with "pfn-in-range".
 func (mm *MM) PageIsFree(pfn PFN) bool {
-	mm.Memmap.Page(pfn)
+	mm.Memmap.checkPFN(pfn)
 	return mm.pageIsFree(pfn)
 }
 

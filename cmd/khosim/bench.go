@@ -18,7 +18,7 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		args:    "[--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--designs stash,seal,luo] [--kho arrays,bitmaps,radix] [--preserve SIZES] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]",
+		args:    "[--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--designs stash,seal,luo] [--kho arrays,bitmaps,radix] [--preserve SIZES] [--machine SIZE] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]",
 		summary: "measure the blackout of each live-update design against a copy-out/copy-in baseline (docs/performance.md)",
 		run: func(e *env, args []string) int {
 			return benchMain(args, e.stdout, e.stderr)
@@ -38,6 +38,7 @@ type benchFlags struct {
 	verbose  bool
 	cpuprof  string
 	preserve []uint64 // --preserve: P4's reserve+serialize rows instead of handover rows
+	machine  uint64   // --machine: P5's big-machine handover
 }
 
 // parseBenchFlags parses khosim bench's command line.
@@ -71,13 +72,23 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 		f.preserve = v
 		return err
 	})
+	fs.Func("machine", "`SIZE` of RAM of a big-machine run (P5): each memfd size is fallocated, not filled, and handed over once; no copy baseline (e.g. --machine 16TiB --sizes 256GiB --orders 9)", func(s string) error {
+		v, err := bench.ParseSizes(s)
+		if err == nil && len(v) != 1 {
+			err = errors.New("one size")
+		}
+		if err == nil {
+			f.machine = v[0]
+		}
+		return err
+	})
 	fs.IntVar(&f.runs, "runs", bench.DefaultRuns, "handover cycles per row; the row reports medians")
 	fs.IntVar(&f.warmup, "warmup", bench.DefaultWarmup, "untimed handover cycles per row before the measured ones")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per row on stdout (the summary goes to stderr)")
 	fs.BoolVar(&f.verbose, "v", false, "print every step's time on stderr")
 	fs.StringVar(&f.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to `FILE`; timed phases carry pprof labels phase=activate|kexec|restore and cycle=warmup|measured")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: khosim bench [--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--designs stash,seal,luo] [--kho arrays,bitmaps,radix] [--preserve SIZES] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]\n")
+		fmt.Fprintf(stderr, "usage: khosim bench [--sizes 64MiB,256MiB,1GiB,4GiB] [--orders 0,9] [--designs stash,seal,luo] [--kho arrays,bitmaps,radix] [--preserve SIZES] [--machine SIZE] [--runs N] [--warmup N] [--json] [--cpuprofile FILE] [-v]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -137,6 +148,9 @@ func benchMain(args []string, stdout, stderr io.Writer) (status int) {
 	}
 	if len(f.preserve) > 0 {
 		return benchPreserve(f, opts, stdout, stderr)
+	}
+	if f.machine != 0 {
+		return benchMachine(f, opts, stdout, stderr)
 	}
 	var rows []bench.Row
 	var failed error
@@ -226,6 +240,24 @@ func benchPreserve(f benchFlags, opts bench.Options, stdout, stderr io.Writer) i
 	if failed != nil {
 		fmt.Fprintf(stderr, "khosim bench: %s\n", strings.TrimSpace(failed.Error()))
 		return exitFail
+	}
+	return exitOK
+}
+
+// benchMachine is khosim bench --machine: one big-machine handover
+// (bench.MeasureMachine) per size and order.
+func benchMachine(f benchFlags, opts bench.Options, stdout, stderr io.Writer) int {
+	for _, s := range f.sizes {
+		for _, o := range f.orders {
+			opts.Design, opts.KHO = f.designs[0], f.trackers[0]
+			fmt.Fprintf(stderr, "measuring machine %s, %s order %d...\n", bench.FormatSize(f.machine), bench.FormatSize(s), o)
+			row, err := bench.MeasureMachine(f.machine, s, o, opts, opts.Log)
+			if err != nil {
+				fmt.Fprintf(stderr, "khosim bench: machine %s, %s order %d: %v\n", bench.FormatSize(f.machine), bench.FormatSize(s), o, err)
+				return exitFail
+			}
+			bench.WriteMachine(stdout, row)
+		}
 	}
 	return exitOK
 }

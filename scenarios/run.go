@@ -223,6 +223,9 @@ type runner struct {
 	procs map[string]*proc
 	past  map[string]*proc
 	vars  map[string]value
+	// folios are the folios refcount() and mapcount() looked at while the
+	// current expect was evaluated, for its failure message.
+	folios []string
 
 	// incoming is the handover FDT the running kernel was booted with
 	// (nil after a cold boot or a kexec without KHO active).
@@ -330,6 +333,7 @@ func (f *failure) with(lines ...string) *failure {
 // step runs one statement; it returns false when the run must stop.
 func (r *runner) step(st scn.Stmt) (ok bool) {
 	r.cur = st
+	r.folios = r.folios[:0]
 	r.res.Stats.Statements++
 	if k := r.kernel(); k != nil {
 		r.stmtLog = len(k.Log())

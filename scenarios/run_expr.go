@@ -7,6 +7,7 @@ import (
 
 	"github.com/zeebo/xxh3"
 
+	"khosim/fdt"
 	"khosim/kernel"
 	"khosim/scenarios/scn"
 )
@@ -286,6 +287,7 @@ func evalFolioCount(r *runner, e *scn.Func, a []arg, ctx evalCtx) (value, error)
 	if !ok {
 		return nil, failf("%s: page %d of %s:%s is not in the page cache", e.Name, index, p.name, rs.name).with(cacheSummary(f))
 	}
+	r.folios = append(r.folios, fmt.Sprintf("%s:%s page %d: %s", p.name, rs.name, index, fi))
 	if e.Name == "refcount" {
 		return intVal(fi.Refcount), nil
 	}
@@ -597,10 +599,20 @@ func (r *runner) expect(st *scn.Expect) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// Flags read better in hex: 14 (0xe) != 6 (0x6).
-	if xi, ok := x.(intVal); ok && !eq && hasConst(st.X, st.Y) {
+	if xi, ok := x.(intVal); ok && !eq {
 		if yi, ok := y.(intVal); ok {
-			why = failf("%d (%#x) != %d (%#x)", xi, uint64(xi), yi, uint64(yi))
+			switch kind := countKind(st.X, st.Y); {
+			case kind == "seals":
+				// Seals by name: F_SEAL_SHRINK (0x2) != F_SEAL_SHRINK|F_SEAL_GROW (0x6).
+				why = failf("%s (%#x) != %s (%#x)", fdt.SealNames(uint64(xi)), uint64(xi), fdt.SealNames(uint64(yi)), uint64(yi))
+			case kind != "":
+				// Counts are counts: 27897 != 524288, not "(512KiB)".
+				why = failf("%d != %d", xi, yi)
+			case hasConst(st.X, st.Y):
+				// Flags read better in hex: 14 (0xe) != 6 (0x6).
+				why = failf("%d (%#x) != %d (%#x)", xi, uint64(xi), yi, uint64(yi))
+			}
+			why = why.with(r.folios...)
 		}
 	}
 	switch {
@@ -620,6 +632,25 @@ func (r *runner) expect(st *scn.Expect) (string, error) {
 
 // hasConst reports whether any of the expressions uses a named constant
 // in its arithmetic.
+// countKind names the observer an integer comparison is about when one
+// side is one: "seals" for seals(...), "count" for frames(...),
+// refcount(...), mapcount(...) and fds(...), whose values are counts
+// rather than sizes; "" otherwise.
+func countKind(es ...scn.Expr) string {
+	kind := ""
+	for _, e := range es {
+		if f, ok := e.(*scn.Func); ok {
+			switch f.Name {
+			case "seals":
+				return "seals"
+			case "frames", "refcount", "mapcount", "fds":
+				kind = "count"
+			}
+		}
+	}
+	return kind
+}
+
 func hasConst(es ...scn.Expr) bool {
 	found := false
 	for _, e := range es {

@@ -74,6 +74,25 @@ func TestFailureMessages(t *testing.T) {
 		state []string
 	}{
 		{
+			name: "frames are counts, not sizes",
+			src:  "expect frames(used) == 524288\n",
+			line: 6,
+			want: `expect frames\(used\) == 524288: \d+ != 524288$`, pattern: true,
+		},
+		{
+			name:  "refcount shows the folio",
+			src:   "expect refcount(p:m, 1) == 512\n",
+			line:  6,
+			want:  "expect refcount(p:m, 1) == 512: 1 != 512",
+			state: []string{`p:m page 1: folio at pfn 0x[0-9a-f]+ \(order 0, indices 1..1\): refcount 1, mapcount 0 of page 1; struct page: refcount:1 `},
+		},
+		{
+			name: "seals by name",
+			src:  "expect seals(p:m) == F_SEAL_SHRINK|F_SEAL_GROW\n",
+			line: 6,
+			want: "expect seals(p:m) == F_SEAL_SHRINK|F_SEAL_GROW: F_SEAL_SEAL (0x1) != F_SEAL_SHRINK|F_SEAL_GROW (0x6)",
+		},
+		{
 			name: "wrong errno",
 			src:  "p: close(99) -> EINVAL\n",
 			line: 6,
@@ -114,9 +133,9 @@ func TestFailureMessages(t *testing.T) {
 		},
 		{
 			name: "flags in hex",
-			src:  "expect seals(p:m) == F_SEAL_SEAL|F_SEAL_WRITE\n",
+			src:  "expect size(p:m) == F_SEAL_SEAL\n",
 			line: 6,
-			want: `expect seals(p:m) == F_SEAL_SEAL|F_SEAL_WRITE: 1 (0x1) != 9 (0x9)`,
+			want: `expect size(p:m) == F_SEAL_SEAL: 8192 (0x2000) != 1 (0x1)`,
 		},
 		{
 			name: "integer mismatch",

@@ -61,7 +61,11 @@ func genScript(t *rapid.T) string {
 				rapid.SampledFrom([]string{"0", "FALLOC_FL_KEEP_SIZE", "FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE"}).Draw(t, "mode"),
 				size.Draw(t, "off"), size.Draw(t, "len"))
 		case 8:
-			st = fmt.Sprintf("%s: pwrite(%s, %s, %s, %s)", p, r, size.Draw(t, "off"), size.Draw(t, "len"), data.Draw(t, "data"))
+			off, n, d := size.Draw(t, "off"), size.Draw(t, "len"), data.Draw(t, "data")
+			if d == `"abc"` {
+				n = "3" // a string of another length is a parse error
+			}
+			st = fmt.Sprintf("%s: pwrite(%s, %s, %s, %s)", p, r, off, n, d)
 		case 9:
 			st = fmt.Sprintf("%s: write(%s, 3, %s)", p, r, data.Draw(t, "data"))
 		case 10:
@@ -76,7 +80,11 @@ func genScript(t *rapid.T) string {
 		case 14:
 			st = fmt.Sprintf("%s: munmap(%s)", p, r)
 		case 15:
-			st = fmt.Sprintf("%s: store(%s, %s, %s, %s)", p, r, size.Draw(t, "off"), size.Draw(t, "len"), data.Draw(t, "data"))
+			off, n, d := size.Draw(t, "off"), size.Draw(t, "len"), data.Draw(t, "data")
+			if d == `"abc"` {
+				n = "3" // a string of another length is a parse error
+			}
+			st = fmt.Sprintf("%s: store(%s, %s, %s, %s)", p, r, off, n, d)
 		case 16:
 			st = fmt.Sprintf("%s: madvise(%s, 0, %s, MADV_PAGEOUT)", p, r, size.Draw(t, "len"))
 		case 17:

@@ -463,7 +463,7 @@ var errorCases = []struct {
 		`t.scn:4:10: unknown name fd: it is neither a constant nor bound earlier in the file (by let fd = ... or PROC: fd = CALL(...))`,
 		`t.scn:5:21: unknown name n: it is neither a constant nor bound earlier in the file (by let n = ... or PROC: n = CALL(...)); it is bound later, at line 6`,
 		`t.scn:6:12: unknown name q: it is neither a constant nor bound earlier in the file (by let q = ... or PROC: q = CALL(...))`,
-		`t.scn:9:18: unknown name O_RDWRX: it is neither a constant nor bound earlier in the file (by let O_RDWRX = ... or PROC: O_RDWRX = CALL(...))`}},
+		`t.scn:9:18: unknown name O_RDWRX: it is neither a constant nor bound earlier in the file (by let O_RDWRX = ... or PROC: O_RDWRX = CALL(...)); did you mean O_RDWR?`}},
 	{"resource reference", machineLine + "expect p: == 1\n", []string{
 		`t.scn:2:11: expected a resource name after p:, found "=="`}},
 	{"nesting", machineLine + "let x = " + strings.Repeat("(", 200) + "1" + strings.Repeat(")", 200) + "\n", []string{

@@ -222,10 +222,10 @@ func TestFailureMessages(t *testing.T) {
 			want: `kho deactivate: kho deactivate failed with EINVAL`,
 		},
 		{
-			name: "string length",
-			src:  "p: pwrite(m, 0, 3, \"abcd\")\n",
-			line: 6,
-			want: `p: pwrite(m, 0, 3, "abcd"): the string is 4 bytes, LEN is 3`,
+			name: "string length, LEN computed",
+			src:  "let n = 3\np: pwrite(m, 0, n, \"abcd\")\n",
+			line: 7,
+			want: `p: pwrite(m, 0, n, "abcd"): the string is 4 bytes, LEN is 3`,
 		},
 		{
 			name:  "page not cached",

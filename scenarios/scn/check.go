@@ -114,6 +114,7 @@ func (p *parser) checkSyscall(s *Syscall) {
 	for i, a := range pos {
 		p.checkArg(s.Name+": "+params[i].Name, a.Value, params[i])
 	}
+	p.checkSizedString(s, pos, params)
 	for _, a := range keyed {
 		k, ok := sg.Key(a.Key)
 		if !ok {
@@ -142,4 +143,21 @@ func keyList(keys []Param) []string {
 		out[i] = k.Name + "="
 	}
 	return out
+}
+
+// checkSizedString checks, when a call's LEN and DATA are both literals, that
+// a string DATA is LEN bytes — what the runner would refuse after setting
+// up everything before the call ("pwrite(m, 0, 10, \"short\")").
+func (p *parser) checkSizedString(s *Syscall, pos []Arg, params []Param) {
+	var n *IntLit
+	for i, a := range pos {
+		switch params[i].Name {
+		case "LEN":
+			n, _ = a.Value.(*IntLit)
+		case "DATA":
+			if str, ok := a.Value.(*StringLit); ok && n != nil && uint64(len(str.Value)) != n.Value {
+				p.errorf(a.Value.Pos(), "%s: the string is %d bytes, LEN is %d", s.Name, len(str.Value), n.Value)
+			}
+		}
+	}
 }

@@ -1,11 +1,13 @@
 package scn
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"math"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"khosim/errno"
 	"khosim/fault"
@@ -82,6 +84,9 @@ func Parse(filename string, src []byte, lang *Lang) (*Script, error) {
 	if lang == nil {
 		lang = NewLang(nil, nil)
 	}
+	if err := checkText(filename, src); err != nil {
+		return &Script{File: filename}, err
+	}
 	p := &parser{file: filename, src: src, lang: lang, bound: map[string]int{}}
 	toks := lex(src, p.report)
 	s := &Script{File: filename}
@@ -121,7 +126,40 @@ func Parse(filename string, src []byte, lang *Lang) (*Script, error) {
 		}
 		return 0
 	})
+	if n := len(p.errs); n > MaxErrors {
+		more := &Error{File: filename, Pos: p.errs[MaxErrors].Pos, Msg: fmt.Sprintf("and %d more errors", n-MaxErrors)}
+		p.errs = append(p.errs[:MaxErrors:MaxErrors], more)
+	}
 	return s, p.errs
+}
+
+// MaxErrors is how many errors Parse reports of one file; past it, one
+// more says how many it left out.
+const MaxErrors = 20
+
+// checkText refuses a file that is not text — a binary, a DTB, an image:
+// a NUL byte, or bytes that are not UTF-8, in its first 64 KiB — with one
+// error, rather than one per byte.
+func checkText(filename string, src []byte) error {
+	head := src[:min(len(src), 64<<10)]
+	at := bytes.IndexByte(head, 0)
+	why := "a NUL byte"
+	if at < 0 && !utf8.Valid(head) {
+		for i := 0; i < len(head); {
+			r, n := utf8.DecodeRune(head[i:])
+			if r == utf8.RuneError && n == 1 && len(head)-i >= utf8.UTFMax {
+				at, why = i, "a byte that is not UTF-8"
+				break
+			}
+			i += n
+		}
+	}
+	if at < 0 {
+		return nil
+	}
+	line := bytes.Count(head[:at], []byte("\n")) + 1
+	return ErrorList{{File: filename, Pos: Pos{Line: line, Col: at - bytes.LastIndexByte(head[:at], '\n')},
+		Msg: fmt.Sprintf("not a scenario file: %s at offset %d (binary data; scenarios are text)", why, at)}}
 }
 
 // lineHead is what the machine-first check needs to know of each line,
@@ -214,6 +252,17 @@ func (p *parser) name(what string) token {
 	t := p.tok()
 	if t.kind != tName {
 		p.failf(t.pos, "expected %s, found %s", what, t.describe())
+	}
+	// "vmm-a": a name runs into a character no name holds. Say so once,
+	// for the whole word, instead of an error per piece.
+	if n := p.peek(1); n.off == t.end && (n.text == "-" || n.text == ".") {
+		end := n.end
+		for i := 2; p.peek(i).off == end && p.peek(i).kind != tEOL; i++ {
+			end = p.peek(i).end
+		}
+		word := string(p.src[t.off:end])
+		p.failf(t.pos, "%q is not a name: names are letters, digits and _, not starting with a digit (%q has %q); try %q",
+			word, word, n.text, strings.NewReplacer("-", "_", ".", "_").Replace(word))
 	}
 	return p.next()
 }
@@ -588,6 +637,10 @@ func (p *parser) reportUnbound() {
 			msg += "; this statement binds it, for the lines after it"
 		case ok:
 			msg += fmt.Sprintf("; it is bound later, at line %d", line)
+		default:
+			if near := Suggest(id.Name, slices.Concat(ConstantNames(), slices.Sorted(maps.Keys(p.bound)))); near != "" {
+				msg += fmt.Sprintf("; did you mean %s?", near)
+			}
 		}
 		p.report(id.At, msg)
 	}

@@ -94,8 +94,14 @@ const BootReservedEnd = kernelImageStart + kernelImageSize
 // memblock refuses; a boot-time allocation failure ("kernel panic",
 // wrapping ENOMEM or the injected fault); EarlyInit's error.
 func Boot(hw Hardware, params BootParams) (*Kernel, error) {
-	if hw.Frames == nil || hw.Frames.Size() < minMemory {
+	if hw.Frames == nil {
 		return nil, errno.EINVAL
+	}
+	if size := hw.Frames.Size(); size < minMemory {
+		return nil, fmt.Errorf("kernel: %d MiB of RAM is below the %d MiB a khosim kernel needs "+
+			"(the low 1 MiB and the 16 MiB kernel image at 16 MiB are reserved, then %d MiB of KHO scratch "+
+			"and the memmap, with room for the buddy allocator): %w",
+			size>>20, minMemory>>20, minScratch>>20, errno.EINVAL)
 	}
 	k := newKernel(params.BootID, params.Cmdline)
 	k.hw = hw

@@ -311,3 +311,12 @@ func TestPoisonedKernelPanics(t *testing.T) {
 	}()
 	_, _ = p.MemfdCreate("x", 0)
 }
+
+// TestBootTooSmall: a machine under 128 MiB is refused with EINVAL and a
+// message that says what does not fit.
+func TestBootTooSmall(t *testing.T) {
+	_, err := Boot(Hardware{Frames: newFrames(t, 64<<20)}, BootParams{BootID: 1})
+	if errno.Of(err) != errno.EINVAL || !strings.Contains(err.Error(), "64 MiB of RAM is below the 128 MiB a khosim kernel needs") {
+		t.Fatalf("boot of 64 MiB: %v", err)
+	}
+}

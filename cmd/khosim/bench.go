@@ -23,6 +23,7 @@ func init() {
 		run: func(e *env, args []string) int {
 			return benchMain(args, e.stdout, e.stderr)
 		},
+		flags: true,
 	})
 }
 

@@ -17,6 +17,7 @@ func init() {
 		args:    "[-v] [--script] [--report DIR]",
 		summary: "run the built-in demo (what `khosim` alone does): the FDBox RFC's 1 GiB memfd across kexec",
 		run:     runDemo,
+		flags:   true,
 	})
 }
 

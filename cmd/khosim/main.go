@@ -13,9 +13,12 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -48,6 +51,8 @@ type command struct {
 	args    string // the usage line after the name
 	summary string // one line for `khosim help`
 	run     func(e *env, args []string) int
+	// flags: run parses a flag.FlagSet, whose -h prints the flags' help.
+	flags bool
 }
 
 var commands []*command
@@ -92,6 +97,9 @@ func khosim(e *env, args []string) int {
 	switch args[0] {
 	case "help", "-h", "-help", "--help":
 		return help(e, args[1:])
+	case "version", "-version", "--version":
+		fmt.Fprintln(e.stdout, version())
+		return exitOK
 	}
 	c := lookup(args[0])
 	if c == nil {
@@ -99,7 +107,65 @@ func khosim(e *env, args []string) int {
 		usage(e.stderr)
 		return exitUsage
 	}
+	if wantsHelp(args[1:]) {
+		return commandHelp(e, c)
+	}
 	return c.run(e, args[1:])
+}
+
+// wantsHelp reports whether a command's arguments ask for its help: -h,
+// -help or --help before any "--". Every command answers them the same
+// way (commandHelp), whatever its own parsing.
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
+// commandHelp is the help of one command, on stdout, exit 0: its usage
+// line and summary, then its flags for a command that has some.
+func commandHelp(e *env, c *command) int {
+	fmt.Fprintf(e.stdout, "usage: %s\n    %s\n", strings.TrimSpace("khosim "+c.name+" "+c.args), c.summary)
+	if c.flags {
+		fmt.Fprintln(e.stdout, "\nflags:")
+		quiet := &env{stdout: io.Discard, stderr: flagDefaultsOnly{e.stdout}}
+		c.run(quiet, []string{"-h"})
+	}
+	return exitOK
+}
+
+// flagDefaultsOnly passes on a FlagSet's -h output but its own "usage:"
+// line, which commandHelp has printed already.
+type flagDefaultsOnly struct{ w io.Writer }
+
+func (f flagDefaultsOnly) Write(b []byte) (int, error) {
+	if bytes.HasPrefix(b, []byte("usage: ")) || bytes.HasPrefix(b, []byte("Usage of ")) {
+		return len(b), nil
+	}
+	return f.w.Write(b)
+}
+
+// version is `khosim --version`: the module's version and VCS revision
+// as the Go toolchain stamped them, and the Go version.
+func version() string {
+	v, rev := "(devel)", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				rev = " " + s.Value[:min(12, len(s.Value))]
+			}
+		}
+	}
+	return fmt.Sprintf("khosim %s%s %s", v, rev, runtime.Version())
 }
 
 // help prints the usage, or, for `help TOPIC`, the topic: `kernels` (the
@@ -131,7 +197,8 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %s\n        %s\n", strings.TrimSpace("khosim "+c.name+" "+c.args), c.summary)
 	}
-	fmt.Fprintf(w, "  khosim help [kernels | COMMAND]\n        this text, the kernel build keys, or a command's usage\n")
+	fmt.Fprintf(w, "  khosim help [kernels | COMMAND]   (or khosim COMMAND -h)\n        this text, the kernel build keys, or a command's usage\n")
+	fmt.Fprintf(w, "  khosim --version\n        the version of khosim\n")
 	fmt.Fprintf(w, "\nexit status: 0 ok, 1 scenario failure, 2 usage or parse error, 3 internal error\n")
 }
 

@@ -18,6 +18,7 @@ func init() {
 		args:    "[--svg FILE.svg] [--at NAME] [--seed N] FILE.scn",
 		summary: "run a scenario and print (or draw as SVG) the physical memory map at its end or at `snapshot NAME`",
 		run:     memmapCmd,
+		flags:   true,
 	})
 }
 

@@ -20,6 +20,7 @@ func init() {
 		args:    runArgs,
 		summary: "replay scenario files, each on a fresh machine",
 		run:     runCmd,
+		flags:   true,
 	})
 }
 

@@ -140,3 +140,20 @@ func TestRunPatterns(t *testing.T) {
 	require.Equal(t, exitUsage, status)
 	require.Contains(t, stderr, "matches none")
 }
+
+// TestHelpConvention: every command answers -h, -help and --help the same
+// way — its usage on stdout, exit 0 — and `khosim fdt -h` opens no file
+// named -h; --version says which khosim this is.
+func TestHelpConvention(t *testing.T) {
+	for _, c := range commands {
+		for _, h := range []string{"-h", "-help", "--help"} {
+			status, stdout, stderr := cli(t, nil, c.name, h)
+			require.Equal(t, exitOK, status, "%s %s: %s", c.name, h, stderr)
+			require.True(t, strings.HasPrefix(stdout, "usage: khosim "+c.name), "%s %s: %q", c.name, h, stdout)
+			require.Empty(t, stderr, "%s %s", c.name, h)
+		}
+	}
+	status, stdout, _ := cli(t, nil, "--version")
+	require.Equal(t, exitOK, status)
+	require.True(t, strings.HasPrefix(stdout, "khosim "), stdout)
+}

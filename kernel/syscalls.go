@@ -14,7 +14,10 @@ import (
 
 // maxRWCount is MAX_RW_COUNT: one read or write moves at most this many
 // bytes (INT_MAX rounded down to a page); a larger request is a short one.
-const maxRWCount = 0x7ffff000
+const maxRWCount = MaxRWCount
+
+// MaxRWCount is MAX_RW_COUNT (INT_MAX & PAGE_MASK), for callers that explain a short read or write.
+const MaxRWCount = 0x7ffff000
 
 // seekMax is SEEK_MAX.
 const seekMax = uapi.SEEK_HOLE

@@ -97,6 +97,8 @@ type Result struct {
 	// FDT is the last KHO handover FDT the run saw (at kho activate,
 	// corrupt fdt and kexec), nil if KHO was never activated.
 	FDT []byte
+	// Warnings are the run's warnings (Warning), in order.
+	Warnings []Warning
 	// Preserved describes what the last successful kho activate
 	// serialized: the sealed boxes and their files.
 	Preserved []PreservedBox
@@ -226,6 +228,8 @@ type runner struct {
 	// folios are the folios refcount() and mapcount() looked at while the
 	// current expect was evaluated, for its failure message.
 	folios []string
+	// pendingWarnings are the current statement's warnings, for -v.
+	pendingWarnings []string
 
 	// incoming is the handover FDT the running kernel was booted with
 	// (nil after a cold boot or a kexec without KHO active).
@@ -334,6 +338,7 @@ func (f *failure) with(lines ...string) *failure {
 func (r *runner) step(st scn.Stmt) (ok bool) {
 	r.cur = st
 	r.folios = r.folios[:0]
+	r.pendingWarnings = r.pendingWarnings[:0]
 	r.res.Stats.Statements++
 	if k := r.kernel(); k != nil {
 		r.stmtLog = len(k.Log())
@@ -430,6 +435,9 @@ func (r *runner) echo(st scn.Stmt, result string) {
 		line += " " + result
 	}
 	fmt.Fprintln(w, line)
+	for _, m := range r.pendingWarnings {
+		fmt.Fprintf(w, "    warning: %s\n", m)
+	}
 	k := r.kernel()
 	if k == nil {
 		return
@@ -781,6 +789,7 @@ func (r *runner) kho(st *scn.KHO) (string, error) {
 		if err = r.m.KHOActivate(); err == nil {
 			r.res.Preserved = preserved
 			r.saveFDT()
+			r.warnUnsealedBoxes("kho activate")
 		}
 	} else {
 		err = r.m.KHODeactivate()
@@ -852,6 +861,7 @@ func (r *runner) kexec(st *scn.Kexec) (string, error) {
 			r.res.FDT = fdt
 		}
 	}
+	r.warnUnsealedBoxes("kexec")
 	out, replaced, err := r.replace("kexec", st, st.Errno, func() error { return r.m.Kexec(b) })
 	if !replaced {
 		r.incoming, r.res.FDT = prevIncoming, prevFDT // the running kernel goes on as it was

@@ -115,6 +115,7 @@ var syscalls = []*syscall{
 		src, done := c.source(a[3], int64(a[1].n), a[2].n)
 		defer done()
 		n, err := c.p.task.Pwrite(a[0].fd, int64(a[1].n), int64(a[2].n), src)
+		c.r.warnShortWrite("pwrite", a[2].n, n)
 		return countResult(n), err
 	}},
 	{sig("pread", scn.KindInt, pFD, pOff, pLen), func(c *callEnv) (callResult, error) {
@@ -129,6 +130,7 @@ var syscalls = []*syscall{
 		src, done := c.source(a[2], c.writeStart(a[0].fd), a[1].n)
 		defer done()
 		n, err := c.p.task.Write(a[0].fd, int64(a[1].n), src)
+		c.r.warnShortWrite("write", a[1].n, n)
 		return countResult(n), err
 	}},
 	{sig("read", scn.KindInt, pFD, pLen), func(c *callEnv) (callResult, error) {
@@ -195,7 +197,17 @@ var syscalls = []*syscall{
 	{sig("madvise", scn.KindInt, pMap, pOff, pLen, consts(scn.Param{Name: "ADVICE", Kind: scn.KindInt}, "MADV_PAGEOUT")),
 		func(c *callEnv) (callResult, error) {
 			a := c.args
-			return countResult(0), c.p.task.Madvise(a[0].vma, int64(a[1].n), int64(a[2].n), int(a[3].n))
+			k := c.r.kernel()
+			swapFree, used := k.NrSwapPages(), k.FrameCounts().Used
+			err := c.p.task.Madvise(a[0].vma, int64(a[1].n), int64(a[2].n), int(a[3].n))
+			if err == nil && k.NrSwapPages() == swapFree && k.FrameCounts().Used == used {
+				why := "none of its pages is mapped (MADV_PAGEOUT reclaims only pages the mapping maps: touch them first)"
+				if k.TotalSwapPages() == 0 {
+					why = "the machine has no swap (machine swap=SIZE)"
+				}
+				c.r.warnf("madvise MADV_PAGEOUT moved nothing: %s", why)
+			}
+			return countResult(0), err
 		}},
 	{scn.Signature{
 		Name: "ioctl", Result: scn.KindInt, Cmd: 1,

@@ -232,19 +232,21 @@ type jsonFailure struct {
 
 // jsonOutcome is the --json record of one file, whatever became of it.
 type jsonOutcome struct {
-	File     string        `json:"file"`
-	Status   outcomeKind   `json:"status"`
-	Passed   bool          `json:"passed"`
-	Internal bool          `json:"internal_error"`
-	Problem  string        `json:"problem,omitempty"`
-	Failures []jsonFailure `json:"failures"`
-	Stats    *jsonStats    `json:"stats,omitempty"`
+	File     string              `json:"file"`
+	Status   outcomeKind         `json:"status"`
+	Passed   bool                `json:"passed"`
+	Internal bool                `json:"internal_error"`
+	Problem  string              `json:"problem,omitempty"`
+	Failures []jsonFailure       `json:"failures"`
+	Warnings []scenarios.Warning `json:"warnings"`
+	Stats    *jsonStats          `json:"stats,omitempty"`
 }
 
 // jsonRecord builds a file's --json record.
 func jsonRecord(o outcome) jsonOutcome {
-	rec := jsonOutcome{File: o.file, Status: o.kind, Passed: o.ok(), Internal: o.kind == outInternal, Problem: o.problem, Failures: []jsonFailure{}}
+	rec := jsonOutcome{File: o.file, Status: o.kind, Passed: o.ok(), Internal: o.kind == outInternal, Problem: o.problem, Failures: []jsonFailure{}, Warnings: []scenarios.Warning{}}
 	if o.res != nil {
+		rec.Warnings = append(rec.Warnings, o.res.Warnings...)
 		full := jsonResult(o.res)
 		rec.Stats = &full.Stats
 		for _, f := range o.res.Failures {

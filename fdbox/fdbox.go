@@ -465,7 +465,11 @@ func (d *Driver) removeFD(box *Box, i int) *kernel.File {
 func idleOutsideBox(bfd *BoxFD) string {
 	f := bfd.file
 	if n := f.Refs(); n != 1 {
-		return fmt.Sprintf("file has %d references, the box holds 1", n)
+		why := fmt.Sprintf("file has %d references, the box holds 1", n)
+		if holders := f.Kernel().FileHolders(f); len(holders) > 0 {
+			why += "; the others: " + strings.Join(holders, ", ")
+		}
+		return why
 	}
 	if f.Inode != nil && f.Inode.OpenFiles() != 1 {
 		return fmt.Sprintf("inode %d has %d open files", f.Inode.Ino, f.Inode.OpenFiles())

@@ -74,6 +74,13 @@ func TestFailureMessages(t *testing.T) {
 		state []string
 	}{
 		{
+			name:  "seal's EBUSY names the holders",
+			src:   "p: ctl = open(\"/dev/fdbox/fdbox\", O_RDWR)\np: ioctl(ctl, FDBOX_CREATE_BOX, name=\"b\")\np: box = open(\"/dev/fdbox/b\", O_RDWR)\np: map = mmap(m, 0, 8KiB, PROT_READ, MAP_SHARED)\np: ioctl(box, FDBOX_PUT_FD, fd=m, name=\"m\")\np: ioctl(box, FDBOX_SEAL)\n",
+			line:  11,
+			want:  "p: ioctl(box, FDBOX_SEAL): ioctl failed with EBUSY",
+			state: []string{`file has 2 references, the box holds 1; the others: the mapping at 0x[0-9a-f]+ \(8192 bytes\) of process p\[\d+\]`},
+		},
+		{
 			name: "frames are counts, not sizes",
 			src:  "expect frames(used) == 524288\n",
 			line: 6,

@@ -596,7 +596,34 @@ func (m *Machine) FrameCounts() map[string]uint64 {
 		"total": c.Total, "free": c.Free, "used": c.Used, "slab": c.Slab, "tracker": c.Tracker,
 		"preserved": c.Preserved, "reserved": c.Reserved, "scratch": c.Scratch,
 		"scratch_used": used, "scratch_free": free,
+		"fdt": m.fdtFrames(), "migrated": m.migratedPages(),
 	}
+}
+
+// fdtFrames counts the frames of the outgoing handover FDT while KHO is
+// active (0 otherwise).
+func (m *Machine) fdtFrames() uint64 {
+	if kho := m.KHO(); kho != nil && kho.Active() {
+		if _, blob, ok := kho.FDT(); ok {
+			return (uint64(len(blob)) + physmem.PageSize - 1) / physmem.PageSize
+		}
+	}
+	return 0
+}
+
+// migratedPages counts the pages the running kernel migrated out of KHO
+// scratch, less those an abort migrated back (kernel.Migrations).
+func (m *Machine) migratedPages() uint64 {
+	runs, _ := m.k.Migrations()
+	var n int64
+	for _, r := range runs {
+		if r.Back {
+			n -= int64(r.Pages)
+		} else {
+			n += int64(r.Pages)
+		}
+	}
+	return uint64(max(n, 0))
 }
 
 // Close ends the simulation: the running kernel is poisoned and the

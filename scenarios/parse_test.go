@@ -434,7 +434,7 @@ var errorCases = []struct {
 	{"functions", machineLine + "expect size(p:m, 1) == 0\nexpect nosuch(1) == 0\nexpect frames(dirty) == 0\nexpect fds(3) == 0\nexpect zeros(1) == \"\"\nlet x = content(p:m, 0)\n", []string{
 		`t.scn:2:8: size takes 1 argument: size(PROC:RES)`,
 		`t.scn:3:8: unknown function "nosuch"`,
-		`t.scn:4:15: unknown frame state "dirty" (want free, used, slab, tracker, preserved, reserved or scratch)`,
+		`t.scn:4:15: unknown frame state "dirty" (want free, used, slab, tracker, preserved, reserved, scratch, scratch_used, scratch_free, fdt or migrated)`,
 		`t.scn:5:12: expected a name for PROC of fds(PROC), found integer 3`,
 		`t.scn:6:8: zeros takes no arguments`,
 		`t.scn:7:9: content takes 3 arguments: content(PROC:RES, OFF, LEN)`}},

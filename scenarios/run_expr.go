@@ -583,6 +583,9 @@ func (r *runner) let(st *scn.Let) (string, error) {
 		return "", err
 	}
 	r.vars[st.Name] = v
+	if i, ok := v.(intVal); ok && countKind(st.Value) == "count" {
+		return fmt.Sprintf("= %d", uint64(i)), nil // frames are counts, not sizes
+	}
 	return "= " + v.show(), nil
 }
 
@@ -625,6 +628,9 @@ func (r *runner) expect(st *scn.Expect) (string, error) {
 		return "", failf("they are equal")
 	}
 	if xi, ok := x.(intVal); ok {
+		if countKind(st.X, st.Y) == "count" {
+			return fmt.Sprintf("= ok (%d)", uint64(xi)), nil
+		}
 		return "= ok (" + xi.show() + ")", nil
 	}
 	return "= ok", nil

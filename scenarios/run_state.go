@@ -146,6 +146,14 @@ func (r *runner) preservedSummary() string {
 		count(files, "file", "files"), count(int(pages), "page", "pages"))
 	if len(r.res.FDT) > 0 {
 		s += fmt.Sprintf(", FDT %d bytes", len(r.res.FDT))
+		if kho := r.m.KHO(); kho != nil {
+			if addr, _, ok := kho.FDT(); ok {
+				s += fmt.Sprintf(" at %#x", uint64(addr))
+			}
+		}
+	}
+	if n := r.m.FrameCounts()["migrated"]; n > 0 {
+		s += fmt.Sprintf(", %s migrated out of scratch", count(int(n), "page", "pages"))
 	}
 	return s
 }

@@ -50,3 +50,16 @@ kexec
 		}
 	}
 }
+
+// TestFramesEchoAsCounts: -v prints frames(...) as a count, never with a
+// size suffix ("4096", not "4096 (4KiB)").
+func TestFramesEchoAsCounts(t *testing.T) {
+	var out strings.Builder
+	res := runSource(t, "c.scn", "machine memory=256MiB seed=4\nboot\nlet a = frames(scratch)\nexpect frames(scratch) == a\n", Options{Verbose: &out})
+	if !res.Passed {
+		t.Fatal(res.Failures)
+	}
+	if !strings.Contains(out.String(), "let a = frames(scratch) = 4096\n") || !strings.Contains(out.String(), "expect frames(scratch) == a = ok (4096)\n") || strings.Contains(out.String(), "KiB)") {
+		t.Fatalf("-v:\n%s", out.String())
+	}
+}

@@ -341,8 +341,12 @@ var functions = []*function{
 // (live-update-designs.md adds slab and tracker). The runner asks the
 // machine for whatever it counts (machine.FrameCounts); the parser checks
 // the name against this list, and TestFrameStates that the machine counts
-// every one.
-var frameStates = []string{"free", "used", "slab", "tracker", "preserved", "reserved", "scratch"}
+// every one. Extensions: scratch_used and scratch_free (the KHO scratch's
+// frames in use and free), fdt (the frames of the outgoing handover FDT
+// while KHO is active) and migrated (pages this kernel migrated out of
+// scratch, less those migrated back by an abort).
+var frameStates = []string{"free", "used", "slab", "tracker", "preserved", "reserved", "scratch",
+	"scratch_used", "scratch_free", "fdt", "migrated"}
 
 var (
 	langOnce sync.Once

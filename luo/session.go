@@ -108,16 +108,32 @@ func (l *LUO) createSession(t *kernel.Task, raw [uapi.LIVEUPDATE_SESSION_NAME_LE
 		return -1, errno.EEXIST
 	}
 	s := &Session{l: l, name: name}
+	f, err := l.sessionFile(s)
+	if err != nil {
+		// luo_session_create's err_remove: the session goes, as it came.
+		l.fitSessions(len(l.outgoing))
+		return -1, err
+	}
 	l.outgoing = append(l.outgoing, s)
 	l.stats.SessionsCreated++
-	return l.installSession(t, s)
+	return l.installSession(t, f)
 }
 
-// installSession makes the session's anonymous file ("[luo_session]
-// NAME", luo_session_getfile) and installs it close-on-exec.
-func (l *LUO) installSession(t *kernel.Task, s *Session) (int, error) {
-	f := l.k.NewFile(l.sessOps, nil, "[luo_session] "+s.name, uapi.O_RDWR)
+// sessionFile is luo_session_getfile(): the session's anonymous file
+// ("[luo_session] NAME").
+//
+// Errors: ENOMEM (the filp object; the slab or page_alloc fault).
+func (l *LUO) sessionFile(s *Session) (*kernel.File, error) {
+	f, err := l.k.AllocFile(l.sessOps, nil, "[luo_session] "+s.name, uapi.O_RDWR)
+	if err != nil {
+		return nil, err
+	}
 	f.Private = s
+	return f, nil
+}
+
+// installSession installs a session's file close-on-exec.
+func (l *LUO) installSession(t *kernel.Task, f *kernel.File) (int, error) {
 	fd, err := t.InstallFD(f, true)
 	if err != nil {
 		f.Put() // releases the session
@@ -141,9 +157,15 @@ func (l *LUO) retrieveSession(t *kernel.Task, raw [uapi.LIVEUPDATE_SESSION_NAME_
 	if s.retrieved {
 		return -1, errno.EINVAL
 	}
+	// luo_session_retrieve: the file first; a session whose file could
+	// not be made stays retrievable.
+	f, err := l.sessionFile(s)
+	if err != nil {
+		return -1, err
+	}
 	s.retrieved = true
 	l.stats.SessionsRetrieved++
-	return l.installSession(t, s)
+	return l.installSession(t, f)
 }
 
 // sessionOps is luo_session_fops.

@@ -126,11 +126,28 @@ func TestCheckAndReduce(t *testing.T) {
 }
 
 func TestVariant(t *testing.T) {
-	v, _ := variantNamed("kho=arrays<->bitmaps")
-	got := variant("machine memory=1G\nboot fdbox=stash\nkexec kho=bitmaps\nkexec kho=radix\n", v)
-	want := "machine memory=1G\nboot fdbox=stash kho=bitmaps\nkexec kho=arrays\nkexec kho=radix\n"
-	if got != want {
+	src := "machine memory=1G\nboot fdbox=stash\nkho activate\nkexec\n"
+	vs := variantsOf(src)
+	if len(vs) != 2 {
+		t.Fatalf("variants of a clean arrays scenario: %v", vs)
+	}
+	got := variant(src, vs[0])
+	if want := "machine memory=1G\nboot fdbox=stash kho=bitmaps\nkho activate\nkexec\n"; got != want {
 		t.Fatalf("variant:\n%s\nwant\n%s", got, want)
+	}
+	if v, ok := variantNamed(vs[1].name); !ok || v.from != "arrays" || v.to != "radix" {
+		t.Fatalf("variantNamed(%q) = %v", vs[1].name, v)
+	}
+	for _, src := range []string{
+		"machine memory=1G\nboot kho=bitmaps\nkexec kho=arrays\n", // two trackers
+		"machine memory=1G\nboot\nfault slab\nkexec\n",            // faults
+	} {
+		if vs := variantsOf(src); len(vs) != 0 {
+			t.Fatalf("variants of %q: %v", src, vs)
+		}
+	}
+	if vs := variantsOf("machine memory=1G\nboot\nkexec\n"); len(vs) != 1 || vs[0].to != "bitmaps" {
+		t.Fatalf("a kexec without activation compares arrays with bitmaps only: %v", vs)
 	}
 	if !activatesOnlyBeforeKexec("boot\nkho activate\nexpect invariants\nkexec\n") ||
 		activatesOnlyBeforeKexec("boot\nkho activate\np: close(3)\nkexec\n") ||

@@ -41,6 +41,11 @@ const (
 	roleOracle
 	// roleAudit is `expect invariants`: a broken invariant is a finding.
 	roleAudit
+	// roleMust is a restore step of a file handed over without faults,
+	// by a kexec into the same build: it must succeed whenever the
+	// statements it depends on (the preservation, the activation, the
+	// kexec) succeeded. An errno is a finding ("lost").
+	roleMust
 )
 
 // stmt is one generated statement.
@@ -84,12 +89,20 @@ type res struct {
 	kind resKind
 	file int    // the open file (dup shares it); 0 if none
 	box  string // rBox: the box; rSession: the session
+	// story marks a box or session of a live-update story: generic calls
+	// leave it alone, so that what it hands over is known.
+	story bool
 }
 
 // proc is a process of the running kernel, as the generator believes.
 type proc struct {
 	name string
 	res  []*res
+	// story: the process holds a LUO session of a story (it does not
+	// exit: that would release the session).
+	story bool
+	// decl is the process statement.
+	decl *stmt
 }
 
 // preserved is a file handed to a box or a session, with the snapshot the
@@ -101,6 +114,9 @@ type preserved struct {
 	snap      *snapshot
 	alias     *res // LUO: the fd still open (snapshot taken before kexec)
 	aliasProc *proc
+	// deps are the statements that preserved it (put or preserve, seal);
+	// nil when the generator cannot promise it comes back.
+	deps []*stmt
 }
 
 // snapshot names the variables holding what a file was before kexec.
@@ -132,12 +148,14 @@ type gen struct {
 	tainted map[int]bool
 	boxes   []string // boxes created (this kernel)
 	sealed  map[string]bool
-	sess    []string
-	pres    []*preserved // preserved in this kernel, for the next
-	carried []*preserved // handed over to the running kernel
-	build   map[string]string
-	faults  bool
-	corrupt bool
+	// storySess are the sessions of stories, with their creation.
+	storySess map[*res]*stmt
+	sess      []string
+	pres      []*preserved // preserved in this kernel, for the next
+	carried   []*preserved // handed over to the running kernel
+	build     map[string]string
+	faults    bool
+	corrupt   bool
 	// mode is the scenario's class: clean (no faults, KHO activated
 	// just before each kexec: compared under every tracker), free (no
 	// faults, activations anywhere), faulty (faults and corruption).
@@ -160,6 +178,7 @@ func Generate(seed uint64, cfg Config) *Scenario {
 	g := &gen{
 		rnd: newRand(seed), cfg: cfg, aliases: map[int]int{}, tainted: map[int]bool{},
 		sealed: map[string]bool{}, build: map[string]string{}, lang: scenarios.Lang(),
+		storySess: map[*res]*stmt{},
 	}
 	g.mode = g.pick("clean", "clean", "free", "faulty", "faulty")
 	g.header()
@@ -214,7 +233,9 @@ func (g *gen) buildKeys(all bool) string {
 	if all {
 		return b.String()
 	}
-	if g.chance(50) {
+	// Outside the faulty class the tracker stays, so that the scenario
+	// has variants under the other trackers (oracle.go).
+	if g.mode == "faulty" && g.chance(50) {
 		g.build["kho"] = g.pick("arrays", "bitmaps", "radix")
 		fmt.Fprintf(&b, " kho=%s", g.build["kho"])
 	}
@@ -241,9 +262,9 @@ func (g *gen) newProc() *proc {
 	p := &proc{name: g.name("p")}
 	g.procs = append(g.procs, p)
 	if g.chance(90) {
-		g.emit(rolePlain, "process %s uid=0", p.name)
+		p.decl = g.emit(rolePlain, "process %s uid=0", p.name)
 	} else {
-		g.emit(rolePlain, "process %s", p.name)
+		p.decl = g.emit(rolePlain, "process %s", p.name)
 	}
 	return p
 }
@@ -255,11 +276,12 @@ func (g *gen) someProc() *proc {
 	return g.procs[g.rnd.IntN(len(g.procs))]
 }
 
-// resOf returns a random resource of p of one of kinds, or nil.
+// resOf returns a random resource of p of one of kinds, or nil (never
+// one of a story).
 func (g *gen) resOf(p *proc, kinds ...resKind) *res {
 	var c []*res
 	for _, r := range p.res {
-		if slices.Contains(kinds, r.kind) {
+		if slices.Contains(kinds, r.kind) && !r.story {
 			c = append(c, r)
 		}
 	}
@@ -296,7 +318,7 @@ func (g *gen) size() string {
 	case 1:
 		return fmt.Sprint(g.rnd.IntN(5000))
 	case 2:
-		return g.pick("-1", "0x7ffffffffffff000", "1GiB", "3MiB + 7")
+		return g.pick("-1", "0x7ffffffffffff000", "16MiB", "3MiB + 7")
 	case 3, 4:
 		return "2MiB"
 	}
@@ -336,7 +358,7 @@ func (g *gen) action() {
 		g.emit(rolePlain, "reboot")
 		g.gone(false)
 	case w < 91:
-		if p := g.someProc(); p != nil {
+		if p := g.someProc(); p != nil && !p.story {
 			g.emit(rolePlain, "exit %s", p.name)
 			g.procs = slices.DeleteFunc(g.procs, func(q *proc) bool { return q == p })
 			for _, r := range p.res {
@@ -384,8 +406,13 @@ func (g *gen) call() {
 		if prm.Optional && g.chance(30) {
 			break
 		}
-		if cmd != nil && i == sig.Cmd {
-			args = append(args, cmd.Name)
+		if len(sig.Commands) > 0 && i == sig.Cmd {
+			if cmd != nil {
+				args = append(args, cmd.Name)
+			} else {
+				// The generic form: a command none of the table's is.
+				args = append(args, g.pick("0", "0x2e7f", "0xffffffff"))
+			}
 			continue
 		}
 		args = append(args, g.arg(p, sig.Name, prm, want, lens, args))
@@ -712,18 +739,15 @@ func (g *gen) snap(p *proc, r *res) *snapshot {
 func (g *gen) boxStory() {
 	p := g.someProc()
 	ctl := g.ensure(p, rCtl, "/dev/fdbox/fdbox")
-	var box *res
-	if r := g.resOf(p, rBox); r != nil && !g.sealed[r.box] && g.chance(50) {
-		box = r
-	} else {
-		name := g.name("b")
-		g.emit(rolePlain, "%s: ioctl(%s, FDBOX_CREATE_BOX, name=%q)", p.name, ctl.name, name)
-		g.boxes = append(g.boxes, name)
-		g.files++
-		box = g.bind(p, rBox, g.files, name)
-		s := g.emit(rolePlain, "%s: %s = open(\"/dev/fdbox/%s\", O_RDWR)", p.name, box.name, name)
-		s.binds = box.name
-	}
+	// A box of its own, which generic calls do not know: nobody
+	// unseals it behind the story's back.
+	name := g.name("b")
+	create := g.emit(rolePlain, "%s: ioctl(%s, FDBOX_CREATE_BOX, name=%q)", p.name, ctl.name, name)
+	g.files++
+	box := g.bind(p, rBox, g.files, name)
+	box.story = true
+	open := g.emit(rolePlain, "%s: %s = open(\"/dev/fdbox/%s\", O_RDWR)", p.name, box.name, name)
+	open.binds = box.name
 	m := g.resOf(p, rMemfd)
 	if m == nil || g.chance(50) {
 		m = g.memfd(p)
@@ -739,8 +763,9 @@ func (g *gen) boxStory() {
 	}
 	g.pres = append(g.pres, pr)
 	if g.chance(80) {
-		g.emit(rolePlain, "%s: ioctl(%s, FDBOX_SEAL)", p.name, box.name)
+		seal := g.emit(rolePlain, "%s: ioctl(%s, FDBOX_SEAL)", p.name, box.name)
 		g.sealed[box.box] = true
+		pr.deps = []*stmt{create, open, put, seal}
 	}
 	if g.chance(40) && g.mode != "clean" {
 		g.emit(rolePlain, "kho activate")
@@ -752,13 +777,19 @@ func (g *gen) boxStory() {
 func (g *gen) luoStory() {
 	p := g.someProc()
 	lu := g.ensure(p, rLUO, "/dev/liveupdate")
-	s := g.resOf(p, rSession)
-	if s == nil || g.chance(40) {
+	var s *res
+	for _, r := range p.res {
+		if r.kind == rSession && r.story && g.storySess[r] != nil && g.chance(60) {
+			s = r
+		}
+	}
+	if s == nil {
 		name := g.name("s")
-		g.sess = append(g.sess, name)
 		s = g.bind(p, rSession, 0, name)
+		s.story, p.story = true, true
 		st := g.emit(rolePlain, "%s: %s = ioctl(%s, LIVEUPDATE_IOCTL_CREATE_SESSION, name=%q)", p.name, s.name, lu.name, name)
 		st.binds = s.name
+		g.storySess[s] = st
 	}
 	m := g.resOf(p, rMemfd)
 	if m == nil || g.chance(50) {
@@ -766,6 +797,7 @@ func (g *gen) luoStory() {
 	}
 	pr := &preserved{box: s.box, token: uint64(g.fresh), luo: true}
 	put := g.emit(rolePlain, "%s: ioctl(%s, LIVEUPDATE_SESSION_PRESERVE_FD, fd=%s, token=%d)", p.name, s.name, m.name, pr.token)
+	pr.deps = []*stmt{g.storySess[s], put}
 	if !g.tainted[m.file] && g.aliases[m.file] == 1 {
 		pr.alias, pr.aliasProc = m, p
 		pr.snap = &snapshot{lets: []*stmt{put}}
@@ -791,54 +823,75 @@ func (g *gen) kexec() {
 			}
 		}
 	}
+	var act *stmt
 	if g.chance(85) || g.mode == "clean" {
-		g.emit(rolePlain, "kho activate")
+		act = g.emit(rolePlain, "kho activate")
 	}
-	g.emit(rolePlain, "kexec%s", g.buildKeys(false))
+	keys := g.buildKeys(false)
+	kx := g.emit(rolePlain, "kexec%s", keys)
 	seal := before == "v2" && g.build["memfd"] == "v2"
+	// What must come back: without faults, after an activation, into
+	// the same build (a build with another tracker, FDBox mode or memfd
+	// version may legitimately not read what this one wrote).
+	must := g.mode != "faulty" && act != nil && keys == ""
 	carried := g.pres
 	g.gone(true)
 	if len(carried) == 0 {
 		return
 	}
 	p := g.newProc()
+	if !strings.HasSuffix(p.decl.text, "uid=0") {
+		p.decl.text += " uid=0" // the restorer is root (the devices are 0600)
+	}
+	role := func(pr *preserved) (stmtRole, []*stmt) {
+		if !must || pr.deps == nil || (pr.luo && g.build["luo"] != "on") || (!pr.luo && g.build["fdbox"] == "off") {
+			return rolePlain, nil
+		}
+		return roleMust, append(slices.Clone(pr.deps), act, kx, p.decl)
+	}
 	opened := map[string]*res{}
 	for _, pr := range carried {
 		var bind *stmt
 		var r *res
+		rl, deps := role(pr)
+		must := func(s *stmt) *stmt {
+			s.role, s.deps = rl, deps
+			return s
+		}
 		if pr.luo {
 			s := opened["luo:"+pr.box]
 			if s == nil {
 				lu := g.ensure(p, rLUO, "/dev/liveupdate")
 				s = g.bind(p, rSession, 0, pr.box)
-				st := g.emit(rolePlain, "%s: %s = ioctl(%s, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name=%q)", p.name, s.name, lu.name, pr.box)
+				s.story, p.story = true, true
+				st := must(g.emit(rolePlain, "%s: %s = ioctl(%s, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name=%q)", p.name, s.name, lu.name, pr.box))
 				st.binds = s.name
 				opened["luo:"+pr.box] = s
 			}
 			g.files++
 			r = g.bind(p, rMemfd, g.files, "")
-			bind = g.emit(rolePlain, "%s: %s = ioctl(%s, LIVEUPDATE_SESSION_RETRIEVE_FD, token=%d)", p.name, r.name, s.name, pr.token)
+			bind = must(g.emit(rolePlain, "%s: %s = ioctl(%s, LIVEUPDATE_SESSION_RETRIEVE_FD, token=%d)", p.name, r.name, s.name, pr.token))
 		} else {
 			b := opened["box:"+pr.box]
 			if b == nil {
 				g.files++
 				b = g.bind(p, rBox, g.files, pr.box)
-				st := g.emit(rolePlain, "%s: %s = open(\"/dev/fdbox/%s\", O_RDWR)", p.name, b.name, pr.box)
+				st := must(g.emit(rolePlain, "%s: %s = open(\"/dev/fdbox/%s\", O_RDWR)", p.name, b.name, pr.box))
 				st.binds = b.name
-				g.emit(rolePlain, "%s: ioctl(%s, FDBOX_UNSEAL)", p.name, b.name)
+				must(g.emit(rolePlain, "%s: ioctl(%s, FDBOX_UNSEAL)", p.name, b.name))
 				opened["box:"+pr.box] = b
 				g.boxes = append(g.boxes, pr.box)
 			}
 			g.files++
 			r = g.bind(p, rMemfd, g.files, "")
-			bind = g.emit(rolePlain, "%s: %s = ioctl(%s, FDBOX_GET_FD, name=%q)", p.name, r.name, b.name, pr.name)
+			bind = must(g.emit(rolePlain, "%s: %s = ioctl(%s, FDBOX_GET_FD, name=%q)", p.name, r.name, b.name, pr.name))
 		}
 		bind.binds = r.name
 		if pr.snap == nil {
 			continue
 		}
 		ref := p.name + ":" + r.name
-		deps := append([]*stmt{bind}, pr.snap.lets...)
+		deps = append([]*stmt{bind}, pr.snap.lets...)
 		checks := []string{
 			fmt.Sprintf("expect size(%s) == %s", ref, pr.snap.size),
 			fmt.Sprintf("expect hash(%s, 0, 8MiB) == %s", ref, pr.snap.hash),

@@ -29,7 +29,8 @@ type Scenario struct {
 
 // Finding is a failure the oracle found.
 type Finding struct {
-	// Kind is "panic", "invariant", "expect" (an expectation failed:
+	// Kind is "panic", "invariant", "lost" (in the recording: a file
+	// handed over cleanly did not come back), "expect" (an expectation failed:
 	// a handed-over file differs, or a replay observed another value),
 	// "errno" (a statement's outcome differs from the recording's),
 	// "other" (another failure of a statement), each prefixed with
@@ -92,6 +93,7 @@ func line(s *stmt, final bool) string {
 
 // failedWith matches a statement's errno failure.
 var failedWith = regexp.MustCompile(`^(?:[a-z_]+|kho activate|kho deactivate) failed with (E[A-Z0-9]+)`)
+var wantErrno = regexp.MustCompile(`(?:succeeded|failed with E[A-Z0-9]+).*, want E[A-Z0-9]+$`)
 var errnoWord = regexp.MustCompile(`\bE[A-Z0-9]{2,}\b`)
 
 // errnoOf returns the errno a failed statement reports, "" if its
@@ -177,7 +179,13 @@ func classify(script *scn.Script, res *scenarios.Result) *Finding {
 		case *scn.Expect:
 			fd.Kind = "expect"
 		case *scn.Syscall, *scn.KHO, *scn.Kexec, *scn.Reboot:
-			fd.Kind = "errno"
+			// An errno other than the recorded one, or none where one
+			// was recorded; a failure without an errno (no kernel
+			// runs, an unknown resource) is another kind.
+			fd.Kind = "other"
+			if errnoOf(st, f.Message) != "" || wantErrno.MatchString(firstLine(f.Message)) {
+				fd.Kind = "errno"
+			}
 		default:
 			fd.Kind = "other"
 		}
@@ -221,6 +229,9 @@ func (sc *Scenario) Record() (string, *Finding) {
 					return render(applyDrops(stmts[:idx+1], drop), false), fd
 				}
 				drop[s] = true
+			case s.role == roleMust && !anyFailed(s.deps, failed) && errnoOf(st, f.Message) != "":
+				fd.Kind = "lost"
+				return render(applyDrops(stmts[:idx+1], drop), false), fd
 			case s.errno == "":
 				if e := errnoOf(st, f.Message); e != "" {
 					s.errno = e
@@ -266,7 +277,7 @@ var bindsName = regexp.MustCompile(`^(?:let (\w+) =|\w+: (\w+) = )`)
 
 func anyFailed(deps []*stmt, failed map[*stmt]bool) bool {
 	for _, d := range deps {
-		if failed[d] || d.errno != "" || d.dropped {
+		if d == nil || failed[d] || d.errno != "" || d.dropped {
 			return true
 		}
 	}
@@ -302,40 +313,74 @@ func (sc *Scenario) observe(stmts []*stmt, script *scn.Script, out string) {
 	}
 }
 
-// A variant maps each tracker of a scenario's boot and kexec statements to
-// another. arrays and bitmaps both refuse preservation once KHO is active
-// (kho finalize); radix is "stateless" (it preserves while active, see
-// docs/kho.md), so a scenario is compared with its radix and arrays
-// variants only when it activates KHO just before each kexec, where the
-// two models agree.
+// A variant is the same scenario under another KHO tracker. Only a
+// scenario that keeps one tracker throughout has variants (a kexec from
+// one tracker to another may legitimately lose what the next kernel
+// cannot read: docs/compat.md), and it is run under each other tracker.
+// arrays and bitmaps both refuse preservation once KHO is active (kho
+// finalize); radix is "stateless" (it preserves while active and hands
+// over without an activation, docs/kho.md), so radix is compared with the
+// others only for scenarios that activate KHO just before each kexec,
+// where the models agree.
 type variantMap struct {
-	name string
-	to   map[string]string
-	// clean: only for scenarios whose activations are each followed by
-	// a kexec.
-	clean bool
+	name   string
+	from   string
+	to     string
+	onlyIf func(text string) bool
 }
 
-var variants = []variantMap{
-	{name: "kho=arrays<->bitmaps", to: map[string]string{"arrays": "bitmaps", "bitmaps": "arrays", "radix": "radix"}},
-	{name: "kho=radix everywhere", to: map[string]string{"arrays": "radix", "bitmaps": "radix", "radix": "radix"}, clean: true},
-	{name: "kho=arrays everywhere", to: map[string]string{"arrays": "arrays", "bitmaps": "arrays", "radix": "arrays"}, clean: true},
+// trackers are the KHO trackers of kbuild.
+var trackers = []string{"arrays", "bitmaps", "radix"}
+
+var khoKey = regexp.MustCompile(`\bkho=(\w+)`)
+
+// variantsOf returns the variants a scenario is compared under.
+func variantsOf(text string) []variantMap {
+	if hasFaults(text) {
+		return nil
+	}
+	used := map[string]bool{}
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, "boot") && !khoKey.MatchString(l) {
+			used["arrays"] = true
+		}
+		if strings.HasPrefix(l, "boot") || strings.HasPrefix(l, "kexec") {
+			for _, m := range khoKey.FindAllStringSubmatch(l, -1) {
+				used[m[1]] = true
+			}
+		}
+	}
+	if len(used) != 1 {
+		return nil
+	}
+	var from string
+	for t := range used {
+		from = t
+	}
+	clean := activatesOnlyBeforeKexec(text)
+	var vs []variantMap
+	for _, to := range trackers {
+		if to == from || (to == "radix" || from == "radix") && !clean {
+			continue
+		}
+		vs = append(vs, variantMap{name: "kho=" + to + " for kho=" + from, from: from, to: to})
+	}
+	return vs
 }
 
 // variantNamed returns the variant of that name.
 func variantNamed(name string) (variantMap, bool) {
-	for _, v := range variants {
-		if v.name == name {
-			return v, true
-		}
-	}
-	return variantMap{}, false
+	from, to, ok := parseVariantName(name)
+	return variantMap{name: name, from: from, to: to}, ok
 }
 
-var khoKey = regexp.MustCompile(`\bkho=(\w+)`)
+func parseVariantName(name string) (from, to string, ok bool) {
+	a, b, ok := strings.Cut(name, " for ")
+	return strings.TrimPrefix(b, "kho="), strings.TrimPrefix(a, "kho="), ok
+}
 
-// variant rewrites every kho= build key of a scenario by v (a boot
-// without one gets the default's, arrays, first).
+// variant rewrites a scenario's tracker as v says (a boot without a kho=
+// key gets the default's, arrays, first).
 func variant(text string, v variantMap) string {
 	lines := strings.Split(text, "\n")
 	for i, l := range lines {
@@ -343,12 +388,7 @@ func variant(text string, v variantMap) string {
 			l += " kho=arrays"
 		}
 		if strings.HasPrefix(l, "boot") || strings.HasPrefix(l, "kexec") {
-			l = khoKey.ReplaceAllStringFunc(l, func(m string) string {
-				if t, ok := v.to[strings.TrimPrefix(m, "kho=")]; ok {
-					return "kho=" + t
-				}
-				return m
-			})
+			l = strings.ReplaceAll(l, "kho="+v.from, "kho="+v.to)
 		}
 		lines[i] = l
 	}
@@ -411,14 +451,7 @@ func Check(name, text string) (f *Finding, runs, steps int) {
 	if f := classify(script, res); f != nil {
 		return f, runs, steps
 	}
-	if hasFaults(text) {
-		return nil, runs, steps
-	}
-	clean := activatesOnlyBeforeKexec(text)
-	for _, v := range variants {
-		if v.clean && !clean {
-			continue
-		}
+	for _, v := range variantsOf(text) {
 		vt := variant(text, v)
 		if vt == text {
 			continue

@@ -93,6 +93,9 @@ func line(s *stmt, final bool) string {
 
 // failedWith matches a statement's errno failure.
 var failedWith = regexp.MustCompile(`^(?:[a-z_]+|kho activate|kho deactivate) failed with (E[A-Z0-9]+)`)
+// mismatch matches the runner's messages of an expectation that was
+// evaluated and is false (run_expr.go's comparisons).
+var mismatch = regexp.MustCompile(` != |^byte |, want |differs|has \d+ bytes|has more bytes`)
 var wantErrno = regexp.MustCompile(`(?:succeeded|failed with E[A-Z0-9]+).*, want E[A-Z0-9]+$`)
 var errnoWord = regexp.MustCompile(`\bE[A-Z0-9]{2,}\b`)
 
@@ -177,7 +180,13 @@ func classify(script *scn.Script, res *scenarios.Result) *Finding {
 	default:
 		switch st.(type) {
 		case *scn.Expect:
-			fd.Kind = "expect"
+			// A mismatch, not an expression that cannot be evaluated
+			// (a process or resource gone): the reducer must not trade
+			// one for the other.
+			fd.Kind = "other"
+			if mismatch.MatchString(strings.TrimPrefix(firstLine(f.Message), st.Source()+": ")) {
+				fd.Kind = "expect"
+			}
 		case *scn.Syscall, *scn.KHO, *scn.Kexec, *scn.Reboot:
 			// An errno other than the recorded one, or none where one
 			// was recorded; a failure without an errno (no kernel

@@ -93,6 +93,7 @@ func line(s *stmt, final bool) string {
 
 // failedWith matches a statement's errno failure.
 var failedWith = regexp.MustCompile(`^(?:[a-z_]+|kho activate|kho deactivate) failed with (E[A-Z0-9]+)`)
+
 // mismatch matches the runner's messages of an expectation that was
 // evaluated and is false (run_expr.go's comparisons).
 var mismatch = regexp.MustCompile(` != |^byte |, want |differs|has \d+ bytes|has more bytes`)

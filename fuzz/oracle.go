@@ -43,6 +43,8 @@ type Finding struct {
 	Stmt    string
 	Line    int
 	Message string
+	// Source is the failing statement as written.
+	Source string
 	// Variant is the kernel tracker rotation that failed ("" for the
 	// scenario as written).
 	Variant string
@@ -51,7 +53,15 @@ type Finding struct {
 // Same reports whether two findings fail the same way (kind and
 // statement kind), the reducer's criterion.
 func (f *Finding) Same(g *Finding) bool {
-	return f != nil && g != nil && f.Kind == g.Kind && f.Stmt == g.Stmt
+	if f == nil || g == nil || f.Kind != g.Kind || f.Stmt != g.Stmt {
+		return false
+	}
+	// An expectation must be the same one: the reducer never edits
+	// them, so another one failing is another failure.
+	if strings.HasSuffix(f.Kind, "expect") {
+		return f.Source == g.Source
+	}
+	return true
 }
 
 func (f *Finding) String() string {
@@ -171,6 +181,9 @@ func classify(script *scn.Script, res *scenarios.Result) *Finding {
 	f := res.Failures[0]
 	st := stmtAt(script, f.Line)
 	fd := &Finding{Stmt: stmtKind(st), Line: f.Line, Message: f.Message}
+	if st != nil {
+		fd.Source = st.Source()
+	}
 	var v *invariant.Violation
 	switch {
 	case res.Internal:

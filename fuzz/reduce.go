@@ -133,6 +133,11 @@ func simpler(l string) []string {
 		}
 		return out
 	}
+	// Observations and expectations are the oracle: left as they are
+	// (shrinking one side of a comparison makes a failure of its own).
+	if strings.HasPrefix(l, "let ") || strings.HasPrefix(l, "expect ") {
+		return out
+	}
 	// Numbers outside strings: to 0, 1, a page, half.
 	quoted := strings_.FindAllStringIndex(l, -1)
 	inString := func(i int) bool {

@@ -41,15 +41,36 @@ func (r *Reducer) Reduce(text string, target *Finding) (string, *Finding) {
 		}
 	}
 	last := target
+	var accepted []string
 	test := func(cand []string) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		r.Checks++
-		f, _, _ := Check("reduce.scn", strings.Join(cand, "\n")+"\n")
-		if target.Same(f) {
-			last = f
-			return true
+		// A deletion often changes what a later statement returns (a
+		// fault that no longer fires, a file that is now absent): its
+		// `-> ERRNO` is brought up to date and the candidate run again,
+		// as the recording would have written it.
+		cand = append([]string{}, cand...)
+		for range 12 {
+			r.Checks++
+			f, _, _ := Check("reduce.scn", strings.Join(cand, "\n")+"\n")
+			if target.Same(f) {
+				last, accepted = f, cand
+				return true
+			}
+			if f == nil || f.Kind != "errno" || f.Line < 1 || f.Line > len(cand) || f.Source == target.Source {
+				return false
+			}
+			l := errSuf.ReplaceAllString(cand[f.Line-1], "")
+			if m := failedWith.FindStringSubmatch(strings.TrimPrefix(firstLine(f.Message), f.Source+": ")); m != nil {
+				l += " -> " + m[1]
+			} else if !strings.Contains(f.Message, "succeeded") {
+				return false
+			}
+			if l == cand[f.Line-1] {
+				return false
+			}
+			cand[f.Line-1] = l
 		}
 		return false
 	}
@@ -64,7 +85,7 @@ func (r *Reducer) Reduce(text string, target *Finding) (string, *Finding) {
 			for i := 0; i+n <= len(lines); {
 				cand := append(append([]string{}, lines[:i]...), lines[i+n:]...)
 				if test(cand) {
-					lines, changed = cand, true
+					lines, changed = accepted, true
 					r.say("deleted %d statements at %d: %d left", n, i+1, len(lines))
 					continue
 				}
@@ -78,7 +99,7 @@ func (r *Reducer) Reduce(text string, target *Finding) (string, *Finding) {
 				cand[i] = s
 				if test(cand) {
 					r.say("simplified line %d: %s", i+1, s)
-					lines[i], changed = s, true
+					lines, changed = accepted, true
 				}
 			}
 		}

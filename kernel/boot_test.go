@@ -22,7 +22,7 @@ func newFrames(t *testing.T, size uint64) *physmem.Frames {
 }
 
 func TestBootRefusesSmallMachines(t *testing.T) {
-	if _, err := Boot(Hardware{Frames: newFrames(t, 64<<20)}, BootParams{BootID: 1}); err != errno.EINVAL {
+	if _, err := Boot(Hardware{Frames: newFrames(t, 64<<20)}, BootParams{BootID: 1}); errno.Of(err) != errno.EINVAL {
 		t.Fatalf("64 MiB machine: %v, want EINVAL", err)
 	}
 	if _, err := Boot(Hardware{}, BootParams{BootID: 1}); err != errno.EINVAL {

@@ -5,6 +5,8 @@
 //	khosim run [-v] [--json] [--seed N] [--dump-fdt FILE.dtb] [--report DIR] FILE.scn...
 //	khosim memmap [--svg FILE.svg] [--at NAME] FILE.scn  the memory map at the end or at `snapshot NAME`
 //	khosim faults                list the fault-injection sites
+//	khosim fuzz [--seed N] [--runs N | --time D] [--out DIR] [--shard K/N]  random scenarios under the oracle
+//	khosim reduce FILE.scn       shrink a failing scenario
 //	khosim kernels               list the kernel build keys of boot and kexec (also: khosim help kernels)
 //	khosim fdt FILE.dtb          print a device tree blob as DTS-like text
 //

@@ -331,6 +331,8 @@ var errorCases = []struct {
 	{"machine values", "machine memory=0 scratch=0%\n", []string{
 		"t.scn:1:16: memory= must not be 0",
 		"t.scn:1:26: scratch= percentage must be 1..100, got 0%"}},
+	{"scratch overflows when rounded", "machine memory=1G scratch=18446744073709551615\n", []string{
+		"t.scn:1:27: scratch=18446744073709551615 overflows when the kernel rounds it up to 2 MiB (at most 18446744073707454464)"}},
 	{"machine scratch", "machine memory=1G scratch=101%\nmachine memory=1G scratch=0\n", []string{
 		"t.scn:1:27: scratch= percentage must be 1..100, got 101%",
 		"t.scn:2:1: machine given twice (first at line 1)",

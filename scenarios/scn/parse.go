@@ -133,6 +133,10 @@ func Parse(filename string, src []byte, lang *Lang) (*Script, error) {
 	return s, p.errs
 }
 
+// scratchAlign is the granule the kernel rounds scratch sizes up to
+// (kernel.scratchAlign, a pageblock: CMA_MIN_ALIGNMENT_BYTES).
+const scratchAlign = 2 << 20
+
 // MaxErrors is how many errors Parse reports of one file; past it, one
 // more says how many it left out.
 const MaxErrors = 20
@@ -419,8 +423,14 @@ func (p *parser) machine(kw token) *Machine {
 				m.Scratch = Scratch{Percent: v}
 				return
 			}
-			if v == 0 {
+			switch {
+			case v == 0:
 				p.errorf(pos, "scratch= must not be 0")
+			case v > math.MaxUint64-(scratchAlign-1):
+				// The kernel rounds scratch sizes up to 2 MiB
+				// (CMA_MIN_ALIGNMENT_BYTES, kernel/boot.go): this
+				// one would wrap around to 0.
+				p.errorf(pos, "scratch=%d overflows when the kernel rounds it up to 2 MiB (at most %d)", v, uint64(math.MaxUint64)&^(scratchAlign-1))
 			}
 			m.Scratch = Scratch{Bytes: v}
 		}

@@ -62,6 +62,9 @@ func TestMetamorphicTrackers(t *testing.T) {
 				if !res.Passed {
 					continue
 				}
+				if !regexp.MustCompile(`(?m)^boot .*= kernel 1 \(kho=` + tr + ` `).MatchString(out.String()) {
+					t.Errorf("kho=%s: the file's boot did not boot that tracker (does it pin kho=? then exclude it)", tr)
+				}
 				seen := userVisible(out.String())
 				if base == nil {
 					base = seen

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
+
+	"khosim/kbuild"
 
 	"khosim/scenarios"
 	"khosim/scenarios/scn"
@@ -16,7 +19,7 @@ import (
 func init() {
 	register(&command{
 		name:    "run",
-		args:    "[-v] [--json] [--seed N] [--dump-fdt FILE.dtb] FILE.scn...",
+		args:    "[-v] [--json] [--seed N] [--build KEY=VALUE]... [--dump-fdt FILE.dtb] FILE.scn...",
 		summary: "replay scenario files, each on a fresh machine",
 		run:     runCmd,
 	})
@@ -28,6 +31,7 @@ type runFlags struct {
 	json    bool
 	seed    uint64
 	dumpFDT string
+	build   []scn.BuildKey
 }
 
 // parseInterleaved parses flags that may come before, between or after
@@ -61,8 +65,19 @@ func runCmd(e *env, args []string) int {
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per file on stdout")
 	fs.Uint64Var(&f.seed, "seed", 0, "machine seed of files whose machine statement has no seed=")
 	fs.StringVar(&f.dumpFDT, "dump-fdt", "", "save the last KHO handover FDT to `FILE.dtb`")
+	fs.Func("build", "boot every file's kernel with `KEY=VALUE` (e.g. kho=radix) unless its boot gives that key; repeatable", func(v string) error {
+		key, value, ok := strings.Cut(v, "=")
+		if !ok {
+			return fmt.Errorf("want KEY=VALUE, e.g. kho=radix")
+		}
+		if _, err := kbuild.Default().With(key, value); err != nil {
+			return err
+		}
+		f.build = append(f.build, scn.BuildKey{Key: key, Value: value})
+		return nil
+	})
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "usage: khosim run [-v] [--json] [--seed N] [--dump-fdt FILE.dtb] FILE.scn...\n")
+		fmt.Fprintf(e.stderr, "usage: khosim run [-v] [--json] [--seed N] [--build KEY=VALUE]... [--dump-fdt FILE.dtb] FILE.scn...\n")
 		fs.PrintDefaults()
 	}
 	files, err := parseInterleaved(fs, args)
@@ -99,7 +114,7 @@ func runCmd(e *env, args []string) int {
 		return exitUsage
 	}
 
-	opts := scenarios.Options{Seed: f.seed}
+	opts := scenarios.Options{Seed: f.seed, Build: f.build}
 	if f.verbose {
 		opts.Verbose = e.stdout
 	}

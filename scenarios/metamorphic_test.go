@@ -186,3 +186,41 @@ kexec
 		t.Errorf("a boot's own kho= did not win:\n%s", out.String())
 	}
 }
+
+// TestUserVisible checks what the metamorphic comparison keeps (system
+// calls, lets, expectations) and drops (the kernel log, frame counts, the
+// machine statements), and that a changed result is reported.
+func TestUserVisible(t *testing.T) {
+	run := func(fdt, errno, pages string) []string {
+		return userVisible(`=== x.scn
+machine memory=128MiB seed=1 (seed 1)
+boot = kernel 1 (kho=radix fdbox=stash luo=off memfd=v2 shmem_huge=never)
+    [kernel 1] info: Linux version khosim (boot 1)
+vmm: m = memfd_create("m", 0) = 3
+let f = frames(free) = ` + pages + `
+kho activate = ok (1 sealed box, 1 file, 2 pages, FDT ` + fdt + ` bytes)
+vmm: ioctl(box, FDBOX_GET_FD, name="m") -> ` + errno + `
+expect frames(used) == 0 = ok (0)
+expect size(vmm:m) == 8192 = ok (8192)
+PASS x.scn (9 statements, 0 kexecs, 1ms)
+`)
+	}
+	base := run("100", "EBUSY", "17")
+	want := []string{
+		`vmm: m = memfd_create("m", 0) = 3`,
+		`vmm: ioctl(box, FDBOX_GET_FD, name="m") -> EBUSY`,
+		`expect size(vmm:m) == 8192 = ok (8192)`,
+	}
+	if fmt.Sprint(base) != fmt.Sprint(want) {
+		t.Errorf("kept %q, want %q", base, want)
+	}
+	if d := firstDifference(base, run("2000", "EBUSY", "4242")); d != "" {
+		t.Errorf("the FDT's size and frame counts are not user-visible results: %s", d)
+	}
+	if d := firstDifference(base, run("100", "ENOENT", "17")); !strings.Contains(d, "ENOENT") {
+		t.Errorf("a changed errno was not reported: %q", d)
+	}
+	if d := firstDifference(base, base[:2]); d == "" {
+		t.Error("a missing result was not reported")
+	}
+}

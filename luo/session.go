@@ -70,7 +70,11 @@ func (s *Session) String() string {
 	case s.released:
 		dir = "released"
 	}
-	str := fmt.Sprintf("session %q (%s, %d files, array %v)", s.name, dir, len(s.files), s.arr.mem())
+	arr := "no file array" // allocated with the first file
+	if len(s.arr.b) > 0 {
+		arr = fmt.Sprintf("array %v", s.arr.mem())
+	}
+	str := fmt.Sprintf("session %q (%s, %d files, %s)", s.name, dir, len(s.files), arr)
 	for _, lf := range s.files {
 		str += "\n    " + lf.String()
 	}

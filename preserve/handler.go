@@ -128,6 +128,8 @@ type Preserved interface {
 	// Folios and Pages count what is preserved.
 	Folios() int
 	Pages() uint64
+	// Size is the file's i_size: now, or when it was detached.
+	Size() int64
 	// String describes the record for messages.
 	String() string
 }

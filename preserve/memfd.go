@@ -256,6 +256,9 @@ func (mf *memfdFile) Handler() Handler { return mf.h }
 func (mf *memfdFile) Folios() int      { return len(mf.folios) }
 func (mf *memfdFile) ended() bool      { return mf.done }
 
+// Size is the memfd's i_size, as recorded at Detach once detached.
+func (mf *memfdFile) Size() int64 { return mf.meta().size }
+
 func (mf *memfdFile) Pages() uint64 {
 	var n uint64
 	for _, pf := range mf.folios {

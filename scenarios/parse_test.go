@@ -353,13 +353,15 @@ var errorCases = []struct {
 		`t.scn:5:7: unexpected name "kho" at end of statement`,
 		`t.scn:6:10: expected an errno name after ->, found integer 5`,
 		`t.scn:7:7: unknown kexec key "cpus" (want kho=, fdbox=, luo=, memfd=, shmem_huge= or fdbox_shmem=)`}},
-	{"process", machineLine + "process\nprocess p gid=1\nprocess p uid=4294967296\nprocess p caps=CAP_NOPE|all\nprocess p caps=none|CAP_CHOWN\n", []string{
+	{"process", machineLine + "process\nprocess p gid=1\nprocess p uid=4294967296\nprocess p caps=CAP_NOPE|all\nprocess p caps=none|CAP_CHOWN\nprocess p nofile=2\nprocess p nofile=0x100001\n", []string{
 		`t.scn:2:8: expected a process name, found end of line`,
-		`t.scn:3:11: unknown process key "gid" (want uid= or caps=)`,
+		`t.scn:3:11: unknown process key "gid" (want uid=, caps= or nofile=)`,
 		`t.scn:4:15: uid=4294967296 is out of range (0..4294967295)`,
 		`t.scn:5:16: unknown capability "CAP_NOPE"`,
 		`t.scn:5:25: caps=all cannot be combined with other capabilities`,
-		`t.scn:6:16: caps=none cannot be combined with other capabilities`}},
+		`t.scn:6:16: caps=none cannot be combined with other capabilities`,
+		`t.scn:7:18: nofile=2 is out of range (3..1048576)`,
+		`t.scn:8:18: nofile=1048577 is out of range (3..1048576)`}},
 	{"exit", machineLine + "exit\nexit a b\n", []string{
 		`t.scn:2:5: expected a process name, found end of line`,
 		`t.scn:3:8: unexpected name "b" at end of statement`}},

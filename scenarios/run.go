@@ -70,6 +70,13 @@ type Options struct {
 	// AtEnd, when set, is shown the machine after the last statement
 	// that ran (passed or not), before it is closed, if a kernel runs.
 	AtEnd func(m *machine.Machine)
+	// Build, when set, changes the default kernel build of the file: its
+	// keys are applied to kbuild.Default() before the boot statement's
+	// own, so `boot` alone boots that build and `boot kho=arrays` still
+	// pins its tracker. kexec and reboot inherit from the running kernel
+	// as always. The metamorphic test runs the library under each
+	// tracker with it (khosim run --build kho=radix).
+	Build []scn.BuildKey
 }
 
 // ProgressMin is the size from which a data step reports progress.
@@ -615,7 +622,7 @@ func (r *runner) boot(st *scn.Boot) (string, error) {
 	if len(r.kernels) > 0 {
 		return "", failf("a kernel is already running (use kexec or reboot)")
 	}
-	b, err := r.buildFor(kbuild.Default(), st.Build)
+	b, err := r.buildFor(kbuild.Default(), append(slices.Clip(r.opts.Build), st.Build...))
 	if err != nil {
 		return "", err
 	}
@@ -624,7 +631,7 @@ func (r *runner) boot(st *scn.Boot) (string, error) {
 	}
 	r.addKernel("boot", st)
 	out := fmt.Sprintf("= kernel %d", r.kernel().BootID)
-	if len(st.Build) > 0 {
+	if len(st.Build) > 0 || len(r.opts.Build) > 0 {
 		out += " (" + b.String() + ")"
 	}
 	return out, nil
@@ -695,6 +702,9 @@ func (r *runner) process(st *scn.Process) (string, error) {
 		return "", failf("process %s already runs in kernel %d (started at line %d)", st.Name, kr.boot, p.line)
 	}
 	t := kr.k.NewTask(st.Name, kernel.Cred{UID: st.UID, Caps: st.CapMask})
+	if st.NoFile != 0 {
+		t.NoFile = st.NoFile // setrlimit(RLIMIT_NOFILE) before it runs
+	}
 	// A process starts the way a shell starts one: stdin, stdout and
 	// stderr open (on /dev/null here), so the first fd a scenario gets is
 	// 3, as in the contract's example.

@@ -119,6 +119,13 @@ func (r *runner) preservedNow() []PreservedBox {
 		pb := PreservedBox{Name: b.Name()}
 		for _, bfd := range b.FDs() {
 			f := bfd.File()
+			if f == nil {
+				// fdbox=seal: SEAL serialized the file and dropped it;
+				// the record is all there is.
+				rec := bfd.Record()
+				pb.Files = append(pb.Files, PreservedFile{Name: bfd.Name(), Kind: rec.Handler().Name(), Size: rec.Size(), Pages: rec.Pages()})
+				continue
+			}
 			pf := PreservedFile{Name: bfd.Name(), Kind: f.Ops.Kind(), Size: fileSize(f)}
 			if info := kernel.ShmemInode(f); info != nil {
 				pf.Pages = uint64(info.Alloced()) // cached or on swap

@@ -414,3 +414,29 @@ p: close(m)
 		t.Errorf("passed=%v internal=%v statements=%d", res.Passed, res.Internal, res.Stats.Statements)
 	}
 }
+
+// TestActivateSealSerialized: under fdbox=seal a sealed box holds records,
+// not files (SEAL dropped the struct files); what kho activate reports
+// comes from the records. (It was a nil dereference: an internal error.)
+func TestActivateSealSerialized(t *testing.T) {
+	res := runSource(t, "seal.scn", `machine memory=128MiB seed=1
+boot fdbox=seal
+process p uid=0
+p: m = memfd_create("m", 0)
+p: pwrite(m, 0, 20KiB + 5, rand(1))
+p: ctl = open("/dev/fdbox/fdbox", O_RDWR)
+p: ioctl(ctl, FDBOX_CREATE_BOX, name="vm")
+p: box = open("/dev/fdbox/vm", O_RDWR)
+p: ioctl(box, FDBOX_PUT_FD, fd=m, name="m")
+p: close(m)
+p: ioctl(box, FDBOX_SEAL)
+kho activate
+`, Options{})
+	if !res.Passed {
+		t.Fatalf("%v", res.Failures)
+	}
+	want := []PreservedBox{{Name: "vm", Files: []PreservedFile{{Name: "m", Kind: "memfd", Size: 20<<10 + 5, Pages: 6}}}}
+	if fmt.Sprint(res.Preserved) != fmt.Sprint(want) {
+		t.Errorf("preserved %+v, want %+v", res.Preserved, want)
+	}
+}

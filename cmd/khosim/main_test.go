@@ -308,3 +308,29 @@ func TestProgressBar(t *testing.T) {
 		t.Errorf("drew %q, want %q", out.String(), want)
 	}
 }
+
+// TestRunBuild: --build KEY=VALUE changes every file's default kernel
+// build (a boot's own key still wins); a bad key or value is a usage
+// error before anything runs.
+func TestRunBuild(t *testing.T) {
+	dir := t.TempDir()
+	plain := write(t, dir, "plain.scn", "machine memory=128MiB\nboot\n")
+	pinned := write(t, dir, "pinned.scn", "machine memory=128MiB\nboot kho=arrays\n")
+	status, out, stderr := cli(t, nil, "run", "-v", "--build", "kho=radix", "--build", "luo=on", plain, pinned)
+	if status != 0 {
+		t.Fatalf("status %d: %s", status, stderr)
+	}
+	for _, want := range []string{
+		"boot = kernel 1 (kho=radix fdbox=stash luo=on ",
+		"boot kho=arrays = kernel 1 (kho=arrays fdbox=stash luo=on ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"kho", "kho=trees", "cpus=4"} {
+		if status, out, _ := cli(t, nil, "run", "--build", bad, plain); status != exitUsage || out != "" {
+			t.Errorf("--build %s: status %d, stdout %q; want a usage error and nothing run", bad, status, out)
+		}
+	}
+}

@@ -8,7 +8,10 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
+
+	"khosim/kbuild"
 
 	"khosim/scenarios"
 	"khosim/scenarios/scn"
@@ -35,9 +38,10 @@ type runFlags struct {
 	seed      uint64
 	dumpFDT   string
 	report    string // --report DIR (report.go)
+	build     []scn.BuildKey
 }
 
-const runArgs = "[-v] [--json | --tap] [--junit FILE] [-run REGEXP] [--keep-going] [--seed N] [--dump-fdt FILE.dtb] [--report DIR] FILE.scn|DIR|DIR/...  ..."
+const runArgs = "[-v] [--json | --tap] [--junit FILE] [-run REGEXP] [--keep-going] [--seed N] [--build KEY=VALUE]... [--dump-fdt FILE.dtb] [--report DIR] FILE.scn|DIR|DIR/...  ..."
 
 // parseInterleaved parses flags that may come before, between or after
 // the file names, as `khosim run a.scn -v b.scn` users expect; "--" ends
@@ -82,6 +86,17 @@ func runCmd(e *env, args []string) int {
 	fs.BoolVar(&f.keepGoing, "keep-going", false, "run the files that parse even when others do not (or are missing)")
 	fs.Uint64Var(&f.seed, "seed", 0, "machine seed of files whose machine statement has no seed=")
 	fs.StringVar(&f.dumpFDT, "dump-fdt", "", "save the last KHO handover FDT to `FILE.dtb`")
+	fs.Func("build", "boot every file's kernel with `KEY=VALUE` (e.g. kho=radix) unless its boot gives that key; repeatable", func(v string) error {
+		key, value, ok := strings.Cut(v, "=")
+		if !ok {
+			return fmt.Errorf("want KEY=VALUE, e.g. kho=radix")
+		}
+		if _, err := kbuild.Default().With(key, value); err != nil {
+			return err
+		}
+		f.build = append(f.build, scn.BuildKey{Key: key, Value: value})
+		return nil
+	})
 	fs.StringVar(&f.report, "report", "", "write an HTML report of the runs (memory maps, timeline, handover) to `DIR`/index.html")
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "usage: khosim run %s\n", runArgs)
@@ -146,7 +161,7 @@ func runCmd(e *env, args []string) int {
 		scripts[i] = s
 	}
 
-	opts := scenarios.Options{Seed: f.seed}
+	opts := scenarios.Options{Seed: f.seed, Build: f.build}
 	if f.verbose {
 		opts.Verbose = e.stdout
 		if machineOut {

@@ -130,6 +130,9 @@ type Process struct {
 	// CapMask is the resolved capability set, bit n for capability n:
 	// caps= if given; otherwise uapi.CapAll when uid=0 was given, else 0.
 	CapMask uint64
+	// NoFile is the nofile= limit (RLIMIT_NOFILE, as `ulimit -n` sets
+	// it); 0 when not given: the kernel's default.
+	NoFile int
 }
 
 // Exit is `exit NAME`.
@@ -279,6 +282,9 @@ func (s *Process) String() string {
 	}
 	if s.Caps != nil {
 		out += " caps=" + strings.Join(s.Caps, "|")
+	}
+	if s.NoFile != 0 {
+		out += " nofile=" + strconv.Itoa(s.NoFile)
 	}
 	return out
 }

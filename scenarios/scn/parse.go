@@ -489,8 +489,14 @@ func buildKeyList() []string {
 
 func (p *parser) process() *Process {
 	pr := &Process{Name: p.name("a process name").text, UID: 1000}
-	p.options("process", []string{"uid", "caps"}, func(key token) {
+	p.options("process", []string{"uid", "caps", "nofile"}, func(key token) {
 		switch key.text {
+		case "nofile":
+			v, pos := p.number("nofile=")
+			if v < 3 || v > maxNoFile {
+				p.errorf(pos, "nofile=%d is out of range (3..%d)", v, maxNoFile)
+			}
+			pr.NoFile = int(min(v, maxNoFile))
 		case "uid":
 			v, pos := p.number("uid=")
 			if v > math.MaxUint32 {
@@ -506,6 +512,10 @@ func (p *parser) process() *Process {
 	}
 	return pr
 }
+
+// maxNoFile bounds a process's nofile=: Linux's fs.nr_open default
+// (1024*1024), the ceiling of RLIMIT_NOFILE.
+const maxNoFile = 1 << 20
 
 // caps parses `CAP_A|CAP_B`, `all` or `none`.
 func (p *parser) caps() (names []string, mask uint64) {

@@ -197,6 +197,12 @@ func (a *AddressSpace) DeleteFolio(pfn physmem.PFN, index uint64, shadow Entry) 
 //
 // Errors: errno.ENOENT if that folio is not stored with base index.
 func (a *AddressSpace) DeleteFolioReserve(pfn physmem.PFN, index uint64) error {
+	if pfn <= MaxFolioPFN {
+		if f, ok := a.iPages.reserveHinted(index, FolioEntry(pfn)); ok {
+			a.nrpages -= f.NrIndices()
+			return nil
+		}
+	}
 	f, ok := a.iPages.Lookup(index)
 	if !ok || pfn > MaxFolioPFN || f.Entry != FolioEntry(pfn) || f.Index != index {
 		return errno.ENOENT
@@ -207,6 +213,7 @@ func (a *AddressSpace) DeleteFolioReserve(pfn physmem.PFN, index uint64) error {
 	before := a.iPages.Counts()
 	a.iPages.store(index, zeroEntry, uint(f.Order), 0) // replaced in place: no node
 	a.accountStore(before)
+	a.iPages.hintAt(index) // the next folio of a truncation is in the same node
 	return nil
 }
 

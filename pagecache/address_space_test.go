@@ -503,3 +503,47 @@ func TestAddressSpaceModel(t *testing.T) {
 		}
 	})
 }
+
+// TestDeleteFolioReserveHinted: taking a run of folios out in index order
+// (the stash's detach) goes through the hint, clears the folios' marks
+// with their propagation, and leaves reservations the same as the walk
+// from the root does; putting the folios back allocates nothing.
+func TestDeleteFolioReserveHinted(t *testing.T) {
+	a := newMapping(t)
+	for i := uint64(0); i < 300; i++ {
+		if err := a.InsertFolio(physmem.PFN(1000+i), i, 0); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 {
+			if err := a.SetMark(i, XAMark0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	nodes := a.Counts()
+	for i := uint64(0); i < 300; i++ {
+		if err := a.DeleteFolioReserve(physmem.PFN(1000+i), i); err != nil {
+			t.Fatal(err)
+		}
+		if !a.Reserved(i) {
+			t.Fatalf("index %d not reserved", i)
+		}
+	}
+	if a.NrPages() != 0 || a.iPages.Marked(XAMark0) {
+		t.Fatalf("nrpages %d, mark 0 still set on the array: %v", a.NrPages(), a.iPages.Marked(XAMark0))
+	}
+	if err := a.iPages.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	if c := a.Counts(); c.Reserved != 300 || c.Entries != 0 || nodes.Entries != 300 {
+		t.Fatalf("counts %+v (before %+v)", c, nodes)
+	}
+	for i := uint64(0); i < 300; i++ {
+		if err := a.InsertFolio(physmem.PFN(1000+i), i, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.iPages.CheckInvariants(); err != nil || a.NrPages() != 300 {
+		t.Fatalf("%v, nrpages %d", err, a.NrPages())
+	}
+}

@@ -745,6 +745,46 @@ func (xa *XArray) eraseHinted(index uint64, expected Entry) (Found, bool) {
 	return f, true
 }
 
+// reserveHinted is eraseHinted for a reservation (DeleteFolioReserve):
+// when the hint's node holds expected at index, the entry is replaced in
+// place by XA_ZERO_ENTRY, its marks cleared (and their propagation), the
+// node kept — the work of xas_store(XA_ZERO_ENTRY) without a walk from the
+// root. A truncation of a whole file moves through the file in order, so
+// the hint is nearly always right.
+func (xa *XArray) reserveHinted(index uint64, expected Entry) (Found, bool) {
+	if xa.hint == 0 {
+		return Found{}, false
+	}
+	n := xa.at(xa.hint)
+	level := uint(n.shift)
+	if (index^xa.hintBase)>>level >= XAChunkSize || index&(uint64(1)<<level-1) != 0 {
+		return Found{}, false
+	}
+	c := uint(index>>level) & XAChunkMask
+	if n.slots[c] != expected {
+		return Found{}, false
+	}
+	f := Found{Index: index, Entry: expected, Order: uint8(n.entryOrder(c))}
+	xa.replaceCovering(n, level, c, zeroEntry, 0)
+	for m := range xaMarkCount {
+		if n.marks[m]&(1<<c) != 0 {
+			n.marks[m] &^= 1 << c
+			xa.propagateClear(n, m)
+		}
+	}
+	xa.setHint(n, index)
+	return f, true
+}
+
+// hintAt makes the node holding index the hint (after an operation that
+// walked from the root and left no hint), so that the next hinted
+// operation nearby needs no walk.
+func (xa *XArray) hintAt(index uint64) {
+	if n, _, ok := xa.locateAny(index); ok && n != nil {
+		xa.setHint(n, index)
+	}
+}
+
 // clearSlots empties slots [off, off+sibs] of n, which hold only entries
 // contained in that range (and subtrees): their entries are uncounted,
 // subtrees freed and mark bits cleared without propagation. It returns the

@@ -342,6 +342,17 @@ func ShmemFreeSwap(info *ShmemInodeInfo, index uint64, old SwapEntry) int64 {
 //
 // Errors: EIO if the folio is not in info's page cache.
 func TruncateInodeFolio(info *ShmemInodeInfo, f physmem.Folio) error {
+	if err := unmapCancelDirty(info, f); err != nil {
+		return err
+	}
+	info.inode.k.filemapRemoveFolio(info, f)
+	return nil
+}
+
+// unmapCancelDirty is the first half of truncate_inode_folio(): the folio
+// must belong to info (EIO), is unmapped from every mapping of the file
+// and loses its dirty bit (folio_cancel_dirty).
+func unmapCancelDirty(info *ShmemInodeInfo, f physmem.Folio) error {
 	k := info.inode.k
 	head := k.folioHead(f)
 	if head.Mapping() != info.mapping.ID() {
@@ -351,7 +362,6 @@ func TruncateInodeFolio(info *ShmemInodeInfo, f physmem.Folio) error {
 		k.unmapMappingFolio(info, f)
 	}
 	head.Clear(physmem.PGDirty) // folio_cancel_dirty
-	k.filemapRemoveFolio(info, f)
 	return nil
 }
 
@@ -371,15 +381,11 @@ func TruncateInodeFolio(info *ShmemInodeInfo, f physmem.Folio) error {
 //
 // Preconditions: as TruncateInodeFolio.
 func DetachInodeFolio(info *ShmemInodeInfo, f physmem.Folio) error {
+	if err := unmapCancelDirty(info, f); err != nil {
+		return err
+	}
 	k := info.inode.k
 	head := k.folioHead(f)
-	if head.Mapping() != info.mapping.ID() {
-		return errno.EIO
-	}
-	if len(info.mmaps) > 0 && k.folioMapped(f) {
-		k.unmapMappingFolio(info, f)
-	}
-	head.Clear(physmem.PGDirty) // folio_cancel_dirty
 	if err := info.mapping.DeleteFolioReserve(f.PFN(), head.Index()); err != nil {
 		panicViolation("folio-in-mapping", k.dumpFolio(f)+"\n"+info.String(),
 			"detaching a folio its mapping does not hold: %v", err)

@@ -727,22 +727,33 @@ func (xa *XArray) insertHinted(index uint64, entry Entry, order uint) bool {
 // the entry erased); otherwise nothing changes. It is erase() without the
 // walk from the root.
 func (xa *XArray) eraseHinted(index uint64, expected Entry) (Found, bool) {
-	if xa.hint == 0 {
-		return Found{}, false
-	}
-	n := xa.at(xa.hint)
-	level := uint(n.shift)
-	if (index^xa.hintBase)>>level >= XAChunkSize || index&(uint64(1)<<level-1) != 0 {
-		return Found{}, false
-	}
-	c := uint(index>>level) & XAChunkMask
-	if n.slots[c] != expected {
+	n, level, c, ok := xa.hintedSlot(index, expected)
+	if !ok {
 		return Found{}, false
 	}
 	f := Found{Index: index, Entry: expected, Order: uint8(n.entryOrder(c))}
 	xa.eraseCovering(n, level, c)
 	xa.setHint(n, index)
 	return f, true
+}
+
+// hintedSlot returns the hint's node, its shift and the canonical slot of
+// index in it when that slot holds expected (an entry starting at index);
+// ok is false when there is no hint or it does not cover index.
+func (xa *XArray) hintedSlot(index uint64, expected Entry) (n *xaNode, level, c uint, ok bool) {
+	if xa.hint == 0 {
+		return nil, 0, 0, false
+	}
+	n = xa.at(xa.hint)
+	level = uint(n.shift)
+	if (index^xa.hintBase)>>level >= XAChunkSize || index&(uint64(1)<<level-1) != 0 {
+		return nil, 0, 0, false
+	}
+	c = uint(index>>level) & XAChunkMask
+	if n.slots[c] != expected {
+		return nil, 0, 0, false
+	}
+	return n, level, c, true
 }
 
 // reserveHinted is eraseHinted for a reservation (DeleteFolioReserve):
@@ -752,16 +763,8 @@ func (xa *XArray) eraseHinted(index uint64, expected Entry) (Found, bool) {
 // root. A truncation of a whole file moves through the file in order, so
 // the hint is nearly always right.
 func (xa *XArray) reserveHinted(index uint64, expected Entry) (Found, bool) {
-	if xa.hint == 0 {
-		return Found{}, false
-	}
-	n := xa.at(xa.hint)
-	level := uint(n.shift)
-	if (index^xa.hintBase)>>level >= XAChunkSize || index&(uint64(1)<<level-1) != 0 {
-		return Found{}, false
-	}
-	c := uint(index>>level) & XAChunkMask
-	if n.slots[c] != expected {
+	n, level, c, ok := xa.hintedSlot(index, expected)
+	if !ok {
 		return Found{}, false
 	}
 	f := Found{Index: index, Entry: expected, Order: uint8(n.entryOrder(c))}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -37,23 +36,11 @@ func memmapCmd(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "usage: khosim memmap [--svg FILE.svg] [--at NAME] [--seed N] FILE.scn\n")
 		fs.PrintDefaults()
 	}
-	files, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	file, src, status, ok := oneScenarioFile(e, fs, args)
+	if !ok {
+		return status
 	}
-	if len(files) != 1 {
-		fs.Usage()
-		return exitUsage
-	}
-	src, err := os.ReadFile(files[0])
-	if err != nil {
-		fmt.Fprintf(e.stderr, "khosim: %v\n", err)
-		return exitUsage
-	}
-	s, err := scenarios.Parse(files[0], src)
+	s, err := scenarios.Parse(file, src)
 	if err != nil {
 		fmt.Fprintln(e.stderr, err)
 		return exitUsage
@@ -72,7 +59,7 @@ func memmapCmd(e *env, args []string) int {
 			}
 		}
 	} else {
-		opts.AtEnd = func(m *machine.Machine) { take("end of "+files[0], m) }
+		opts.AtEnd = func(m *machine.Machine) { take("end of "+file, m) }
 	}
 	if e.tune != nil {
 		e.tune(&opts)
@@ -81,7 +68,7 @@ func memmapCmd(e *env, args []string) int {
 	for _, fl := range res.Failures {
 		fmt.Fprintln(e.stderr, fl.Format(res.File))
 	}
-	status := exitOK
+	status = exitOK
 	switch {
 	case res.Internal:
 		status = exitInternal
@@ -93,10 +80,10 @@ func memmapCmd(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "khosim: memmap: %v\n", snapErr)
 		return max(status, exitFail)
 	case snap == nil && *at != "":
-		fmt.Fprintf(e.stderr, "khosim: memmap: %s reached no `snapshot %s`\n", files[0], *at)
+		fmt.Fprintf(e.stderr, "khosim: memmap: %s reached no `snapshot %s`\n", file, *at)
 		return max(status, exitFail)
 	case snap == nil:
-		fmt.Fprintf(e.stderr, "khosim: memmap: no kernel runs at the end of %s\n", files[0])
+		fmt.Fprintf(e.stderr, "khosim: memmap: no kernel runs at the end of %s\n", file)
 		return max(status, exitFail)
 	}
 	if err := writeMap(e, *svg, snap); err != nil {

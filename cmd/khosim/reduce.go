@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"time"
 
 	"khosim/fuzz"
@@ -29,32 +27,20 @@ func reduceCmd(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "usage: khosim reduce [--time D] FILE.scn\n")
 		fs.PrintDefaults()
 	}
-	files, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	file, src, status, ok := oneScenarioFile(e, fs, args)
+	if !ok {
+		return status
 	}
-	if len(files) != 1 {
-		fs.Usage()
-		return exitUsage
-	}
-	src, err := os.ReadFile(files[0])
-	if err != nil {
-		fmt.Fprintf(e.stderr, "khosim: %v\n", err)
-		return exitUsage
-	}
-	f, _, _ := fuzz.Check(files[0], string(src))
+	f, _, _ := fuzz.Check(file, string(src))
 	if f == nil {
-		fmt.Fprintf(e.stderr, "khosim reduce: %s passes (as written and under the tracker variants): nothing to reduce\n", files[0])
+		fmt.Fprintf(e.stderr, "khosim reduce: %s passes (as written and under the tracker variants): nothing to reduce\n", file)
 		return exitFail
 	}
 	if f.Kind == "parse" {
 		fmt.Fprintln(e.stderr, f.Message)
 		return exitUsage
 	}
-	fmt.Fprintf(e.stderr, "khosim reduce: %s fails: %s\n", files[0], f)
+	fmt.Fprintf(e.stderr, "khosim reduce: %s fails: %s\n", file, f)
 	r := &fuzz.Reducer{Budget: *budget, Progress: e.stderr}
 	out, rf := r.Reduce(string(src), f)
 	if rf != nil {

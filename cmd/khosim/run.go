@@ -351,3 +351,27 @@ func repeat(c byte, n int) string {
 	}
 	return string(b)
 }
+
+// oneScenarioFile parses the flags of a command that takes one scenario
+// file (memmap, reduce) and reads the file. When ok is false, status is
+// the command's exit status: 0 for -h, 2 for a usage error or an
+// unreadable file (said on stderr).
+func oneScenarioFile(e *env, fs *flag.FlagSet, args []string) (file string, src []byte, status int, ok bool) {
+	files, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", nil, exitOK, false
+		}
+		return "", nil, exitUsage, false
+	}
+	if len(files) != 1 {
+		fs.Usage()
+		return "", nil, exitUsage, false
+	}
+	src, err = os.ReadFile(files[0])
+	if err != nil {
+		fmt.Fprintf(e.stderr, "khosim: %v\n", err)
+		return "", nil, exitUsage, false
+	}
+	return files[0], src, exitOK, true
+}

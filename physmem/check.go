@@ -91,7 +91,7 @@ func (mm *MM) checkBeforeFreeAll() error {
 			return mm.violation(invPageblockMT, PFN(pb)<<PageblockOrder, "pageblock %d is %v before memblock_free_all", pb, mt)
 		}
 	}
-	if mm.Memmap.noinit != nil || mm.Memmap.restored != nil {
+	if mm.Memmap.noinit != nil || mm.Memmap.uninit != nil {
 		return invariant.New(pkg, invNoinitReserved, z.String(), "noinit frames recorded before memblock_free_all")
 	}
 	// A recycled memmap holds the previous kernel's struct pages until
@@ -114,17 +114,17 @@ func (mm *MM) checkNoinitRecord() *invariant.Violation {
 	words := (mm.Memmap.NumPages() + 63) / 64
 	want := mm.noinitBitmap()
 	dump := func() string { return mm.Memblock.String() + mm.Zone.String() }
-	if (want == nil) != (mm.Memmap.noinit == nil) || (mm.Memmap.noinit != nil && (uint64(len(mm.Memmap.noinit)) != words || len(mm.Memmap.restored) != len(mm.Memmap.noinit))) {
-		return invariant.New(pkg, invNoinitReserved, dump(), "noinit bitmap of %d words (restored %d), memblock's noinit regions need %d",
-			len(mm.Memmap.noinit), len(mm.Memmap.restored), len(want))
+	if (want == nil) != (mm.Memmap.noinit == nil) || (mm.Memmap.noinit != nil && (uint64(len(mm.Memmap.noinit)) != words || len(mm.Memmap.uninit) != len(mm.Memmap.noinit))) {
+		return invariant.New(pkg, invNoinitReserved, dump(), "noinit bitmap of %d words (uninit %d), memblock's noinit regions need %d",
+			len(mm.Memmap.noinit), len(mm.Memmap.uninit), len(want))
 	}
 	for w := range mm.Memmap.noinit {
 		if mm.Memmap.noinit[w] != want[w] {
 			return invariant.New(pkg, invNoinitReserved, dump(), "noinit bitmap word %d is %#x, memblock's noinit regions make it %#x",
 				w, mm.Memmap.noinit[w], want[w])
 		}
-		if x := mm.Memmap.restored[w] &^ mm.Memmap.noinit[w]; x != 0 {
-			return invariant.New(pkg, invNoinitReserved, dump(), "%v restored, but it is not noinit",
+		if x := mm.Memmap.uninit[w] &^ mm.Memmap.noinit[w]; x != 0 {
+			return invariant.New(pkg, invNoinitReserved, dump(), "%v uninitialised, but it is not noinit",
 				PFN(uint64(w)<<6+uint64(bits.TrailingZeros64(x))))
 		}
 	}

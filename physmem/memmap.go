@@ -49,21 +49,35 @@ type Memmap struct {
 	ready bool
 	// noinit has a bit for every frame wholly inside MEMBLOCK_RSRV_NOINIT
 	// reserved memory, whose struct page memblock_free_all leaves
-	// uninitialised; restored a bit for every such frame RestoreFolio
-	// has initialised since. Both are set up by MM.MemblockFreeAll, and
-	// are nil if no frame is noinit. A frame whose noinit bit is set and
-	// restored bit clear has a struct page nobody may read
+	// uninitialised; uninit a bit for every such frame RestoreFolio has
+	// not initialised since (noinit less what was restored). Both are
+	// set up by MM.MemblockFreeAll, and are nil if no frame is noinit. A
+	// frame whose uninit bit is set has a struct page nobody may read
 	// (uninitialised): Page poisons it before handing it out (see
-	// poisonPage), so every accessor of it refuses.
-	noinit   []uint64
-	restored []uint64
+	// poisonPage), so every accessor of it refuses. uninit is its own
+	// bitmap, not noinit &^ restored, so that Page's check while
+	// restores are pending is one load.
+	noinit []uint64
+	uninit []uint64
 	// pending counts the noinit frames not restored yet: once it is 0
 	// (every preserved folio claimed or returned), Page has nothing to
 	// check.
 	pending uint64
-	// open is ready && pending == 0: Page need check nothing.
-	open bool
+	// gate and gateMask are Page's whole fast path: the struct page of a
+	// valid pfn may be handed out at once if bit pfn&63 of
+	// gate[(pfn>>6)&gateMask] is clear. Before memblock_free_all gate is
+	// one word of ones and gateMask 0 (every frame takes the slow path);
+	// while noinit frames are pending it is uninit, gateMask all ones;
+	// once none is (open), one zero word and gateMask 0. Page thus
+	// costs one load and no branch on the memmap's state (see reopen).
+	gate     []uint64
+	gateMask PFN
 }
+
+var (
+	gateClosed = []uint64{^uint64(0)}
+	gateOpen   = []uint64{0}
+)
 
 // newMemmap returns the memmap for the n frames of frames, its struct
 // pages not initialised: the mapping the previous kernel's memmap left
@@ -96,7 +110,9 @@ func newMemmap(frames *Frames, n uint64) (Memmap, error) {
 		}
 	}
 	pages := unsafe.Slice((*Page)(unsafe.Pointer(unsafe.SliceData(mem))), n)
-	return Memmap{pages: pages, mem: mem, stale: stale}, nil
+	m := Memmap{pages: pages, mem: mem, stale: stale}
+	m.reopen()
+	return m, nil
 }
 
 // pageBytes is sizeof(struct page) in the memmap.
@@ -131,31 +147,45 @@ func (m *Memmap) Bytes() uint64 { return uint64(len(m.mem)) }
 //   - memblock_free_all has initialised the memmap (MM.MemblockFreeAll);
 //     otherwise panics with "page-initialised".
 func (m *Memmap) Page(pfn PFN) *Page {
-	if uint64(pfn) >= uint64(len(m.pages)) || !m.open {
+	if !m.readable(pfn) {
 		return m.pageSlow(pfn)
 	}
 	return &m.pages[pfn]
 }
 
-// pageSlow is Page for a pfn out of range or while the memmap is not
-// open (see open).
+// readable reports whether pfn is a valid frame whose struct page is
+// initialised (see gate).
+func (m *Memmap) readable(pfn PFN) bool {
+	return uint64(pfn) < uint64(len(m.pages)) && m.gate[(pfn>>6)&m.gateMask]&(1<<(pfn&63)) == 0
+}
+
+// pageSlow is Page for a pfn that is not readable.
 func (m *Memmap) pageSlow(pfn PFN) *Page {
 	m.checkPFN(pfn)
 	p := &m.pages[pfn]
-	m.gate(pfn, p)
+	m.refuse(pfn, p)
 	return p
 }
 
-// reopen recomputes open: after memblock_free_all, once no noinit frame
-// is left to restore.
-func (m *Memmap) reopen() { m.open = m.ready && m.pending == 0 }
+// reopen recomputes gate: closed before memblock_free_all, uninit while
+// noinit frames are left to restore, open once none is.
+func (m *Memmap) reopen() {
+	switch {
+	case !m.ready:
+		m.gate, m.gateMask = gateClosed, 0
+	case m.pending != 0:
+		m.gate, m.gateMask = m.uninit, ^PFN(0)
+	default:
+		m.gate, m.gateMask = gateOpen, 0
+	}
+}
 
-// gate is Page's check of a struct page that may not be initialised:
+// refuse is Page's check of a struct page that may not be initialised:
 // before memblock_free_all it refuses every one; after, it poisons an
 // uninitialised one (once: a poisoned page stays as it is, so the
 // KHO_PAGE_MAGIC kho_preserved_memory_reserve left in a preserved head's
 // private survives).
-func (m *Memmap) gate(pfn PFN, p *Page) {
+func (m *Memmap) refuse(pfn PFN, p *Page) {
 	if !m.ready {
 		bug(invPageInit, fmt.Sprintf("memmap of %d pages", len(m.pages)),
 			"struct page of %v read before memblock_free_all initialised the memmap", pfn)
@@ -169,11 +199,7 @@ func (m *Memmap) gate(pfn PFN, p *Page) {
 // one memblock_free_all left uninitialised (MEMBLOCK_RSRV_NOINIT) and
 // RestoreFolio has not initialised since: it must not be read.
 func (m *Memmap) uninitialised(pfn PFN) bool {
-	if m.noinit == nil {
-		return false
-	}
-	w := pfn >> 6
-	return (m.noinit[w]&^m.restored[w])>>(pfn&63)&1 != 0
+	return m.uninit != nil && m.uninit[pfn>>6]&(1<<(pfn&63)) != 0
 }
 
 // poisonedPage is a struct page all of whose bytes are PAGE_POISON_PATTERN

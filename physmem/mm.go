@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"iter"
 	"math/bits"
+	"slices"
 
 	"khosim/errno"
 	"khosim/fault"
@@ -96,22 +97,24 @@ func (mm *MM) Close() error { return mm.Memmap.close(mm.Frames) }
 //   - the struct page is initialised (see PageInitialised); otherwise
 //     panics with "page-initialised". (Memmap.Page, the raw pfn_to_page,
 //     hands such a page out poisoned instead.)
-func (mm *MM) Page(pfn PFN) *Page {
-	m := &mm.Memmap
-	if uint64(pfn) >= uint64(len(m.pages)) || !m.open {
-		return mm.pageSlow(pfn)
-	}
-	return &m.pages[pfn]
-}
+func (mm *MM) Page(pfn PFN) *Page { return mm.pageFor(pfn, "pfn_to_page") }
 
-// pageSlow is Page for a pfn out of range or while the memmap is not open
-// (Memmap.open): it refuses an uninitialised struct page.
-func (mm *MM) pageSlow(pfn PFN) *Page {
-	p := mm.Memmap.Page(pfn)
+// pageSlow is Page on behalf of op for a pfn that is not readable
+// (Memmap.gate): it refuses, naming op, an uninitialised struct page.
+func (mm *MM) pageSlow(pfn PFN, op string) *Page {
+	p := mm.Memmap.pageSlow(pfn)
 	if mm.Memmap.uninitialised(pfn) {
-		mm.badUninitialised(pfn, "pfn_to_page")
+		mm.badUninitialised(pfn, op)
 	}
 	return p
+}
+
+// pageFor is Page on behalf of op, which a refusal names.
+func (mm *MM) pageFor(pfn PFN, op string) *Page {
+	if !mm.Memmap.readable(pfn) {
+		return mm.pageSlow(pfn, op)
+	}
+	return &mm.Memmap.pages[pfn]
 }
 
 // PageInitialised reports whether the struct page of frame pfn holds this
@@ -134,7 +137,17 @@ func (mm *MM) Restored(pfn PFN, n uint64) bool {
 	if !mm.Frames.rangeOK(pfn, n) {
 		mm.Frames.badRange(pfn, n)
 	}
-	return mm.Memmap.restored != nil && bitsAny(mm.Memmap.restored, uint64(pfn), uint64(pfn)+n)
+	m := &mm.Memmap
+	if m.noinit == nil {
+		return false
+	}
+	s, e := uint64(pfn), uint64(pfn)+n
+	for w := s >> 6; w<<6 < e; w++ {
+		if (m.noinit[w]&^m.uninit[w])&wordMask(w, s, e) != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // uninitialised reports whether the struct page of pfn, a valid frame, is
@@ -145,12 +158,12 @@ func (mm *MM) uninitialised(pfn PFN) bool { return mm.Memmap.uninitialised(pfn) 
 // firstUninitialised returns the first frame of [start, end) whose struct
 // page is uninitialised (see uninitialised), if any.
 func (mm *MM) firstUninitialised(start, end PFN) (PFN, bool) {
-	if mm.Memmap.noinit == nil || start >= end {
+	if mm.Memmap.uninit == nil || start >= end {
 		return 0, false
 	}
 	s, e := uint64(start), uint64(end)
 	for w := s >> 6; w<<6 < e; w++ {
-		if x := (mm.Memmap.noinit[w] &^ mm.Memmap.restored[w]) & wordMask(w, s, e); x != 0 {
+		if x := mm.Memmap.uninit[w] & wordMask(w, s, e); x != 0 {
 			return PFN(w<<6 + uint64(bits.TrailingZeros64(x))), true
 		}
 	}
@@ -244,7 +257,7 @@ func (mm *MM) MemblockFreeAll() error {
 	}
 	n := PFN(mm.Memmap.NumPages())
 	if mm.Memmap.noinit = mm.noinitBitmap(); mm.Memmap.noinit != nil {
-		mm.Memmap.restored = make([]uint64, len(mm.Memmap.noinit))
+		mm.Memmap.uninit = slices.Clone(mm.Memmap.noinit)
 		for _, w := range mm.Memmap.noinit {
 			mm.Memmap.pending += uint64(bits.OnesCount64(w))
 		}
@@ -344,10 +357,12 @@ func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 	// RestoreFolio initialises the struct pages of noinit memory, so its
 	// record of what it restored is exact, and the only thing to go by:
 	// the struct pages themselves hold stale bytes (MemblockFreeAll set
-	// up both bitmaps, since the frames are noinit).
-	if !bitsClearSet(mm.Memmap.restored, uint64(pfn), uint64(pfn+nr)) {
+	// up both bitmaps, since the frames are noinit): restored frames are
+	// noinit ones whose uninit bit is clear.
+	if !bitsAll(mm.Memmap.uninit, uint64(pfn), uint64(pfn+nr)) {
 		return 0, errno.EINVAL
 	}
+	bitsClear(mm.Memmap.uninit, uint64(pfn), uint64(pfn+nr))
 	mm.Memmap.pending -= uint64(nr)
 	mm.Memmap.reopen()
 	mm.Memmap.pages[pfn] = Page{} // the head whole; prepNewPage writes the tails whole
@@ -365,16 +380,6 @@ func wordMask(w, s, e uint64) uint64 {
 		m &= 1<<hi - 1
 	}
 	return m
-}
-
-// bitsClearSet sets bits [s, e) of b if none of them is set, and reports
-// whether it did; b is unchanged otherwise.
-func bitsClearSet(b []uint64, s, e uint64) bool {
-	if bitsAny(b, s, e) {
-		return false
-	}
-	bitsSet(b, s, e)
-	return true
 }
 
 // bitsAny reports whether any of bits [s, e) of b is set.

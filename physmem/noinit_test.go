@@ -201,7 +201,7 @@ func TestCheckInvariantsNoinit(t *testing.T) {
 			mm.Zone.pcp.count++
 		}},
 		{"noinit record lost", func(mm *MM) { mm.Memmap.noinit[pre>>6] = 0 }},
-		{"restored outside noinit", func(mm *MM) { mm.Memmap.restored[0] |= 1 }},
+		{"uninitialised outside noinit", func(mm *MM) { mm.Memmap.uninit[0] |= 1 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mm := boot(t)

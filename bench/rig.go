@@ -74,6 +74,10 @@ type RigConfig struct {
 	// caller, who times it (MeasurePreserve).
 	Memory               uint64
 	Fallocate, NoPrepare bool
+	// DeferredInit boots kernels with deferred_struct_page_init=on
+	// (CONFIG_DEFERRED_STRUCT_PAGE_INIT), as MeasureMachine does: a
+	// machine far larger than the host boots only with it.
+	DeferredInit bool
 }
 
 // MachineMemory is the simulated RAM a rig of total memfd bytes gets: the
@@ -131,6 +135,7 @@ func NewRig(c RigConfig) (*Rig, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.DeferredInit = c.DeferredInit
 	if err := m.Boot(b); err != nil {
 		return nil, fmt.Errorf("bench: boot: %w", err)
 	}

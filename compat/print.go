@@ -44,8 +44,12 @@ func cellCode(c Cell, from Entry) string {
 // loss, with the pairs it applies to.
 func Write(w io.Writer, builds []Entry, cells []Cell) {
 	fmt.Fprintf(w, "Kernel builds (old kernel: row, new kernel: column):\n")
+	width := 0
+	for _, e := range builds {
+		width = max(width, len(e.Name))
+	}
 	for i, e := range builds {
-		fmt.Fprintf(w, "  %2d %-26s %s\n", i+1, e.Name, e.Build)
+		fmt.Fprintf(w, "  %2d %-*s %s\n", i+1, width, e.Name, e.Build)
 	}
 	fmt.Fprintf(w, "\nEach cell: FDBox's outcome, then LUO's, for a 6 MiB memfd with a hole,\na 2 MiB THP range and seals (F_SEAL_SHRINK|F_SEAL_GROW):\n")
 	fmt.Fprintf(w, "  R revived   r revived, seals lost   x refused   - the new kernel lacks the front-end\n")

@@ -88,6 +88,10 @@ type Build struct {
 	// named "shmem"); it reads every version up to it. A khosim
 	// extension: the RFC's node is the unnamed shmem-v1.
 	FDBoxShmem int
+	// DeferredInit is CONFIG_DEFERRED_STRUCT_PAGE_INIT: the kernel
+	// initialises at boot only the struct pages early boot needs, the
+	// rest as the allocator needs them (physmem/deferred.go).
+	DeferredInit bool
 }
 
 // Default is the build every scenario gets when it names no key: the
@@ -120,6 +124,8 @@ func Keys() []KeyInfo {
 			"transparent_hugepage_shmem=: 2 MiB folios for memfds where an aligned range fits"},
 		{"fdbox_shmem", []string{"v2", "v3"}, "v3",
 			"the FDBox memfd storage node written (shmem-v2: unnamed; shmem-v3: named \"shmem\", which dtc and fdtget reach by path); every version up to it is read (a khosim extension)"},
+		{"deferred_struct_page_init", []string{"on", "off"}, "off",
+			"CONFIG_DEFERRED_STRUCT_PAGE_INIT: initialise at boot only the struct pages early boot needs (the low zones, a section of the highest one, reserved memory, KHO scratch) and the rest a section at a time as the allocator needs it, so that machines far larger than the host boot"},
 	}
 }
 
@@ -190,6 +196,15 @@ func (b Build) With(key, value string) (Build, error) {
 		default:
 			return bad()
 		}
+	case "deferred_struct_page_init":
+		switch value {
+		case "on":
+			b.DeferredInit = true
+		case "off":
+			b.DeferredInit = false
+		default:
+			return bad()
+		}
 	default:
 		return bad()
 	}
@@ -217,12 +232,17 @@ func (b Build) Value(key string) string {
 		return b.ShmemHuge
 	case "fdbox_shmem":
 		return fmt.Sprintf("v%d", b.FDBoxShmem)
+	case "deferred_struct_page_init":
+		if b.DeferredInit {
+			return "on"
+		}
+		return "off"
 	}
 	return ""
 }
 
 // String returns every key of b, in Keys order: "kho=arrays fdbox=stash
-// luo=off memfd=v2 shmem_huge=never fdbox_shmem=v3".
+// luo=off memfd=v2 shmem_huge=never fdbox_shmem=v3 deferred_struct_page_init=off".
 func (b Build) String() string {
 	var parts []string
 	for _, k := range KeyNames() {

@@ -11,7 +11,7 @@ import (
 func TestDefaultIsValidAndPrintsEveryKey(t *testing.T) {
 	b := Default()
 	require.NoError(t, b.Valid())
-	require.Equal(t, "kho=arrays fdbox=stash luo=off memfd=v2 shmem_huge=never fdbox_shmem=v3", b.String())
+	require.Equal(t, "kho=arrays fdbox=stash luo=off memfd=v2 shmem_huge=never fdbox_shmem=v3 deferred_struct_page_init=off", b.String())
 }
 
 func TestWithRoundTripsEveryValue(t *testing.T) {

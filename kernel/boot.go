@@ -117,6 +117,7 @@ func Boot(hw Hardware, params BootParams) (*Kernel, error) {
 		return nil, err
 	}
 	k.MM = mm
+	_ = mm.SetDeferredStructPageInit(k.build.DeferredInit) // before memblock_free_all: cannot fail
 	if err := k.bootMemory(params); err != nil {
 		_ = mm.Close()
 		k.MM = nil
@@ -186,6 +187,12 @@ func (k *Kernel) bootMemory(params BootParams) error {
 		}
 	}
 	k.Printk(LogInfo, "Memory: %dK/%dK available", k.MM.Zone.NrFreePages()*physmem.PageSize>>10, size>>10)
+	if d := k.MM.DeferredPages(); d != 0 {
+		// Linux prints "node 0 deferred pages initialised in Nms" once
+		// page_alloc_init_late is done; khosim initialises them as the
+		// allocator needs them (physmem/deferred.go).
+		k.Printk(LogInfo, "Deferred struct page init: %dK initialised on demand", d*physmem.PageSize>>10)
+	}
 	return nil
 }
 

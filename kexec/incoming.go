@@ -221,8 +221,19 @@ func (h *KHO) reserveEach(mems iter.Seq[Mem]) uint64 {
 func (h *KHO) reserveRuns(mems iter.Seq[Mem], malformed *bool) (pages uint64, ok bool) {
 	nframes := h.mm.Memmap.NumPages()
 	words := (nframes + 63) / 64
-	covered := make(bitmap, words)
-	starts := make(bitmap, words)
+	// Two bits per frame of the machine: host bitmaps, so that a machine
+	// far larger than the host pays only for the words a range sets.
+	cw, err := physmem.HostBitmap(words)
+	if err != nil {
+		return 0, false
+	}
+	defer physmem.FreeHostBitmap(cw)
+	sw, err := physmem.HostBitmap(words)
+	if err != nil {
+		return 0, false
+	}
+	defer physmem.FreeHostBitmap(sw)
+	covered, starts := bitmap(cw), bitmap(sw)
 	n := 0
 	ok = true
 	for m := range mems {

@@ -83,6 +83,9 @@ type Zone struct {
 	pcp         perCPUPages
 	pageblockMT []MigrateType
 	managed     uint64 // zone->managed_pages
+	// deferred counts the free frames whose struct pages are not
+	// initialised yet (deferred.go): free and managed, on no list.
+	deferred uint64
 }
 
 // freeArea models struct free_area. Linux keeps only the total nr_free;
@@ -117,7 +120,11 @@ func (z *Zone) NrFreePages() uint64 {
 // lists. Linux keeps these as vmstat counters; here they are summed from
 // nr_free and the per-CPU list counts.
 func (z *Zone) NrFreePagesOf(mt MigrateType) uint64 {
-	return z.nrFreeBuddyPagesOf(mt) + z.nrPcpPagesOf(mt)
+	n := z.nrFreeBuddyPagesOf(mt) + z.nrPcpPagesOf(mt)
+	if mt == MigrateMovable {
+		n += z.deferred // free after page_alloc_init_late, in movable pageblocks
+	}
+	return n
 }
 
 // nrFreeBuddyPagesOf returns the free frames of migratetype mt on the
@@ -170,6 +177,9 @@ func (z *Zone) String() string {
 	buddy := z.nrFreeBuddyPagesOf(MigrateMovable) + z.nrFreeBuddyPagesOf(MigrateCMA)
 	fmt.Fprintf(&b, " = %dkB (cma %dkB, managed %dkB) pcp count:%d high:%d batch:%d", buddy*PageSize>>10,
 		z.nrFreeBuddyPagesOf(MigrateCMA)*PageSize>>10, z.managed*PageSize>>10, z.pcp.count, z.pcp.high, z.pcp.batch)
+	if z.deferred != 0 {
+		fmt.Fprintf(&b, " deferred:%dkB", z.deferred*PageSize>>10)
+	}
 	return b.String()
 }
 
@@ -259,6 +269,9 @@ func (mm *MM) AllocPages(gfp GFP, order uint) (PFN, error) {
 		return 0, errno.EINVAL
 	}
 	pfn, ok := mm.rmqueue(order, MigrateMovable)
+	for !ok && mm.deferredGrowZone(order) {
+		pfn, ok = mm.rmqueue(order, MigrateMovable)
+	}
 	if !ok && gfp&GFPMovable != 0 {
 		pfn, ok = mm.rmqueue(order, MigrateCMA) // __rmqueue_cma_fallback
 	}
@@ -378,6 +391,9 @@ func (mm *MM) freeOnePage(pfn PFN, order uint) {
 		}
 		if mm.uninitialised(buddy) {
 			break // preserved, not restored: not free, and its struct page is not to be read
+		}
+		if buddy >= mm.Memmap.limit && mm.Memmap.deferredInit(buddy) {
+			break // deferred: free, but on no list, and its struct page is not to be read
 		}
 		bp := &pages[buddy]
 		if bp.flags != PGBuddy || bp.private != uint64(order) {

@@ -55,6 +55,9 @@ func (mm *MM) CheckInvariants() error {
 	if v := mm.checkPageblocks(); v != nil {
 		return v
 	}
+	if err := mm.checkDeferred(); err != nil {
+		return err
+	}
 	var c checker
 	c.mm = mm
 	if v := c.walkMemmap(); v != nil {
@@ -112,7 +115,7 @@ func (mm *MM) checkBeforeFreeAll() error {
 // struct page.
 func (mm *MM) checkNoinitRecord() *invariant.Violation {
 	words := (mm.Memmap.NumPages() + 63) / 64
-	want := mm.noinitBitmap()
+	want, _ := mm.noinitBitmap(heapBitmap)
 	dump := func() string { return mm.Memblock.String() + mm.Zone.String() }
 	if (want == nil) != (mm.Memmap.noinit == nil) || (mm.Memmap.noinit != nil && (uint64(len(mm.Memmap.noinit)) != words || len(mm.Memmap.uninit) != len(mm.Memmap.noinit))) {
 		return invariant.New(pkg, invNoinitReserved, dump(), "noinit bitmap of %d words (uninit %d), memblock's noinit regions need %d",
@@ -136,7 +139,7 @@ func (mm *MM) checkNoinitRecord() *invariant.Violation {
 // reads the struct pages of its interior. (Small enough to inline: the
 // walk calls it for every block.)
 func (c *checker) coversUninitialised(pfn PFN, order uint, what string) *invariant.Violation {
-	if c.mm.Memmap.noinit == nil {
+	if c.mm.Memmap.noinit == nil && pfn+1<<order <= c.mm.Memmap.limit {
 		return nil
 	}
 	return c.coversUninitialisedSlow(pfn, order, what)
@@ -146,6 +149,13 @@ func (c *checker) coversUninitialisedSlow(pfn PFN, order uint, what string) *inv
 	if u, ok := c.mm.firstUninitialised(pfn, pfn+1<<order); ok {
 		return c.mm.violation(invNoinitReserved, pfn, "%s of order %d at %v covers %v, preserved (noinit) and not restored",
 			what, order, pfn, u)
+	}
+	end := pfn + 1<<order
+	for _, r := range c.mm.Memmap.deferred {
+		if r.start < end && pfn < r.end {
+			return c.mm.violation(invDeferred, pfn, "%s of order %d at %v covers %v, deferred (struct page not initialised)",
+				what, order, pfn, max(pfn, r.start))
+		}
 	}
 	return nil
 }
@@ -202,6 +212,14 @@ func (c *checker) walkMemmap() *invariant.Violation {
 		if anyNoinit && mm.uninitialised(pfn) {
 			pfn++
 			continue
+		}
+		// Deferred: free, its struct page not initialised yet, unread.
+		if pfn >= mm.Memmap.limit {
+			if r, ok := mm.Memmap.deferredAt(pfn); ok {
+				c.freeFrame += uint64(r.end - pfn)
+				pfn = r.end
+				continue
+			}
 		}
 		p := &pages[pfn]
 		if p.mapcount < 0 {
@@ -289,7 +307,8 @@ func (c *checker) checkFreeBlock(pfn PFN) (uint, *invariant.Violation) {
 	if i := firstNonZero(pages[pfn+1 : pfn+nr]); i >= 0 {
 		return 0, mm.violation(invFreeBlock, pfn+1+PFN(i), "page inside the free block at %v is not clear", pfn)
 	}
-	if buddy := pfn ^ nr; order < MaxPageOrder && buddy+nr <= PFN(len(pages)) && !mm.uninitialised(buddy) {
+	if buddy := pfn ^ nr; order < MaxPageOrder && buddy+nr <= PFN(len(pages)) && !mm.uninitialised(buddy) &&
+		(buddy < mm.Memmap.limit || !mm.Memmap.deferredInit(buddy)) {
 		bp := &pages[buddy]
 		if bp.flags == PGBuddy && bp.private == uint64(order) && mm.Zone.pageblockMT[buddy>>PageblockOrder] == mt {
 			return 0, mm.violation(invCoalesced, pfn, "free buddies %v and %v of order %d not merged", pfn, buddy, order)

@@ -7,7 +7,13 @@ import "khosim/errno"
 // ("page-initialised"), not a tail ("folio-is-head"), not free
 // ("folio-not-free"), not a slab ("folio-not-slab").
 func (mm *MM) folioPage(f Folio, op string) *Page {
-	p := mm.pageFor(PFN(f), op)
+	m := &mm.Memmap
+	var p *Page
+	if uint64(f) < uint64(len(m.pages)) && m.open {
+		p = &m.pages[f]
+	} else {
+		p = mm.pageSlow(PFN(f), op)
+	}
 	if p.flags&(PGTail|PGBuddy|PGSlab) != 0 || p.lru[0]|p.lru[1] != 0 { // a tail, a slab, or free (buddy or per-CPU list)
 		mm.badFolio(f, op)
 	}
@@ -18,7 +24,13 @@ func (mm *MM) folioPage(f Folio, op string) *Page {
 // a folio in Linux too (slab_folio), may answer: folio_order,
 // folio_nr_pages, folio_test_large, folio_ref_count.
 func (mm *MM) folioPageQuery(f Folio, op string) *Page {
-	p := mm.pageFor(PFN(f), op)
+	m := &mm.Memmap
+	var p *Page
+	if uint64(f) < uint64(len(m.pages)) && m.open {
+		p = &m.pages[f]
+	} else {
+		p = mm.pageSlow(PFN(f), op)
+	}
 	if p.flags&(PGTail|PGBuddy|PGSlab) != 0 || p.lru[0]|p.lru[1] != 0 {
 		if p.flags&(PGTail|PGBuddy) != 0 || p.flags&PGSlab == 0 {
 			mm.badFolio(f, op)

@@ -70,6 +70,12 @@ const (
 	// that is not restored, no list links to one, and the record of them
 	// (and of what RestoreFolio restored) agrees with memblock.
 	invNoinitReserved = "noinit-reserved"
+	// The record of deferred frames (CONFIG_DEFERRED_STRUCT_PAGE_INIT:
+	// free memory whose struct pages are not initialised yet) is sorted,
+	// disjoint, inside free memory outside KHO scratch, and counted
+	// exactly; no free list, per-CPU list or folio holds a deferred
+	// frame.
+	invDeferred = "deferred-init"
 	// Free blocks: PG_buddy head with its order in private, aligned to its
 	// order, inside the zone, of the pageblocks' migratetype, interior pages
 	// untouched.

@@ -72,6 +72,18 @@ type Memmap struct {
 	// costs one load and no branch on the memmap's state (see reopen).
 	gate     []uint64
 	gateMask PFN
+	// open is set when no frame is behind the gate and none is deferred:
+	// Page's inlined fast path, a single flag test, serves every frame.
+	// While restores are pending or memory is deferred, Page takes a
+	// call to pageSlow, whose first test is the gate's one load.
+	open bool
+	// deferred holds, sorted and disjoint, the free frames whose struct
+	// pages are not initialised yet (CONFIG_DEFERRED_STRUCT_PAGE_INIT:
+	// see deferred.go); MM.deferredGrowZone consumes it from the front.
+	// limit is the first of them (the number of pages if none): Page's
+	// fast path serves only frames below it.
+	deferred []pfnRange
+	limit    PFN
 }
 
 var (
@@ -112,6 +124,7 @@ func newMemmap(frames *Frames, n uint64) (Memmap, error) {
 	pages := unsafe.Slice((*Page)(unsafe.Pointer(unsafe.SliceData(mem))), n)
 	m := Memmap{pages: pages, mem: mem, stale: stale}
 	m.reopen()
+	m.relimit()
 	return m, nil
 }
 
@@ -147,7 +160,7 @@ func (m *Memmap) Bytes() uint64 { return uint64(len(m.mem)) }
 //   - memblock_free_all has initialised the memmap (MM.MemblockFreeAll);
 //     otherwise panics with "page-initialised".
 func (m *Memmap) Page(pfn PFN) *Page {
-	if !m.readable(pfn) {
+	if uint64(pfn) >= uint64(len(m.pages)) || !m.open {
 		return m.pageSlow(pfn)
 	}
 	return &m.pages[pfn]
@@ -156,12 +169,27 @@ func (m *Memmap) Page(pfn PFN) *Page {
 // readable reports whether pfn is a valid frame whose struct page is
 // initialised (see gate).
 func (m *Memmap) readable(pfn PFN) bool {
-	return uint64(pfn) < uint64(len(m.pages)) && m.gate[(pfn>>6)&m.gateMask]&(1<<(pfn&63)) == 0
+	return pfn < m.limit && m.gate[(pfn>>6)&m.gateMask]&(1<<(pfn&63)) == 0
 }
 
-// pageSlow is Page for a pfn that is not readable.
+// pageSlow is Page for a pfn out of range or while the memmap is not
+// open: the frame is served if readable, or refused (poisoned) if it is
+// behind the gate or deferred.
 func (m *Memmap) pageSlow(pfn PFN) *Page {
+	if m.readable(pfn) {
+		return &m.pages[pfn]
+	}
 	m.checkPFN(pfn)
+	if m.deferredInit(pfn) {
+		p := &m.pages[pfn]
+		if p.flags != pagePoisonFlags {
+			*p = poisonedPage
+		}
+		return p
+	}
+	if m.gate[(pfn>>6)&m.gateMask]&(1<<(pfn&63)) == 0 {
+		return &m.pages[pfn]
+	}
 	p := &m.pages[pfn]
 	m.refuse(pfn, p)
 	return p
@@ -178,6 +206,7 @@ func (m *Memmap) reopen() {
 	default:
 		m.gate, m.gateMask = gateOpen, 0
 	}
+	m.open = m.ready && m.pending == 0 && len(m.deferred) == 0
 }
 
 // refuse is Page's check of a struct page that may not be initialised:
@@ -200,6 +229,13 @@ func (m *Memmap) refuse(pfn PFN, p *Page) {
 // RestoreFolio has not initialised since: it must not be read.
 func (m *Memmap) uninitialised(pfn PFN) bool {
 	return m.uninit != nil && m.uninit[pfn>>6]&(1<<(pfn&63)) != 0
+}
+
+// deferredInit reports whether pfn, a valid frame, is deferred: free, its
+// struct page not initialised yet (see deferred.go).
+func (m *Memmap) deferredInit(pfn PFN) bool {
+	_, ok := m.deferredAt(pfn)
+	return ok
 }
 
 // poisonedPage is a struct page all of whose bytes are PAGE_POISON_PATTERN
@@ -239,6 +275,10 @@ func (m *Memmap) close(frames *Frames) error {
 	}
 	mem := m.mem
 	m.pages, m.mem = nil, nil
+	FreeHostBitmap(m.noinit)
+	FreeHostBitmap(m.uninit)
+	m.noinit, m.uninit = nil, nil
+	m.gate, m.gateMask = gateClosed, 0
 	if frames != nil && frames.mem != nil && frames.spareMemmap == nil {
 		frames.spareMemmap = mem
 		return nil

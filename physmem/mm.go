@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"iter"
 	"math/bits"
-	"slices"
 
 	"khosim/errno"
 	"khosim/fault"
@@ -37,6 +36,11 @@ type MM struct {
 	faults   *fault.Injector
 	// slab is the slab allocator (slab.go), up from MemblockFreeAll on.
 	slab slabState
+	// deferredInit is CONFIG_DEFERRED_STRUCT_PAGE_INIT (deferred.go);
+	// sectionPages is PAGES_PER_SECTION, its unit (a power of two; the
+	// tests shrink it).
+	deferredInit bool
+	sectionPages PFN
 }
 
 // NewMM boots a kernel's memory model over frames: a memmap whose struct
@@ -69,7 +73,8 @@ func NewMM(frames *Frames, faults *fault.Injector) (*MM, error) {
 			pageblockMT: make([]MigrateType, (n+PageblockNrPages-1)/PageblockNrPages),
 			pcp:         perCPUPages{high: bootPagesetHigh, batch: bootPagesetBatch}, // zone_pcp_init
 		},
-		faults: faults,
+		faults:       faults,
+		sectionPages: PagesPerSection,
 	}
 	// Frames from maxLinkPFN on (the top 8 KiB of a 16 TiB machine) are
 	// a hole: see maxMemmapPages.
@@ -97,24 +102,29 @@ func (mm *MM) Close() error { return mm.Memmap.close(mm.Frames) }
 //   - the struct page is initialised (see PageInitialised); otherwise
 //     panics with "page-initialised". (Memmap.Page, the raw pfn_to_page,
 //     hands such a page out poisoned instead.)
-func (mm *MM) Page(pfn PFN) *Page { return mm.pageFor(pfn, "pfn_to_page") }
+func (mm *MM) Page(pfn PFN) *Page {
+	m := &mm.Memmap
+	if uint64(pfn) >= uint64(len(m.pages)) || !m.open {
+		return mm.pageSlow(pfn, "pfn_to_page")
+	}
+	return &m.pages[pfn]
+}
 
-// pageSlow is Page on behalf of op for a pfn that is not readable
-// (Memmap.gate): it refuses, naming op, an uninitialised struct page.
+// pageSlow is Page on behalf of op for a pfn out of range or while the
+// memmap is not open (Memmap.open): it serves a readable frame and
+// refuses, naming op, an uninitialised or deferred struct page.
 func (mm *MM) pageSlow(pfn PFN, op string) *Page {
+	if mm.Memmap.readable(pfn) {
+		return &mm.Memmap.pages[pfn]
+	}
 	p := mm.Memmap.pageSlow(pfn)
 	if mm.Memmap.uninitialised(pfn) {
 		mm.badUninitialised(pfn, op)
 	}
-	return p
-}
-
-// pageFor is Page on behalf of op, which a refusal names.
-func (mm *MM) pageFor(pfn PFN, op string) *Page {
-	if !mm.Memmap.readable(pfn) {
-		return mm.pageSlow(pfn, op)
+	if mm.Memmap.deferredInit(pfn) {
+		bug(invPageInit, mm.dumpPage(pfn), "%s on %v, whose struct page is deferred (CONFIG_DEFERRED_STRUCT_PAGE_INIT: free, not initialised yet)", op, pfn)
 	}
-	return &mm.Memmap.pages[pfn]
+	return p
 }
 
 // PageInitialised reports whether the struct page of frame pfn holds this
@@ -124,7 +134,7 @@ func (mm *MM) pageFor(pfn PFN, op string) *Page {
 //   - pfn is a valid frame; otherwise panics with "pfn-in-range".
 func (mm *MM) PageInitialised(pfn PFN) bool {
 	mm.Memmap.checkPFN(pfn)
-	return mm.Memblock.handedOver && !mm.uninitialised(pfn)
+	return mm.Memblock.handedOver && !mm.uninitialised(pfn) && !mm.Memmap.deferredInit(pfn)
 }
 
 // Restored reports whether RestoreFolio has initialised the struct page of
@@ -204,11 +214,14 @@ func (mm *MM) noinitFrames() iter.Seq[pfnRange] {
 // reserved regions (noinitFrames less the holes, which are no preserved
 // memory), or nil if there are none. MemblockFreeAll records it in
 // mm.Memmap.noinit; the invariant check recomputes it to compare.
-func (mm *MM) noinitBitmap() []uint64 {
+func (mm *MM) noinitBitmap(alloc func(words uint64) ([]uint64, error)) ([]uint64, error) {
 	var b []uint64
 	for r := range mm.noinitFrames() {
 		if b == nil {
-			b = make([]uint64, (mm.Memmap.NumPages()+63)/64)
+			var err error
+			if b, err = alloc((mm.Memmap.NumPages() + 63) / 64); err != nil {
+				return nil, err
+			}
 		}
 		bitsSet(b, uint64(r.start), uint64(r.end))
 	}
@@ -219,8 +232,11 @@ func (mm *MM) noinitBitmap() []uint64 {
 			}
 		})
 	}
-	return b
+	return b, nil
 }
+
+// heapBitmap allocates a bitmap of words on the Go heap.
+func heapBitmap(words uint64) ([]uint64, error) { return make([]uint64, words), nil }
 
 // MemblockFreeAll hands memory to the buddy allocator at the end of early
 // boot (memblock_free_all). It
@@ -249,24 +265,53 @@ func (mm *MM) noinitBitmap() []uint64 {
 //     (kmem_cache_init, which mm_core_init runs right after
 //     memblock_free_all): before, kernel metadata comes from memblock.
 //
-// Errors: EINVAL if it already ran.
+// Errors: EINVAL if it already ran; ENOMEM if the host cannot map the
+// record of noinit frames.
 func (mm *MM) MemblockFreeAll() error {
 	mb := mm.Memblock
 	if mb.handedOver {
 		return errno.EINVAL
 	}
 	n := PFN(mm.Memmap.NumPages())
-	if mm.Memmap.noinit = mm.noinitBitmap(); mm.Memmap.noinit != nil {
-		mm.Memmap.uninit = slices.Clone(mm.Memmap.noinit)
-		for _, w := range mm.Memmap.noinit {
-			mm.Memmap.pending += uint64(bits.OnesCount64(w))
+	noinit, err := mm.noinitBitmap(HostBitmap)
+	if err != nil {
+		return err
+	}
+	if mm.Memmap.noinit = noinit; noinit != nil {
+		// uninit starts as noinit, copied run by run: words outside
+		// noinit memory stay untouched (they cost the host nothing on
+		// a machine far larger than it).
+		if mm.Memmap.uninit, err = HostBitmap(uint64(len(noinit))); err != nil {
+			FreeHostBitmap(noinit)
+			mm.Memmap.noinit = nil
+			return err
+		}
+		for r := range mm.noinitFrames() {
+			ws, we := r.start>>6, (r.end+63)>>6
+			copy(mm.Memmap.uninit[ws:we], noinit[ws:we])
+			mm.Memmap.pending += bitsCount(noinit, uint64(r.start), uint64(r.end))
 		}
 	}
+	// The free memory to hand over now, and the rest deferred
+	// (CONFIG_DEFERRED_STRUCT_PAGE_INIT, deferred.go).
+	var now []pfnRange
+	mm.deferFreeRanges(func(start, end PFN) { now = append(now, pfnRange{start, end}) })
 	if mm.Memmap.stale {
 		// Frames of a hole under a noinit region are skipped here too:
 		// reserveBootmemRegion below writes their struct pages whole.
-		next := PFN(0)
+		// Deferred frames are cleared when deferredGrowZone initialises
+		// them.
+		var skip rangeCursor
 		for r := range mm.noinitFrames() {
+			skip.add(r)
+		}
+		var deferred rangeCursor
+		for _, r := range mm.Memmap.deferred {
+			deferred.add(r)
+		}
+		skip.merge(deferred)
+		next := PFN(0)
+		for _, r := range skip.r {
 			mm.Memmap.zero(next, r.start)
 			next = r.end
 		}
@@ -292,12 +337,9 @@ func (mm *MM) MemblockFreeAll() error {
 	// (init_unavailable_range) even under a noinit reservation: they are
 	// no preserved memory RestoreFolio could give out.
 	mm.forEachHole(mm.reserveBootmemRegion)
-	for r := range mb.FreeRanges() {
-		start, end := r.Base.PFNUp(), r.End().PFN()
-		if start < end {
-			mm.freeRange(start, end)
-			mm.Zone.managed += uint64(end - start)
-		}
+	for _, r := range now {
+		mm.freeRange(r.start, r.end)
+		mm.Zone.managed += uint64(r.end - r.start)
 	}
 	mm.zonePcpUpdate()
 	mb.handedOver = true
@@ -380,6 +422,15 @@ func wordMask(w, s, e uint64) uint64 {
 		m &= 1<<hi - 1
 	}
 	return m
+}
+
+// bitsCount returns how many of bits [s, e) of b are set.
+func bitsCount(b []uint64, s, e uint64) uint64 {
+	var n uint64
+	for w := s >> 6; w<<6 < e; w++ {
+		n += uint64(bits.OnesCount64(b[w] & wordMask(w, s, e)))
+	}
+	return n
 }
 
 // bitsAny reports whether any of bits [s, e) of b is set.
@@ -491,6 +542,10 @@ func (mm *MM) dumpPage(pfn PFN) string {
 		// Its bytes are the previous kernel's: not this kernel's to read,
 		// not even in a dump.
 		return fmt.Sprintf("page %v: uninitialised (MEMBLOCK_RSRV_NOINIT, not restored) (pageblock %v)",
+			pfn, mm.Zone.pageblockMT[pfn>>PageblockOrder])
+	}
+	if mm.Memmap.deferredInit(pfn) {
+		return fmt.Sprintf("page %v: deferred (free, struct page not initialised yet) (pageblock %v)",
 			pfn, mm.Zone.pageblockMT[pfn>>PageblockOrder])
 	}
 	return fmt.Sprintf("page %v: %v (pageblock %v)", pfn, &mm.Memmap.pages[pfn],

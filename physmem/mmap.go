@@ -25,6 +25,28 @@ func mmapAnon(size uint64) ([]byte, error) {
 	return b, nil
 }
 
+// HostBitmap returns a zeroed bitmap of words in a host mapping of its
+// own (mmapAnon): the words nobody sets cost the host nothing, and the Go
+// runtime neither clears nor scans it, which matters for a bit per frame
+// of a machine far larger than the host. It is simulator bookkeeping, not
+// simulated kernel memory. The caller must free it with FreeHostBitmap.
+//
+// Errors: ENOMEM if the host cannot map it.
+func HostBitmap(words uint64) ([]uint64, error) {
+	b, err := mmapAnon(max(words, 1) * 8)
+	if err != nil {
+		return nil, err
+	}
+	return unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(b))), words), nil
+}
+
+// FreeHostBitmap frees a bitmap of HostBitmap; nil is a no-op.
+func FreeHostBitmap(b []uint64) {
+	if b != nil {
+		_ = syscall.Munmap(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), max(len(b), 1)*8))
+	}
+}
+
 // hostPagesIn returns the part of b made of whole host pages, as offsets:
 // b[start:end] is host page aligned at both ends and b[:start], b[end:]
 // each lie within one host page. start >= end if b covers no host page

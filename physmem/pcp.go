@@ -314,13 +314,17 @@ func (p *Page) onPcpList() bool {
 
 // FreeBlockAt reports whether pfn heads a free block, on the buddy lists
 // (PageBuddy) or on a per-CPU list, and its order; the block's other pages
-// are free too.
+// are free too. A deferred frame (deferred.go) heads the largest aligned
+// block its run holds: free, as after page_alloc_init_late.
 // Preconditions:
 //   - pfn is a valid frame; otherwise panics with "pfn-in-range".
 func (mm *MM) FreeBlockAt(pfn PFN) (order uint, ok bool) {
 	mm.Memmap.checkPFN(pfn)
 	if mm.uninitialised(pfn) {
 		return 0, false // preserved, not restored: not free, and not to be read
+	}
+	if r, ok := mm.Memmap.deferredAt(pfn); ok {
+		return deferredBlock(pfn, r), true // free, its struct page not initialised yet
 	}
 	if p := &mm.Memmap.pages[pfn]; p.flags == PGBuddy || p.onPcpList() {
 		return uint(p.private), true
@@ -342,6 +346,9 @@ func (mm *MM) PageIsFree(pfn PFN) bool {
 // struct page is uninitialised ends the search unread: no free block holds
 // such a frame, and every larger candidate block holds it too.
 func (mm *MM) pageIsFree(pfn PFN) bool {
+	if mm.Memmap.deferredInit(pfn) {
+		return true
+	}
 	for order := uint(0); order <= MaxPageOrder; order++ {
 		hp := pfn &^ (1<<order - 1)
 		if mm.uninitialised(hp) {

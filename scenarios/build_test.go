@@ -35,7 +35,7 @@ p: open("/dev/fdbox/fdbox", O_RDWR) -> ENOENT
 		t.Fatal(res.Failures)
 	}
 	for _, want := range []string{
-		"boot fdbox=off fdbox=off memfd=v1 = kernel 1 (kho=arrays fdbox=off luo=off memfd=v1 shmem_huge=never fdbox_shmem=v3)\n",
+		"boot fdbox=off fdbox=off memfd=v1 = kernel 1 (kho=arrays fdbox=off luo=off memfd=v1 shmem_huge=never fdbox_shmem=v3 deferred_struct_page_init=off)\n",
 		"reboot = kernel 2\n",
 		"kexec fdbox=stash = kernel 3 (fdbox=stash)\n",
 		"kexec memfd=v2 = kernel 4 (memfd=v2)\n",

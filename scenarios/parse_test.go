@@ -344,7 +344,7 @@ var errorCases = []struct {
 	{"unknown shmem_huge", machineLine + "boot shmem_huge=sometimes\nboot shmem_huge=1\nboot thp=never\n", []string{
 		`t.scn:2:17: unknown shmem_huge value "sometimes" (want never, always, within_size, advise, deny or force)`,
 		`t.scn:3:17: expected a value for shmem_huge= (never, always, within_size, advise, deny or force), found integer 1`,
-		`t.scn:4:6: unknown boot key "thp" (want kho=, fdbox=, luo=, memfd=, shmem_huge= or fdbox_shmem=)`}},
+		`t.scn:4:6: unknown boot key "thp" (want kho=, fdbox=, luo=, memfd=, shmem_huge=, fdbox_shmem= or deferred_struct_page_init=)`}},
 	{"build keys", machineLine + "boot kho=trees luo=yes\nkexec memfd=v3 -> EIO\nkexec fdbox=\"off\"\nkexec kho radix\nkexec -> 5\nkexec cpus=4 kho=radix\n", []string{
 		`t.scn:2:10: unknown kho value "trees" (want arrays, bitmaps or radix)`,
 		`t.scn:2:20: unknown luo value "yes" (want on or off)`,
@@ -352,7 +352,7 @@ var errorCases = []struct {
 		`t.scn:4:13: expected a value for fdbox= (stash, seal or off), found string "off"`,
 		`t.scn:5:7: unexpected name "kho" at end of statement`,
 		`t.scn:6:10: expected an errno name after ->, found integer 5`,
-		`t.scn:7:7: unknown kexec key "cpus" (want kho=, fdbox=, luo=, memfd=, shmem_huge= or fdbox_shmem=)`}},
+		`t.scn:7:7: unknown kexec key "cpus" (want kho=, fdbox=, luo=, memfd=, shmem_huge=, fdbox_shmem= or deferred_struct_page_init=)`}},
 	{"process", machineLine + "process\nprocess p gid=1\nprocess p uid=4294967296\nprocess p caps=CAP_NOPE|all\nprocess p caps=none|CAP_CHOWN\nprocess p nofile=2\nprocess p nofile=0x100001\n", []string{
 		`t.scn:2:8: expected a process name, found end of line`,
 		`t.scn:3:11: unknown process key "gid" (want uid=, caps= or nofile=)`,

@@ -107,9 +107,9 @@ func (h *KHO) CheckInvariants() error {
 			return h.violation("kho-preserved-folio", "preserved %v lies in KHO scratch", f)
 		}
 	}
-	if h.state == Idle && !h.dumping && (len(h.fdtBlocks) > 0 || len(h.dumpPreserved) > 0) {
+	if h.state == Idle && !h.dumping && (len(h.fdtBlocks) > 0 || h.dumpPreserved.n > 0) {
 		return h.violation("kho-idle-clean", "idle with %d FDT blocks and %d folios preserved by an activation",
-			len(h.fdtBlocks), len(h.dumpPreserved))
+			len(h.fdtBlocks), h.dumpPreserved.n)
 	}
 	if err := h.tracker.Check(h.preservedSeq()); err != nil {
 		return err

@@ -143,7 +143,7 @@ type KHO struct {
 	activations     int
 	// dumpPreserved are the folios preserved inside the DUMP of the
 	// current activation: an abort releases those still preserved.
-	dumpPreserved []physmem.Folio
+	dumpPreserved folioLog
 	aborting      bool   // inside abort: the notifiers' ABORT may unpreserve
 	trackerSeen   uint64 // tracker frames already counted as live-update work
 
@@ -410,7 +410,7 @@ func (h *KHO) abort() {
 	}
 	h.tracker.Unfinalize()
 	left := 0
-	for _, f := range h.dumpPreserved {
+	for f := range h.dumpPreserved.all() {
 		if h.IsPreserved(f) {
 			left++
 			h.unpreserve(f)
@@ -419,7 +419,7 @@ func (h *KHO) abort() {
 	if left > 0 {
 		h.k.Printk(kernel.LogWarn, "kho: abort: released %d folios the clients left preserved", left)
 	}
-	h.dumpPreserved = nil
+	h.dumpPreserved = folioLog{}
 }
 
 // Deactivate is writing 0 to /sys/kernel/kho/active (kho_abort): every
@@ -574,7 +574,7 @@ func (h *KHO) PreserveFolio(f physmem.Folio) (Mem, error) {
 	h.countTracker()
 	h.preservedPages += 1 << order
 	if h.dumping {
-		h.dumpPreserved = append(h.dumpPreserved, f)
+		h.dumpPreserved.add(f)
 	}
 	return FolioMem(f, order), nil
 }

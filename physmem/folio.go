@@ -9,7 +9,7 @@ import "khosim/errno"
 func (mm *MM) folioPage(f Folio, op string) *Page {
 	m := &mm.Memmap
 	var p *Page
-	if uint64(f) < uint64(len(m.pages)) && m.open {
+	if uint64(f) < uint64(len(m.pages)) && m.open && m.pages[f].flags != pagePoisonFlags {
 		p = &m.pages[f]
 	} else {
 		p = mm.pageSlow(PFN(f), op)
@@ -26,7 +26,7 @@ func (mm *MM) folioPage(f Folio, op string) *Page {
 func (mm *MM) folioPageQuery(f Folio, op string) *Page {
 	m := &mm.Memmap
 	var p *Page
-	if uint64(f) < uint64(len(m.pages)) && m.open {
+	if uint64(f) < uint64(len(m.pages)) && m.open && m.pages[f].flags != pagePoisonFlags {
 		p = &m.pages[f]
 	} else {
 		p = mm.pageSlow(PFN(f), op)

@@ -72,11 +72,22 @@ type Memmap struct {
 	// costs one load and no branch on the memmap's state (see reopen).
 	gate     []uint64
 	gateMask PFN
-	// open is set when no frame is behind the gate and none is deferred:
-	// Page's inlined fast path, a single flag test, serves every frame.
-	// While restores are pending or memory is deferred, Page takes a
-	// call to pageSlow, whose first test is the gate's one load.
+	// open is set when Page's inlined fast path, a single flag test, may
+	// serve every frame: no frame is deferred, and no frame is behind the
+	// gate or every one behind it is poisoned (sealed). While restores are
+	// pending otherwise, or memory is deferred, Page takes a call to
+	// pageSlow, whose first test is the gate's one load.
 	open bool
+	// sealed is set while every uninitialised frame's struct page is
+	// poisoned (MM.MemblockFreeAll checks it; RestoreFolio keeps it): the
+	// checked accessors (MM.Page, the folio helpers) then refuse a frame
+	// by its poisoned flags, which they read anyway, and need no gate.
+	// It holds when every preserved block is a single page: its struct
+	// page is the head KHOPreservedReserve poisoned. khoHeads and
+	// khoTails count the heads KHOPreservedReserve poisoned and the tails
+	// it left as they were.
+	sealed             bool
+	khoHeads, khoTails uint64
 	// deferred holds, sorted and disjoint, the free frames whose struct
 	// pages are not initialised yet (CONFIG_DEFERRED_STRUCT_PAGE_INIT:
 	// see deferred.go); MM.deferredGrowZone consumes it from the front.
@@ -206,8 +217,10 @@ func (m *Memmap) reopen() {
 	default:
 		m.gate, m.gateMask = gateOpen, 0
 	}
-	m.open = m.ready && m.pending == 0 && len(m.deferred) == 0
+	m.open = m.ready && (m.pending == 0 || m.sealed) && len(m.deferred) == 0
 }
+
+
 
 // refuse is Page's check of a struct page that may not be initialised:
 // before memblock_free_all it refuses every one; after, it poisons an
@@ -315,6 +328,8 @@ func (mm *MM) KHOPreservedReserve(pfn PFN, order uint) error {
 	p := &mm.Memmap.pages[pfn]
 	*p = poisonedPage
 	p.private = KHOPageMagic<<32 | uint64(order)
+	mm.Memmap.khoHeads++
+	mm.Memmap.khoTails += uint64(nr) - 1
 	return nil
 }
 

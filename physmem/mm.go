@@ -104,7 +104,7 @@ func (mm *MM) Close() error { return mm.Memmap.close(mm.Frames) }
 //     hands such a page out poisoned instead.)
 func (mm *MM) Page(pfn PFN) *Page {
 	m := &mm.Memmap
-	if uint64(pfn) >= uint64(len(m.pages)) || !m.open {
+	if uint64(pfn) >= uint64(len(m.pages)) || !m.open || m.pages[pfn].flags == pagePoisonFlags {
 		return mm.pageSlow(pfn, "pfn_to_page")
 	}
 	return &m.pages[pfn]
@@ -114,7 +114,7 @@ func (mm *MM) Page(pfn PFN) *Page {
 // memmap is not open (Memmap.open): it serves a readable frame and
 // refuses, naming op, an uninitialised or deferred struct page.
 func (mm *MM) pageSlow(pfn PFN, op string) *Page {
-	if mm.Memmap.readable(pfn) {
+	if mm.Memmap.readable(pfn) && !mm.Memmap.uninitialised(pfn) {
 		return &mm.Memmap.pages[pfn]
 	}
 	p := mm.Memmap.pageSlow(pfn)
@@ -292,6 +292,8 @@ func (mm *MM) MemblockFreeAll() error {
 			mm.Memmap.pending += bitsCount(noinit, uint64(r.start), uint64(r.end))
 		}
 	}
+	m := &mm.Memmap
+	m.sealed = m.pending != 0 && m.khoTails == 0 && m.pending == m.khoHeads && mm.noinitPoisoned()
 	// The free memory to hand over now, and the rest deferred
 	// (CONFIG_DEFERRED_STRUCT_PAGE_INIT, deferred.go).
 	var now []pfnRange
@@ -347,6 +349,21 @@ func (mm *MM) MemblockFreeAll() error {
 	return nil
 }
 
+// noinitPoisoned reports whether the struct page of every uninitialised
+// frame is poisoned (see Memmap.sealed). It reads only their flags, as
+// PF_POISONED_CHECK would.
+func (mm *MM) noinitPoisoned() bool {
+	m := &mm.Memmap
+	for r := range mm.noinitFrames() {
+		for pfn := r.start; pfn < r.end; pfn++ {
+			if m.uninitialised(pfn) && m.pages[pfn].flags != pagePoisonFlags {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // forEachHole calls f for each run [start, end) of frames outside
 // memblock.memory, in address order.
 func (mm *MM) forEachHole(f func(start, end PFN)) {
@@ -391,26 +408,48 @@ func (mm *MM) RestoreFolio(pfn PFN, order uint) (Folio, error) {
 	// The noinit bitmap holds exactly the frames of memory wholly inside
 	// MEMBLOCK_RSRV_NOINIT reservations (MemblockFreeAll).
 	if !mm.Memblock.handedOver || order > MaxPageOrder || pfn&(nr-1) != 0 ||
-		!mm.Frames.rangeOK(pfn, uint64(nr)) ||
-		mm.Memmap.noinit == nil || !bitsAll(mm.Memmap.noinit, uint64(pfn), uint64(pfn+nr)) {
+		!mm.Frames.rangeOK(pfn, uint64(nr)) || mm.Memmap.noinit == nil {
 		return 0, errno.EINVAL
 	}
-	// Restored before (then perhaps freed, split or reallocated)? Only
-	// RestoreFolio initialises the struct pages of noinit memory, so its
-	// record of what it restored is exact, and the only thing to go by:
-	// the struct pages themselves hold stale bytes (MemblockFreeAll set
-	// up both bitmaps, since the frames are noinit): restored frames are
-	// noinit ones whose uninit bit is clear.
-	if !bitsAll(mm.Memmap.uninit, uint64(pfn), uint64(pfn+nr)) {
+	if !mm.restoreBits(pfn, nr) {
 		return 0, errno.EINVAL
 	}
-	bitsClear(mm.Memmap.uninit, uint64(pfn), uint64(pfn+nr))
 	mm.Memmap.pending -= uint64(nr)
 	mm.Memmap.reopen()
 	mm.Memmap.pages[pfn] = Page{} // the head whole; prepNewPage writes the tails whole
 	mm.prepNewPage(pfn, order, 0)
 	mm.Zone.managed += uint64(nr)
 	return Folio(pfn), nil
+}
+
+// restoreBits is RestoreFolio's check and record: the frames [pfn,
+// pfn+nr), a naturally aligned block, must all be noinit and not restored
+// before (then perhaps freed, split or reallocated); it clears their
+// uninit bits and reports whether it did. Only RestoreFolio initialises
+// the struct pages of noinit memory, so its record of what it restored is
+// exact, and the only thing to go by: the struct pages themselves hold
+// stale bytes (MemblockFreeAll set up both bitmaps, since the frames are
+// noinit): restored frames are noinit ones whose uninit bit is clear. A
+// block of at most 64 frames lies in one word of each bitmap.
+func (mm *MM) restoreBits(pfn, nr PFN) bool {
+	m := &mm.Memmap
+	if nr <= 64 {
+		w, bit := pfn>>6, (uint64(1)<<nr-1)<<(pfn&63)
+		if nr == 64 {
+			bit = ^uint64(0)
+		}
+		if m.noinit[w]&bit != bit || m.uninit[w]&bit != bit {
+			return false
+		}
+		m.uninit[w] &^= bit
+		return true
+	}
+	s, e := uint64(pfn), uint64(pfn+nr)
+	if !bitsAll(m.noinit, s, e) || !bitsAll(m.uninit, s, e) {
+		return false
+	}
+	bitsClear(m.uninit, s, e)
+	return true
 }
 
 // wordMask returns the bits of word w of a bitmap that fall in [s, e),

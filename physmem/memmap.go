@@ -220,8 +220,6 @@ func (m *Memmap) reopen() {
 	m.open = m.ready && (m.pending == 0 || m.sealed) && len(m.deferred) == 0
 }
 
-
-
 // refuse is Page's check of a struct page that may not be initialised:
 // before memblock_free_all it refuses every one; after, it poisons an
 // uninitialised one (once: a poisoned page stays as it is, so the

@@ -73,7 +73,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 		f.preserve = v
 		return err
 	})
-	fs.Func("machine", "`SIZE` of RAM of a big-machine run (P5): each memfd size is fallocated, not filled, and handed over once; no copy baseline (e.g. --machine 16TiB --sizes 256GiB --orders 9)", func(s string) error {
+	fs.Func("machine", "`SIZE` of RAM of a big-machine run (P5): each memfd size is fallocated, not filled, and handed over once, by kernels built with deferred_struct_page_init=on; no copy baseline (e.g. --machine 16TiB --sizes 256GiB --orders 9)", func(s string) error {
 		v, err := bench.ParseSizes(s)
 		if err == nil && len(v) != 1 {
 			err = errors.New("one size")
